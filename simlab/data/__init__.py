@@ -1,0 +1,18 @@
+"""Survey data: rows in the paper's format, prompts, option letters and the C x Q DataModule."""
+
+from .datamodule import PromptTooLongError, SurveyDataModule
+from .letters import LetterResolutionError, resolve_letter_ids
+from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .rows import RowError, SurveyRow, read_rows
+
+__all__ = [
+    "PAPER_ANSWER_PREFIX",
+    "LetterResolutionError",
+    "PromptFormat",
+    "PromptTooLongError",
+    "RowError",
+    "SurveyDataModule",
+    "SurveyRow",
+    "read_rows",
+    "resolve_letter_ids",
+]

@@ -1,0 +1,171 @@
+"""The paper's country x question splits as a LightningDataModule: train, valid and one named test
+loader per subset, tokenized once, length-grouped and dynamically padded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from ..paths import data_root
+from .batching import EncodedDataset, EncodedRow, LengthGroupedBatchSampler, PadCollator
+from .letters import resolve_letter_ids
+from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .rows import ENGLISH_COUNTRY_PATTERN, SurveyRow, read_rows
+
+log = logging.getLogger(__name__)
+
+
+class PromptTooLongError(ValueError):
+    pass
+
+
+class SurveyDataModule(pl.LightningDataModule):
+    """Rows from paper-format files, grouped into named subsets (``C1-Q1`` ... ``C3-Q3``) by ``data_type``.
+
+    Args:
+        tokenizer: the model's tokenizer (a pad token is taken from eos if it has none).
+        files: data files relative to ``root`` (or absolute).
+        subset_names: data_type -> subset name, e.g. ``{"test_1": "C1-Q3"}``.
+        train_subset / valid_subset / test_subsets: which subsets feed fit, validation and test.
+        average_subsets: the subsets whose mean is reported as the paper's average.
+        limit_per_subset: keep a seeded random sample of this many rows per subset (smoke runs).
+        max_length: a longer prompt is an error naming the row; prompts are never truncated.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        files: Sequence[str],
+        subset_names: dict[str, str],
+        train_subset: str | None,
+        valid_subset: str | None,
+        test_subsets: Sequence[str],
+        average_subsets: Sequence[str] = (),
+        root: str | None = None,
+        prompt_style: str = "plain",
+        answer_prefix: str = PAPER_ANSWER_PREFIX,
+        chat_template: str | None = None,
+        country_pattern: str = ENGLISH_COUNTRY_PATTERN,
+        batch_size: int = 8,
+        eval_batch_size: int = 16,
+        max_length: int = 512,
+        num_workers: int = 0,
+        limit_per_subset: int | None = None,
+        seed: int = 0,
+        drop_invalid: bool = False,
+        invalid_rows_file: str | None = None,
+    ):
+        super().__init__()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.files = list(files)
+        self.subset_names = dict(subset_names)
+        self.train_subset, self.valid_subset = train_subset, valid_subset
+        self.test_subsets = list(test_subsets)
+        self.average_subsets = list(average_subsets)
+        self.root = root
+        self.prompt = PromptFormat(style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template)
+        self.country_pattern = country_pattern
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.max_length, self.num_workers = max_length, num_workers
+        self.limit_per_subset, self.seed = limit_per_subset, seed
+        self.drop_invalid, self.invalid_rows_file = drop_invalid, invalid_rows_file
+        self.rows: dict[str, list[SurveyRow]] = {}
+        self.datasets: dict[str, EncodedDataset] = {}
+        self.letter_ids: dict[str, int] = {}
+        self.invalid_rows: list[dict] = []
+
+    # ------------------------------------------------------------------ loading
+    def needed_subsets(self) -> list[str]:
+        wanted = [self.train_subset, self.valid_subset, *self.test_subsets]
+        return list(dict.fromkeys(s for s in wanted if s))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        root = data_root(self.root)
+        by_subset: dict[str, list[SurveyRow]] = {}
+        for name in self.files:
+            path = Path(name) if Path(name).is_absolute() else root / name
+            loaded = read_rows(
+                path, subset_names=self.subset_names, country_pattern=self.country_pattern,
+                drop_invalid=self.drop_invalid,
+            )
+            for row in loaded.rows:
+                by_subset.setdefault(row.subset, []).append(row)
+            self.invalid_rows.extend(loaded.invalid)
+        self._report_invalid()
+        for subset in self.needed_subsets():
+            if subset not in by_subset:
+                raise ValueError(
+                    f"subset {subset!r} has no rows in {self.files} under {root} "
+                    f"(subsets found: {sorted(by_subset)})"
+                )
+            rows = by_subset[subset]
+            if self.limit_per_subset is not None and len(rows) > self.limit_per_subset:
+                keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), self.limit_per_subset))
+                rows = [rows[i] for i in keep]
+            self.rows[subset] = rows
+        self._encode_all()
+
+    def _report_invalid(self) -> None:
+        if not self.invalid_rows:
+            return
+        ids = [r["id"] for r in self.invalid_rows]
+        log.warning("dropped %d invalid rows (drop_invalid=true); ids: %s", len(ids), ids)
+        if self.invalid_rows_file:
+            Path(self.invalid_rows_file).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.invalid_rows_file, "w", encoding="utf-8") as handle:
+                for record in self.invalid_rows:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            log.warning("invalid rows written to %s", self.invalid_rows_file)
+
+    def _encode_all(self) -> None:
+        all_rows = [row for rows in self.rows.values() for row in rows]
+        letters = {letter for row in all_rows for letter in row.letters}
+        context = self.prompt.render(all_rows[0], self.tokenizer)
+        self.letter_ids = resolve_letter_ids(
+            self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens
+        )
+        for subset, rows in self.rows.items():
+            self.datasets[subset] = EncodedDataset([self.encode(row) for row in rows])
+
+    def encode(self, row: SurveyRow) -> EncodedRow:
+        text = self.prompt.render(row, self.tokenizer)
+        input_ids = self.tokenizer(text, add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
+        if len(input_ids) > self.max_length:
+            raise PromptTooLongError(
+                f"{row.source}: row {row.index} (id {row.question_id}, {row.country}): the prompt has "
+                f"{len(input_ids)} tokens, more than data.max_length={self.max_length}; raise data.max_length "
+                f"(prompts are never truncated)"
+            )
+        return EncodedRow(
+            input_ids=list(input_ids), letter_ids=[self.letter_ids[l] for l in row.letters], target=list(row.target)
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, subset: str, train: bool) -> DataLoader:
+        dataset = self.datasets[subset]
+        sampler = LengthGroupedBatchSampler(
+            dataset.lengths, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed
+        )
+        return DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=PadCollator(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_subset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_subset, train=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(subset, train=False) for subset in self.test_subsets]

@@ -1,0 +1,60 @@
+"""The paper's prompt, rendered either as plain text (base models) or through a chat template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .rows import SurveyRow
+
+PAPER_ANSWER_PREFIX = " If had to select one of the options, my answer would be ("
+PAPER_OPTION_SEPARATOR = ", "
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a row becomes model input.
+
+    ``plain``: the paper's string exactly: instruction + question + options joined by ", " + answer prefix.
+    ``chat``: instruction + question + options as the user turn of the tokenizer's chat template, then the
+    answer prefix (without its leading space) opening the assistant turn, so the model answers as itself.
+    """
+
+    style: Literal["plain", "chat"] = "plain"
+    answer_prefix: str = PAPER_ANSWER_PREFIX
+    option_separator: str = PAPER_OPTION_SEPARATOR
+    chat_template: str | None = None  # overrides the tokenizer's own (e.g. Vicuna v1.1, which ships none)
+
+    def __post_init__(self) -> None:
+        if self.style not in ("plain", "chat"):
+            raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.style!r}")
+
+    def question_text(self, instruction: str, question: str, options: tuple[str, ...] | list[str]) -> str:
+        return instruction + question + self.option_separator.join(options)
+
+    def render(self, row: SurveyRow, tokenizer=None) -> str:
+        return self.render_parts(row.instruction, row.question, row.options, tokenizer)
+
+    def render_parts(self, instruction: str, question: str, options, tokenizer=None) -> str:
+        user = self.question_text(instruction, question, options)
+        if self.style == "plain":
+            return user + self.answer_prefix
+        return self.chat_prefix(user, tokenizer) + self.answer_prefix.lstrip()
+
+    def chat_prefix(self, user: str, tokenizer) -> str:
+        if tokenizer is None:
+            raise ValueError("prompt_style=chat needs the tokenizer to render its chat template")
+        template = self.chat_template or getattr(tokenizer, "chat_template", None)
+        if not template:
+            name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+            raise ValueError(
+                f"tokenizer {name!r} has no chat template: use prompt_style=plain or give model.chat_template"
+            )
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Plain prompts get the tokenizer's BOS; a chat template writes its own special tokens."""
+        return self.style == "plain"

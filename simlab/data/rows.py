@@ -1,0 +1,202 @@
+"""Survey rows in the paper's JSON format: parsing and validation.
+
+Every problem is reported with the file, the row index and the field, so a bad row is never
+dropped, truncated or silently repaired.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
+ENGLISH_COUNTRY_PATTERN = r"How would someone from (?P<country>.+?) answer the following question"
+REQUIRED_FIELDS = ("id", "instruction", "input", "options", "options_dist", "data_type")
+
+
+class RowError(ValueError):
+    """A survey row that cannot be used, located by file, row index and field."""
+
+    def __init__(self, path: str | Path, index: int | None, field_name: str | None, message: str):
+        self.path, self.index, self.field_name, self.message = str(path), index, field_name, message
+        where = f"{path}"
+        if index is not None:
+            where += f": row {index}"
+        if field_name is not None:
+            where += f": field '{field_name}'"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class SurveyRow:
+    """One (country, question) cell with its human answer distribution, in option order."""
+
+    subset: str
+    question_id: str
+    country: str
+    instruction: str
+    question: str
+    options: tuple[str, ...]  # as written in the data, e.g. "(A)Very important"
+    letters: tuple[str, ...]
+    target: tuple[float, ...]  # normalised to sum 1, in option order
+    n: int | None
+    source: str
+    index: int  # position in the source file
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(OPTION_PATTERN.match(o).group("label") for o in self.options)  # type: ignore[union-attr]
+
+
+@dataclass
+class LoadedRows:
+    rows: list[SurveyRow]
+    invalid: list[dict[str, Any]] = field(default_factory=list)  # only filled when dropping is asked for
+
+
+def parse_row(
+    raw: Any,
+    *,
+    path: str | Path,
+    index: int,
+    subset_names: dict[str, str],
+    country_pattern: re.Pattern[str],
+) -> SurveyRow:
+    """Validate one raw JSON row and turn it into a SurveyRow (raises RowError)."""
+
+    def fail(field_name: str | None, message: str) -> RowError:
+        return RowError(path, index, field_name, message)
+
+    if not isinstance(raw, dict):
+        raise fail(None, f"expected a JSON object, got {type(raw).__name__}")
+    for name in REQUIRED_FIELDS:
+        if name not in raw:
+            raise fail(name, "missing field")
+
+    data_type = raw["data_type"]
+    if data_type not in subset_names:
+        raise fail("data_type", f"unknown data_type {data_type!r}; this data config knows {sorted(subset_names)}")
+
+    instruction = raw["instruction"]
+    if not isinstance(instruction, str):
+        raise fail("instruction", "must be a string")
+    match = country_pattern.search(instruction)
+    if match is None or not match.group("country").strip():
+        raise fail("instruction", f"names no country (pattern {country_pattern.pattern!r}): {instruction!r}")
+    country = match.group("country").strip()
+
+    question = raw["input"]
+    if not isinstance(question, str):
+        raise fail("input", "must be a string")
+
+    options = raw["options"]
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise fail("options", "must be a list of strings")
+    if len(options) < 2:
+        raise fail("options", f"needs at least 2 options, got {len(options)}")
+    letters: list[str] = []
+    for position, option in enumerate(options):
+        option_match = OPTION_PATTERN.match(option)
+        if option_match is None:
+            raise fail("options", f"option {position} {option!r} has no '(L)' letter prefix")
+        letter = option_match.group("letter")
+        if letter in letters:
+            raise fail("options", f"letter {letter} is repeated")
+        letters.append(letter)
+
+    dist = raw["options_dist"]
+    if not isinstance(dist, dict):
+        raise fail("options_dist", "must be an object mapping option letters to shares")
+    if set(dist) != set(letters):
+        missing, extra = sorted(set(letters) - set(dist)), sorted(set(dist) - set(letters))
+        raise fail("options_dist", f"keys must be the option letters {letters}; missing {missing}, unexpected {extra}")
+    values = []
+    for letter in letters:
+        value = dist[letter]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("options_dist", f"share of {letter} is not a number: {value!r}")
+        if math.isnan(value) or math.isinf(value):
+            raise fail("options_dist", f"share of {letter} is {value}")
+        if value < 0:
+            raise fail("options_dist", f"share of {letter} is negative: {value}")
+        values.append(float(value))
+    total = sum(values)
+    if total <= 0:
+        raise fail("options_dist", "all shares are zero")
+
+    n = raw.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        raise fail("n", f"must be a positive integer or null, got {n!r}")
+
+    question_id = raw["id"]
+    if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
+        raise fail("id", f"must be a string or an integer, got {question_id!r}")
+
+    return SurveyRow(
+        subset=subset_names[data_type],
+        question_id=str(question_id),
+        country=country,
+        instruction=instruction,
+        question=question,
+        options=tuple(options),
+        letters=tuple(letters),
+        target=tuple(v / total for v in values),
+        n=n,
+        source=str(path),
+        index=index,
+    )
+
+
+def _read_json_rows(path: Path) -> list[Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        raw_rows = []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw_rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise RowError(path, len(raw_rows), None, f"malformed JSON on line {line_number}: {err.msg}") from err
+        return raw_rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RowError(path, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    if not isinstance(data, list):
+        raise RowError(path, None, None, f"expected a JSON list of rows, got {type(data).__name__}")
+    return data
+
+
+def read_rows(
+    path: str | Path,
+    *,
+    subset_names: dict[str, str],
+    country_pattern: str = ENGLISH_COUNTRY_PATTERN,
+    drop_invalid: bool = False,
+) -> LoadedRows:
+    """Read and validate every row of a paper-format JSON (or JSONL) file.
+
+    By default the first bad row raises. With ``drop_invalid`` bad rows are collected in
+    ``LoadedRows.invalid`` (index, id, error) for the caller to log and save.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"survey data file {path} does not exist")
+    pattern = re.compile(country_pattern)
+    loaded = LoadedRows(rows=[])
+    for index, raw in enumerate(_read_json_rows(path)):
+        try:
+            loaded.rows.append(
+                parse_row(raw, path=path, index=index, subset_names=subset_names, country_pattern=pattern)
+            )
+        except RowError as err:
+            if not drop_invalid:
+                raise
+            row_id = raw.get("id") if isinstance(raw, dict) else None
+            loaded.invalid.append({"file": str(path), "index": index, "id": row_id, "error": str(err)})
+    return loaded

@@ -1,0 +1,101 @@
+"""The LightningModule: option-restricted next-token distributions, a swappable distribution loss,
+and per-subset survey metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from .losses import masked_softmax
+from .metrics import survey_metrics
+from .scoring import option_logits
+
+
+class SurveyLitModule(pl.LightningModule):
+    """Fine-tunes (or only evaluates) a causal LM as a survey-distribution simulator.
+
+    Args:
+        model: a transformers causal LM, usually wrapped by peft with LoRA (only trainable weights are
+            optimised and checkpointed).
+        loss: a module ``loss(logits, target, mask) -> scalar`` from :mod:`simlab.losses`.
+        optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a partial, e.g. AdamW with lr 1e-4).
+        test_subsets: names of the test dataloaders, in order.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        test_subsets: Sequence[str] = (),
+    ):
+        super().__init__()
+        self.model = model
+        self.model.train()  # transformers loads in eval mode; Lightning keeps submodule modes, so LoRA dropout needs this
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.test_subsets = list(test_subsets)
+        self.val_metrics = survey_metrics()
+        self.test_metrics = nn.ModuleDict({name: survey_metrics() for name in self.test_subsets})
+        self.test_results: dict[str, dict[str, float]] = {}
+        self.test_predictions: dict[str, dict[int, list[float]]] = {name: {} for name in self.test_subsets}
+        # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
+        self.strict_loading = False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Option probabilities [B, K] (exact zeros in padded slots)."""
+        return masked_softmax(option_logits(self.model, batch), batch["option_mask"])
+
+    def training_step(self, batch, batch_idx):
+        logits = option_logits(self.model, batch)
+        loss = self.loss(logits, batch["target"], batch["option_mask"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = option_logits(self.model, batch)
+        loss = self.loss(logits, batch["target"], batch["option_mask"])
+        probs = masked_softmax(logits, batch["option_mask"])
+        self.val_metrics.update(probs, batch["target"], batch["option_mask"])
+        self.log("val/loss", loss, batch_size=len(batch["target"]))
+
+    def on_validation_epoch_end(self):
+        for name, value in self.val_metrics.compute().items():
+            self.log(f"val/{name}", value, prog_bar=name == "one_minus_jsd")
+        self.val_metrics.reset()
+
+    def on_test_epoch_start(self):
+        self.test_predictions = {name: {} for name in self.test_subsets}
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        subset = self.test_subsets[dataloader_idx]
+        probs = self(batch)
+        self.test_metrics[subset].update(probs, batch["target"], batch["option_mask"])
+        for row_index, row_probs, row_mask in zip(batch["row_index"], probs, batch["option_mask"]):
+            self.test_predictions[subset][int(row_index)] = row_probs[row_mask].double().tolist()
+
+    def on_test_epoch_end(self):
+        for subset in self.test_subsets:
+            metrics = self.test_metrics[subset]
+            values = {name: float(v) for name, v in metrics.compute().items()}
+            values["n"] = len(self.test_predictions[subset])
+            self.test_results[subset] = values
+            for name, value in values.items():
+                if name != "n":
+                    self.log(f"test/{subset}/{name}", value, add_dataloader_idx=False)
+            metrics.reset()
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("no optimizer configured: this module was built for evaluation only")
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters (attach a LoRA adapter to fine-tune)")
+        return self.optimizer_factory(trainable)
+
+    def on_save_checkpoint(self, checkpoint):
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

@@ -1,0 +1,39 @@
+"""Option scores from a causal LM without building full-vocabulary logits.
+
+The decoder runs once; only the hidden state at each row's answer slot (the token '(' that ends the
+prompt) is multiplied by the output-embedding rows of that row's option letters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model.adapters import base_model
+
+
+def option_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, K] next-token logits of each row's option letters (padded slots hold garbage; mask them)."""
+    lm = base_model(model)
+    decoder = lm.get_decoder()
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    answer_hidden = hidden[rows, batch["answer_index"]]  # [B, H]
+    head = lm.get_output_embeddings()
+    weight = head.weight[batch["letter_ids"]]  # [B, K, H]
+    logits = torch.einsum("bh,bkh->bk", answer_hidden.to(weight.dtype), weight)
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[batch["letter_ids"]]
+    return _model_logit_transforms(lm.config, logits.float())
+
+
+def _model_logit_transforms(config, logits: torch.Tensor) -> torch.Tensor:
+    """Apply the elementwise transforms some architectures put after the LM head (Cohere scale, Gemma cap)."""
+    scale = getattr(config, "logit_scale", None)
+    if isinstance(scale, (int, float)):
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if isinstance(cap, (int, float)) and cap > 0:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
