@@ -1,0 +1,91 @@
+"""run.py end to end through Hydra on a tiny random Llama loaded from a folder by model.path."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from conftest import REPO
+
+SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
+
+
+def run_py(*overrides, cwd=REPO):
+    result = subprocess.run(
+        [sys.executable, "run.py", *overrides], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def finetune_dir(tmp_path_factory, tiny_llama_dir, shared_data):
+    out = tmp_path_factory.mktemp("finetune")
+    run_py(
+        "model=hf", f"model.path={tiny_llama_dir}", "loss=kl", "experiment=smoke", "logger=csv",
+        "data.limit_per_subset=8", "data.max_length=2048", f"data.root={shared_data}", f"hydra.run.dir={out}",
+    )
+    return out
+
+
+def test_finetune_writes_every_output(finetune_dir):
+    metrics = json.loads((finetune_dir / "metrics.json").read_text())
+    assert metrics["task"] == "finetune" and metrics["loss"] == "kl" and metrics["model"] == "hf"
+    assert list(metrics["subsets"]) == SUBSETS
+    for values in metrics["subsets"].values():
+        assert set(values) == {"n", "one_minus_jsd", "emd", "emd_paper", "accuracy", "kl"}
+        assert values["n"] == 8 and 0 <= values["one_minus_jsd"] <= 1
+    assert set(metrics["paper_average"]) == {"one_minus_jsd", "emd", "accuracy"}
+    expected = np.mean([metrics["subsets"][s]["one_minus_jsd"] for s in ["C1-Q3", "C2-Q1", "C2-Q3", "C3-Q1", "C3-Q3"]])
+    assert metrics["paper_average"]["one_minus_jsd"] == pytest.approx(expected)
+    assert (finetune_dir / "adapter" / "adapter_config.json").is_file()
+    assert (finetune_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (finetune_dir / "config_resolved.yaml").is_file()
+    assert "| C2-Q1 | 8 |" in (finetune_dir / "results.md").read_text()
+
+
+def test_predictions_reproduce_metrics_with_scipy(finetune_dir):
+    metrics = json.loads((finetune_dir / "metrics.json").read_text())
+    lines = [json.loads(l) for l in (finetune_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 * len(SUBSETS)
+    for subset in SUBSETS:
+        rows = [l for l in lines if l["subset"] == subset]
+        scores = [1 - jensenshannon(r["human"], r["predicted"]) for r in rows]
+        assert np.mean(scores) == pytest.approx(metrics["subsets"][subset]["one_minus_jsd"], abs=1e-6)
+        for r in rows:
+            assert len(r["letters"]) == len(r["human"]) == len(r["predicted"])
+            assert sum(r["predicted"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_zeroshot_with_saved_adapter_and_resume(finetune_dir, tiny_llama_dir, shared_data, tmp_path):
+    # evaluating the saved adapter gives the fine-tuned run's numbers
+    run_py(
+        "model=hf", f"model.path={tiny_llama_dir}", f"model.adapter={finetune_dir / 'adapter'}", "task=zeroshot",
+        "logger=none", "data.limit_per_subset=8", "data.max_length=2048", f"data.root={shared_data}",
+        f"hydra.run.dir={tmp_path / 'zs'}",
+    )
+    tuned = json.loads((finetune_dir / "metrics.json").read_text())["subsets"]
+    again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert again["task"] == "zeroshot" and "C1-Q1" not in again["rows"]
+    for subset in SUBSETS:
+        assert again["subsets"][subset]["one_minus_jsd"] == pytest.approx(tuned[subset]["one_minus_jsd"], abs=1e-5)
+    # ckpt_path resumes fine-tuning from the last checkpoint (one more epoch)
+    run_py(
+        "model=hf", f"model.path={tiny_llama_dir}", "experiment=smoke", "logger=none", "trainer.max_epochs=2",
+        f"ckpt_path={finetune_dir / 'checkpoints' / 'last.ckpt'}", "data.limit_per_subset=8", "data.max_length=2048",
+        f"data.root={shared_data}", f"hydra.run.dir={tmp_path / 'resumed'}",
+    )
+    assert (tmp_path / "resumed" / "metrics.json").is_file()
+
+
+def test_missing_data_root_is_a_clear_error(tiny_llama_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "task=zeroshot", "logger=none",
+         f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "nowhere" in result.stderr and "SIMLAB_DATA" in result.stderr
