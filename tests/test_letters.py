@@ -114,6 +114,6 @@ def test_context_token_merging_with_letter_fails():
 def test_tokenizer_name_falls_back_to_type():
     tok = Tokenizer(models.WordLevel(vocab={"[UNK]": 0, "A": 1}, unk_token="[UNK]"))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok)
-    assert tokenizer_name(fast) == "PreTrainedTokenizerFast"
+    assert tokenizer_name(fast) == type(fast).__name__  # TokenizersBackend in transformers 5
     fast.name_or_path = "some/model"
     assert tokenizer_name(fast) == "some/model"

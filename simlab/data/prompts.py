@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .letters import tokenizer_name
 from .rows import SurveyRow
 
 PAPER_ANSWER_PREFIX = " If had to select one of the options, my answer would be ("
@@ -46,9 +47,8 @@ class PromptFormat:
             raise ValueError("prompt_style=chat needs the tokenizer to render its chat template")
         template = self.chat_template or getattr(tokenizer, "chat_template", None)
         if not template:
-            name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
             raise ValueError(
-                f"tokenizer {name!r} has no chat template: use prompt_style=plain or give model.chat_template"
+                f"tokenizer {tokenizer_name(tokenizer)!r} has no chat template: use prompt_style=plain or give model.chat_template"
             )
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": user}], chat_template=template, tokenize=False, add_generation_prompt=True
