@@ -85,7 +85,7 @@ def test_chat_prompt_exact(tiny_tokenizer):
     text = PromptFormat(style="chat").render(_row(VALID_ROW_0), tiny_tokenizer)
     expected = (
         "<|im_start|>user\n" + VALID_ROW_0_USER + "<|im_end|>\n<|im_start|>assistant\n"
-        "If had to select one of the options, my answer would be ("
+        " If had to select one of the options, my answer would be ("
     )
     assert text == expected
 

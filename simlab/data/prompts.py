@@ -18,7 +18,7 @@ class PromptFormat:
 
     ``plain``: the paper's string exactly: instruction + question + options joined by ", " + answer prefix.
     ``chat``: instruction + question + options as the user turn of the tokenizer's chat template, then the
-    answer prefix (without its leading space) opening the assistant turn, so the model answers as itself.
+    same answer prefix (leading space included, as the reference code tokenizes it) opening the assistant turn.
     """
 
     style: Literal["plain", "chat"] = "plain"
@@ -40,7 +40,7 @@ class PromptFormat:
         user = self.question_text(instruction, question, options)
         if self.style == "plain":
             return user + self.answer_prefix
-        return self.chat_prefix(user, tokenizer) + self.answer_prefix.lstrip()
+        return self.chat_prefix(user, tokenizer) + self.answer_prefix
 
     def chat_prefix(self, user: str, tokenizer) -> str:
         if tokenizer is None:
