@@ -120,7 +120,7 @@ def test_explicit_chat_template_overrides(tiny_tokenizer):
         "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"
     )
     fmt = PromptFormat(style="chat", chat_template=vicuna_like)
-    expected = "USER: " + VALID_ROW_0_USER + "\nASSISTANT: If had to select one of the options, my answer would be ("
+    expected = "USER: " + VALID_ROW_0_USER + "\nASSISTANT:  If had to select one of the options, my answer would be ("
     assert fmt.render(_row(VALID_ROW_0), tiny_tokenizer) == expected
     # and it works for a tokenizer that ships no template at all
     bare = build_tokenizer(chat_template=None)
