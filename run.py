@@ -2,6 +2,7 @@
 
     python run.py                              # fine-tune the embedded model with LoRA, test every subset
     python run.py task=zeroshot                # evaluate the bare model
+    python run.py task=baseline baseline=knn   # a baseline: uniform | avg_culture | knn | json_zs
     python run.py model=hf model.path=DIR loss=js
     python run.py -m loss=kl,js,ce,wasserstein # a Hydra multirun sweep (outputs under multirun/)
 """
@@ -35,66 +36,106 @@ def finish_wandb() -> None:
         sys.modules["wandb"].finish()
 
 
-def run(cfg: DictConfig) -> dict:
-    import pytorch_lightning as pl
-
+def load_model(cfg: DictConfig):
+    """The language model, with a saved adapter (model.adapter) or a fresh LoRA adapter when training."""
     from simlab.model import attach_lora, load_adapter
-    from simlab.results import results_table, summarize, write_json, write_predictions
-
-    started = time.time()
-    out = Path(cfg.paths.output_dir)
-    choices = HydraConfig.get().runtime.choices
-    overrides = list(HydraConfig.get().overrides.task)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
-    pl.seed_everything(cfg.seed, workers=True)
 
     lm = instantiate(cfg.model.loader)
-    model = lm.model
     if cfg.model.adapter:
-        model = load_adapter(model, cfg.model.adapter, trainable=cfg.task.fit)
+        lm.model = load_adapter(lm.model, cfg.model.adapter, trainable=cfg.task.fit)
     elif cfg.task.fit:
-        model = attach_lora(model, instantiate(cfg.model.lora, _convert_="all"))
+        lm.model = attach_lora(lm.model, instantiate(cfg.model.lora, _convert_="all"))
+    return lm
 
+
+def run_model(cfg: DictConfig, out: Path, overrides: list[str]) -> tuple:
+    """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
+    from simlab.results import predictions_in_row_order
+
+    lm = load_model(cfg)
     datamodule = instantiate(cfg.data, tokenizer=lm.tokenizer)
     datamodule.setup()
-    sizes = {name: len(rows) for name, rows in datamodule.rows.items()}
-    log.info("rows per subset: %s", sizes)
-
-    module = instantiate(cfg.module, model=model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
+    module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = build_loggers(cfg, overrides)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
+    adapter = cfg.model.adapter
     try:
         if cfg.task.fit:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             log.info("testing with %s", best or "the final weights (no best checkpoint)")
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-            module.model.save_pretrained(out / "adapter")
+            adapter = str(out / "adapter")
+            module.model.save_pretrained(adapter)
         else:
             trainer.test(module, datamodule=datamodule, verbose=False)
     finally:
         finish_wandb()
+    info = {"model": cfg.model.name, "model_source": lm.source, "adapter": adapter, "loss": HydraConfig.get().runtime.choices.get("loss")}
+    return datamodule, module.test_results, predictions_in_row_order(module.test_predictions), info
 
+
+def run_baseline(cfg: DictConfig) -> tuple:
+    """Fit a baseline on the train subset and predict every test subset."""
+    from simlab.evaluation import score_subsets
+
+    if not cfg.get("baseline"):
+        raise ValueError("task=baseline needs baseline=<uniform|avg_culture|knn|json_zs>")
+    baseline = instantiate(cfg.baseline, _convert_="all")
+    tokenizer = None
+    if hasattr(baseline, "set_language_model"):
+        lm = instantiate(cfg.model.loader)
+        baseline.set_language_model(lm)
+        tokenizer = lm.tokenizer
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    datamodule.setup()
+    baseline.fit(datamodule.rows.get(datamodule.train_subset, []) if datamodule.train_subset else [])
+    predictions = {s: baseline.predict(datamodule.rows[s]) for s in datamodule.test_subsets}
+    info = {"baseline": HydraConfig.get().runtime.choices.get("baseline"), "baseline_report": baseline.report()}
+    if hasattr(baseline, "set_language_model"):
+        info.update(model=cfg.model.name, model_source=lm.source)
+    return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
+
+
+def run(cfg: DictConfig) -> dict:
+    import pytorch_lightning as pl
+
+    from simlab.results import analyse, results_table, summarize, write_json, write_predictions
+
+    started = time.time()
+    out = Path(cfg.paths.output_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    if cfg.task.name == "baseline":
+        datamodule, test_results, predictions, info = run_baseline(cfg)
+    else:
+        datamodule, test_results, predictions, info = run_model(cfg, out, overrides)
+    log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
+
+    extra = analyse(
+        datamodule.rows, predictions, datamodule.average_subsets,
+        calibrate_on=cfg.calibrate_on if cfg.calibrate else None, seed=cfg.seed,
+    )
     summary = summarize(
-        module.test_results,
+        test_results,
         datamodule.average_subsets,
         task=cfg.task.name,
-        model=cfg.model.name,
-        model_source=lm.source,
-        adapter=str(out / "adapter") if cfg.task.fit else cfg.model.adapter,
-        loss=choices.get("loss"),
+        **info,
         prompt_style=cfg.model.prompt_style,
+        settings=datamodule.settings,
         seed=cfg.seed,
         overrides=overrides,
-        rows=sizes,
+        rows={s: len(r) for s, r in datamodule.rows.items()},
         wall_time_s=round(time.time() - started, 1),
     )
+    summary.update(extra)
     write_json(out / "metrics.json", summary)
-    write_predictions(out / "predictions.jsonl", datamodule.rows, module.test_predictions)
+    write_predictions(out / "predictions.jsonl", datamodule.rows, predictions)
     (out / "results.md").write_text(results_table(summary), encoding="utf-8")
     log.info("\n%s", results_table(summary))
     log.info("outputs in %s", out)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
@@ -24,6 +23,7 @@ from .losses import _kl_rows_from_logs, _safe_log, masked_log_softmax, masked_so
 
 PROB_FLOOR = 1e-12  # saved probabilities are clamped here before log(), as in simlab.metrics
 DEFAULT_BOUNDS = (0.05, 20.0)
+_NEGLIGIBLE_KL = 1e-12  # a KL gain below this is rounding noise: keep T = 1 rather than a meaningless 1 ± 1e-9
 
 
 def _check_batch(logits: Tensor, target: Tensor | None, mask: Tensor) -> None:
@@ -41,8 +41,8 @@ def _check_batch(logits: Tensor, target: Tensor | None, mask: Tensor) -> None:
     real_logits = logits[mask]
     if torch.isnan(real_logits).any():
         raise ValueError("logits contain NaN in real option slots")
-    if torch.isposinf(real_logits).any():
-        raise ValueError("logits contain +inf in real option slots")
+    if torch.isinf(real_logits).any():
+        raise ValueError("logits contain inf in real option slots (use logits_from_probs, which floors zeros)")
     if target is not None:
         real_target = target[mask]
         if not bool(torch.isfinite(real_target).all()):
@@ -78,8 +78,15 @@ def logits_from_probs(probs: Tensor, mask: Tensor, floor: float = PROB_FLOOR) ->
     Padded slots are 0.
     """
     mask = mask.bool()
-    if floor <= 0:
+    if not floor > 0:
         raise ValueError(f"floor must be > 0, got {floor}")
+    if probs.shape != mask.shape:
+        raise ValueError(f"shapes differ: probs {tuple(probs.shape)}, mask {tuple(mask.shape)}")
+    real = probs[mask]
+    if torch.isnan(real).any() or torch.isinf(real).any():
+        raise ValueError("probabilities contain NaN or inf in real option slots")
+    if bool((real < 0).any()):
+        raise ValueError("probabilities contain negative values")
     safe = torch.where(mask, probs, torch.ones_like(probs))
     return torch.log(safe.clamp_min(floor)).masked_fill(~mask, 0.0)
 
@@ -102,7 +109,8 @@ def fit_temperature(
     quantity. The search runs over log T (so sharpening and flattening by the same factor are symmetric)
     with scipy's bounded Brent method in float64: deterministic, derivative-free and reliable here because
     the objective is convex in 1/T, hence unimodal in log T. The result is never worse on this data than
-    T = 1: if the search ends no better than T = 1 (e.g. 1 is already optimal), 1.0 is returned.
+    T = 1: unless the search improves the mean KL over T = 1 by more than 1e-12 nats, exactly 1.0 is
+    returned (so an already calibrated model is left untouched rather than nudged by rounding noise).
     """
     lo, hi = (float(b) for b in bounds)
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
@@ -121,9 +129,7 @@ def fit_temperature(
     )
     temperature = math.exp(float(result.x))
     baseline = _mean_kl(logits, target, mask, log_target, 1.0) if lo <= 1.0 <= hi else math.inf
-    if not math.isfinite(float(result.fun)) and not math.isfinite(baseline):
-        raise ValueError("KL is infinite at every temperature (a human share sits on a -inf logit)")
-    if baseline <= float(result.fun):
+    if baseline <= float(result.fun) + _NEGLIGIBLE_KL:
         return 1.0
     return temperature
 

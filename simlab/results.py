@@ -39,7 +39,7 @@ def write_json(path: Path, payload) -> None:
 
 
 def write_predictions(
-    path: Path, rows: dict[str, list[SurveyRow]], predictions: dict[str, dict[int, list[float]]]
+    path: Path, rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]]
 ) -> int:
     """One JSON line per tested row; every row of every tested subset must have a prediction."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,8 @@ def write_predictions(
                     "country": row.country,
                     "question_id": row.question_id,
                     "letters": list(row.letters),
+                    **({"prompt_country": row.prompt_country} if row.prompt_country else {}),
+                    **({"option_order": list(row.option_order)} if row.option_order else {}),
                     "human": list(row.target),
                     "predicted": predicted[index],
                 }
@@ -63,24 +65,81 @@ def write_predictions(
     return written
 
 
+def _title(summary: dict) -> str:
+    if summary.get("task") == "baseline":
+        return f"baseline: {summary.get('baseline')}"
+    return f"{summary.get('task', 'run')}: {summary.get('model', '')} (loss {summary.get('loss') or '-'})"
+
+
 def results_table(summary: dict) -> str:
-    """A markdown table: one row per subset, then the paper's average."""
+    """Markdown tables: one row per subset, then the paper's average; the calibrated metrics if present."""
+    lines = [f"# {_title(summary)}", ""]
+    settings = {k: v for k, v in (summary.get("settings") or {}).items() if v is True}
+    if settings:
+        lines += [f"Settings: {', '.join(settings)}", ""]
+    lines += _metrics_table(summary, summary.get("noise_ceiling"))
+    calibrated = summary.get("calibrated")
+    if calibrated:
+        lines += ["", f"## After temperature scaling (T = {calibrated['temperature']:.3f}, fitted on "
+                  f"{calibrated['fitted_on']})", ""]
+        lines += _metrics_table(calibrated, None)
+    lines += ["", "1-JSD: 1 - Jensen-Shannon distance (natural log). EMD: W1 over option positions / (K-1). "
+              "EMD (paper): the reference code's scipy wasserstein_distance on probability values, for comparison "
+              "only. Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size (rows with n)."]
+    return "\n".join(lines) + "\n"
+
+
+def _metrics_table(summary: dict, ceiling: dict | None) -> list[str]:
     lines = [
-        f"# {summary.get('task', 'run')}: {summary.get('model', '')} (loss {summary.get('loss', '-')})",
-        "",
-        "| subset | n | 1-JSD | EMD | EMD (paper) | accuracy | KL |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| subset | n | 1-JSD | EMD | EMD (paper) | accuracy | KL | ceiling 1-JSD |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, values in summary["subsets"].items():
         cells = " | ".join(f"{values[m]:.4f}" for m in METRIC_ORDER)
-        lines.append(f"| {name} | {values['n']} | {cells} |")
+        bound = (ceiling or {}).get(name, {}).get("one_minus_jsd")
+        lines.append(f"| {name} | {values['n']} | {cells} | {'' if bound is None else f'{bound:.4f}'} |")
     average = summary.get("paper_average")
     if average:
         subsets = ", ".join(summary["paper_average_subsets"])
         lines.append(
             f"| paper average ({subsets}) | | {average['one_minus_jsd']:.4f} | {average['emd']:.4f} | | "
-            f"{average['accuracy']:.4f} | |"
+            f"{average['accuracy']:.4f} | | |"
         )
-    lines += ["", "1-JSD: 1 - Jensen-Shannon distance (natural log). EMD: W1 over option positions / (K-1). "
-              "EMD (paper): the reference code's scipy wasserstein_distance on probability values, for comparison only."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def analyse(
+    rows: dict[str, list[SurveyRow]],
+    predictions: dict[str, list[list[float]]],
+    average_subsets: Sequence[str] = (),
+    calibrate_on: str | None = None,
+    ceiling_samples: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Everything computed from the predictions after the test pass: per-subset position bias, the
+    sampling-noise ceiling, and (``calibrate_on`` = a tested subset, normally the valid split) every
+    metric again after one temperature fitted on that subset."""
+    from .calibration import calibrate_predictions
+    from .ceiling import noise_ceiling
+    from .evaluation import score_subsets
+    from .position_bias import position_bias
+
+    extra: dict = {
+        "position_bias": {
+            s: position_bias([r.target for r in rows[s]], predictions[s]) for s in predictions
+        },
+        "noise_ceiling": {s: noise_ceiling(rows[s], samples=ceiling_samples, seed=seed) for s in predictions},
+    }
+    if calibrate_on:
+        if calibrate_on not in predictions:
+            raise ValueError(f"calibrate_on={calibrate_on!r} was not tested (tested: {sorted(predictions)})")
+        temperature, calibrated = calibrate_predictions(
+            predictions[calibrate_on], [list(r.target) for r in rows[calibrate_on]], predictions
+        )
+        scores = score_subsets(rows, calibrated)
+        extra["calibrated"] = summarize(scores, average_subsets, temperature=temperature, fitted_on=calibrate_on)
+    return extra
+
+
+def predictions_in_row_order(predictions: dict[str, dict[int, list[float]]]) -> dict[str, list[list[float]]]:
+    return {s: [p[i] for i in range(len(p))] for s, p in predictions.items()}

@@ -17,6 +17,7 @@ from .batching import EncodedDataset, EncodedRow, LengthGroupedBatchSampler, Pad
 from .letters import resolve_letter_ids
 from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
 from .rows import ENGLISH_COUNTRY_PATTERN, SurveyRow, read_rows
+from .settings import replace_country, shuffle_options
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,14 @@ class SurveyDataModule(pl.LightningDataModule):
     """Rows from paper-format files, grouped into named subsets (``C1-Q1`` ... ``C3-Q3``) by ``data_type``.
 
     Args:
-        tokenizer: the model's tokenizer (a pad token is taken from eos if it has none).
+        tokenizer: the model's tokenizer (a pad token is taken from eos if it has none); None loads rows only.
         files: data files relative to ``root`` (or absolute).
         subset_names: data_type -> subset name, e.g. ``{"test_1": "C1-Q3"}``.
         train_subset / valid_subset / test_subsets: which subsets feed fit, validation and test.
         average_subsets: the subsets whose mean is reported as the paper's average.
         limit_per_subset: keep a seeded random sample of this many rows per subset (smoke runs).
+        country_control: [ctrl]: each prompt names a random other country from the data (target unchanged).
+        shuffle_options: each row's options in a seeded random order, relabelled A, B, C...
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
     """
 
@@ -60,10 +63,12 @@ class SurveyDataModule(pl.LightningDataModule):
         seed: int = 0,
         drop_invalid: bool = False,
         invalid_rows_file: str | None = None,
+        country_control: bool = False,
+        shuffle_options: bool = False,
     ):
         super().__init__()
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token_id is None:
+        self.tokenizer = tokenizer  # None: rows only (baselines that need no language model)
+        if tokenizer is not None and tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.files = list(files)
         self.subset_names = dict(subset_names)
@@ -77,6 +82,7 @@ class SurveyDataModule(pl.LightningDataModule):
         self.max_length, self.num_workers = max_length, num_workers
         self.limit_per_subset, self.seed = limit_per_subset, seed
         self.drop_invalid, self.invalid_rows_file = drop_invalid, invalid_rows_file
+        self.country_control, self.shuffle_options = country_control, shuffle_options
         self.rows: dict[str, list[SurveyRow]] = {}
         self.datasets: dict[str, EncodedDataset] = {}
         self.letter_ids: dict[str, int] = {}
@@ -88,7 +94,7 @@ class SurveyDataModule(pl.LightningDataModule):
         return list(dict.fromkeys(s for s in wanted if s))
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if self.rows:
             return
         root = data_root(self.root)
         by_subset: dict[str, list[SurveyRow]] = {}
@@ -102,6 +108,7 @@ class SurveyDataModule(pl.LightningDataModule):
                 by_subset.setdefault(row.subset, []).append(row)
             self.invalid_rows.extend(loaded.invalid)
         self._report_invalid()
+        countries = sorted({row.country for rows in by_subset.values() for row in rows})  # the [ctrl] pool
         for subset in self.needed_subsets():
             if subset not in by_subset:
                 raise ValueError(
@@ -112,8 +119,21 @@ class SurveyDataModule(pl.LightningDataModule):
             if self.limit_per_subset is not None and len(rows) > self.limit_per_subset:
                 keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), self.limit_per_subset))
                 rows = [rows[i] for i in keep]
-            self.rows[subset] = rows
-        self._encode_all()
+            self.rows[subset] = [self._apply_settings(row, countries) for row in rows]
+        if self.tokenizer is not None:
+            self._encode_all()
+
+    def _apply_settings(self, row: SurveyRow, countries: list[str]) -> SurveyRow:
+        if self.country_control:
+            row = replace_country(row, countries, self.seed, self.country_pattern)
+        if self.shuffle_options:
+            row = shuffle_options(row, self.seed)
+        return row
+
+    @property
+    def settings(self) -> dict:
+        """What was changed about the prompts, recorded in every output."""
+        return {"country_control": self.country_control, "shuffle_options": self.shuffle_options, "seed": self.seed}
 
     def _report_invalid(self) -> None:
         if not self.invalid_rows:

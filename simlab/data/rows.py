@@ -46,6 +46,8 @@ class SurveyRow:
     n: int | None
     source: str
     index: int  # position in the source file
+    prompt_country: str | None = None  # the country the prompt names, when [ctrl] replaced it
+    option_order: tuple[int, ...] | None = None  # original option positions, when options were shuffled
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -1,0 +1,53 @@
+"""The paper's evaluation settings as seeded row transforms.
+
+* [ctrl] (``replace_country``): the prompt names a different, randomly drawn country while the target stays
+  the real country's, which measures how much a model's prediction depends on the country at all.
+* shuffled options (``shuffle_options``): options in a random order, relabelled A, B, C... in the new order,
+  with the target permuted to match, which measures sensitivity to option order and letter position.
+
+Each row gets its own generator seeded by (seed, file, row index), so a row's transform does not depend on
+which other rows were loaded or in which order.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .rows import OPTION_PATTERN, SurveyRow
+
+
+def row_rng(seed: int, row: SurveyRow, purpose: str) -> random.Random:
+    return random.Random(f"{purpose}:{seed}:{row.source}:{row.index}")
+
+
+def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country_pattern: str) -> SurveyRow:
+    """The row with its prompt's country replaced by another one drawn from ``countries`` (never itself)."""
+    others = sorted(set(countries) - {row.country})
+    if not others:
+        raise ValueError(f"country control needs at least one other country than {row.country!r}")
+    new_country = row_rng(seed, row, "ctrl").choice(others)
+    match = re.compile(country_pattern).search(row.instruction)
+    if match is None:  # parse_row already checked this; kept for rows built by hand
+        raise ValueError(f"{row.source}: row {row.index}: instruction names no country")
+    start, end = match.span("country")
+    instruction = row.instruction[:start] + new_country + row.instruction[end:]
+    return replace(row, instruction=instruction, prompt_country=new_country)
+
+
+def shuffle_options(row: SurveyRow, seed: int) -> SurveyRow:
+    """The row with its options in a seeded random order, relabelled A, B, C... and the target permuted."""
+    order = list(range(len(row.options)))
+    row_rng(seed, row, "shuffle").shuffle(order)
+    letters = tuple(string.ascii_uppercase[: len(order)])
+    labels = [OPTION_PATTERN.match(row.options[i]).group("label") for i in order]  # type: ignore[union-attr]
+    return replace(
+        row,
+        options=tuple(f"({letter}){label}" for letter, label in zip(letters, labels)),
+        letters=letters,
+        target=tuple(row.target[i] for i in order),
+        option_order=tuple(row.option_order[i] for i in order) if row.option_order else tuple(order),
+    )

@@ -1,0 +1,62 @@
+"""[ctrl] country replacement and option shuffling: seeded, never the real country, target permuted."""
+
+import re
+
+import pytest
+
+from conftest import paper_row, write_rows
+from simlab.data import SurveyDataModule
+from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
+from simlab.data.settings import replace_country, shuffle_options
+
+COUNTRIES = ["Andorra", "Brazil", "Chile", "Denmark", "Egypt"]
+
+
+def _row(index=0, **changes):
+    return parse_row(paper_row(**changes), path="f.json", index=index, subset_names={"valid": "V"},
+                     country_pattern=re.compile(ENGLISH_COUNTRY_PATTERN))
+
+
+def test_replace_country_never_keeps_the_real_country_and_is_seeded():
+    drawn = set()
+    for index in range(40):
+        row = _row(index)
+        ctrl = replace_country(row, COUNTRIES, seed=0, country_pattern=ENGLISH_COUNTRY_PATTERN)
+        assert ctrl.prompt_country != "Andorra" and ctrl.prompt_country in COUNTRIES
+        assert ctrl.instruction == f"How would someone from {ctrl.prompt_country} answer the following question:\n\n"
+        assert ctrl.country == "Andorra" and ctrl.target == row.target
+        assert replace_country(row, COUNTRIES, 0, ENGLISH_COUNTRY_PATTERN) == ctrl  # same seed, same draw
+        drawn.add(ctrl.prompt_country)
+    assert drawn == set(COUNTRIES) - {"Andorra"}  # every other country gets drawn
+    with pytest.raises(ValueError, match="at least one other country"):
+        replace_country(_row(), ["Andorra"], 0, ENGLISH_COUNTRY_PATTERN)
+
+
+def test_shuffle_options_relabels_and_permutes_the_target():
+    row = _row(options=["(X)Hard to say", "(A)Yes", "(B)No", "(C)Maybe"],
+               options_dist={"X": 10.0, "A": 20.0, "B": 30.0, "C": 40.0})
+    seen_orders = set()
+    for seed in range(12):
+        shuffled = shuffle_options(row, seed)
+        assert shuffled.letters == ("A", "B", "C", "D")
+        assert [o[:3] for o in shuffled.options] == ["(A)", "(B)", "(C)", "(D)"]
+        for new_position, old_position in enumerate(shuffled.option_order):
+            assert shuffled.options[new_position][3:] == row.options[old_position][3:]
+            assert shuffled.target[new_position] == row.target[old_position]
+        assert shuffle_options(row, seed) == shuffled
+        seen_orders.add(shuffled.option_order)
+    assert len(seen_orders) > 3
+
+
+def test_datamodule_applies_settings_and_predictions_record_them(tmp_path, tiny_tokenizer):
+    rows = [paper_row(id=str(i), instruction=f"How would someone from {c} answer the following question:\n\n")
+            for i, c in enumerate(COUNTRIES)]
+    write_rows(tmp_path / "rows.json", rows)
+    dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
+                          country_control=True, shuffle_options=True, seed=3)
+    dm.setup()
+    assert dm.settings == {"country_control": True, "shuffle_options": True, "seed": 3}
+    for row in dm.rows["V"]:
+        assert row.prompt_country in COUNTRIES and row.prompt_country != row.country
+        assert f"someone from {row.prompt_country} answer" in tiny_tokenizer.decode(dm.encode(row).input_ids)
+        assert row.option_order is not None
