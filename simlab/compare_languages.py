@@ -1,0 +1,97 @@
+"""Compare two runs on the same (country, question) cells in two prompt languages (English vs Chinese C1-Q2).
+
+    python -m simlab.compare_languages --runs outputs/zeroshot/<en run> outputs/zeroshot/<zh run> \\
+        --names English Chinese --subset C1-Q2 --out experiments/language.md
+
+For the cells present in both runs: each run's mean 1-JSD and accuracy against the human distribution, and
+the per-row agreement between the two runs' predictions (mean 1-JSD between them, share of rows with the same
+argmax). Cells present in only one run are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+
+
+def load_predictions(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:
+    path = Path(run_dir) / "predictions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (is {run_dir} a simlab run directory?)")
+    cells: dict[tuple[str, str], dict] = {}
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        if record["subset"] != subset:
+            continue
+        key = (record["country"], str(record["question_id"]))
+        if key in cells:
+            raise ValueError(f"{path}: line {line_number}: cell {key} appears twice")
+        cells[key] = record
+    return cells
+
+
+def compare(first: dict, second: dict) -> dict:
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        raise ValueError("the two runs share no (country, question) cell")
+    agreement, same_argmax, scores = [], [], {"first": [], "second": []}
+    accuracy = {"first": [], "second": []}
+    for key in shared:
+        a, b = first[key], second[key]
+        if a["letters"] != b["letters"]:
+            raise ValueError(f"cell {key}: option letters differ between the runs ({a['letters']} vs {b['letters']})")
+        human = np.asarray(a["human"])
+        for name, record in (("first", a), ("second", b)):
+            predicted = np.asarray(record["predicted"])
+            scores[name].append(1 - jensenshannon(human, predicted))
+            accuracy[name].append(float(np.argmax(predicted) == np.argmax(human)))
+        agreement.append(1 - jensenshannon(np.asarray(a["predicted"]), np.asarray(b["predicted"])))
+        same_argmax.append(float(np.argmax(a["predicted"]) == np.argmax(b["predicted"])))
+    return {
+        "cells": len(shared),
+        "only_first": len(set(first) - set(second)),
+        "only_second": len(set(second) - set(first)),
+        "one_minus_jsd": {k: float(np.mean(v)) for k, v in scores.items()},
+        "accuracy": {k: float(np.mean(v)) for k, v in accuracy.items()},
+        "agreement_one_minus_jsd": float(np.mean(agreement)),
+        "agreement_same_argmax": float(np.mean(same_argmax)),
+    }
+
+
+def markdown(result: dict, names: list[str], runs: list[str]) -> str:
+    first, second = names
+    return "\n".join([
+        f"| | {first} | {second} |",
+        "|---|---:|---:|",
+        f"| 1-JSD vs human | {result['one_minus_jsd']['first']:.4f} | {result['one_minus_jsd']['second']:.4f} |",
+        f"| accuracy vs human | {result['accuracy']['first']:.4f} | {result['accuracy']['second']:.4f} |",
+        "",
+        f"Cells in both runs: {result['cells']} (only in {first}: {result['only_first']}, only in {second}: "
+        f"{result['only_second']}). Agreement between the two languages' predictions: mean 1-JSD "
+        f"{result['agreement_one_minus_jsd']:.4f}, same argmax {result['agreement_same_argmax']:.4f}.",
+        f"Runs: {runs[0]} ({first}), {runs[1]} ({second}).",
+    ]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs=2, required=True, help="two run directories with predictions.jsonl")
+    parser.add_argument("--names", nargs=2, default=["English", "Chinese"])
+    parser.add_argument("--subset", default="C1-Q2")
+    parser.add_argument("--out", help="write the markdown table here (and a .json beside it)")
+    args = parser.parse_args(argv)
+    result = compare(*(load_predictions(run, args.subset) for run in args.runs))
+    text = markdown(result, args.names, args.runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
