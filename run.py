@@ -103,6 +103,7 @@ def run_baseline(cfg: DictConfig) -> tuple:
 def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
+    from simlab.provenance import git_state
     from simlab.results import analyse, results_table, summarize, write_json, write_predictions
 
     started = time.time()
@@ -130,6 +131,7 @@ def run(cfg: DictConfig) -> dict:
         settings=datamodule.settings,
         seed=cfg.seed,
         overrides=overrides,
+        code=git_state(Path(__file__).resolve().parent),
         rows={s: len(r) for s, r in datamodule.rows.items()},
         wall_time_s=round(time.time() - started, 1),
     )

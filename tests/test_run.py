@@ -34,6 +34,7 @@ def finetune_dir(tmp_path_factory, tiny_llama_dir, shared_data):
 def test_finetune_writes_every_output(finetune_dir):
     metrics = json.loads((finetune_dir / "metrics.json").read_text())
     assert metrics["task"] == "finetune" and metrics["loss"] == "kl" and metrics["model"] == "hf"
+    assert len(metrics["code"]["commit"]) == 40  # the run records the code that produced it
     assert list(metrics["subsets"]) == SUBSETS
     for values in metrics["subsets"].values():
         assert set(values) == {"n", "one_minus_jsd", "emd", "emd_paper", "accuracy", "kl"}

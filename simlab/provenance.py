@@ -1,0 +1,22 @@
+"""Which code produced a run: the git commit (and whether the tree had local changes), for every metrics.json."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def git_state(directory: str | Path) -> dict | None:
+    """``{"commit": sha, "dirty": bool}`` for the repository holding ``directory``; None outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
