@@ -106,3 +106,24 @@ def test_dropped_rows_are_logged_and_saved(tmp_path, tiny_tokenizer, caplog):
     assert "dropped 1 invalid rows" in caplog.text and "bad" in caplog.text
     saved = out.read_text().splitlines()
     assert len(saved) == 1 and '"id": "bad"' in saved[0] and "negative" in saved[0]
+
+
+def _rows_with_valid(n_valid=4):
+    rows = _made_up_rows()[:-1]
+    rows += [paper_row(id=str(100 + i)) for i in range(n_valid)]
+    return rows
+
+
+def test_limit_eval_per_subset_keeps_the_train_subset_whole(tmp_path, tiny_tokenizer):
+    dm = _small_module(tmp_path, tiny_tokenizer, _rows_with_valid(), limit_eval_per_subset=2, seed=1)
+    dm.setup()
+    assert len(dm.rows["T"]) == 7 and len(dm.rows["V"]) == 2
+
+
+def test_shuffle_options_eval_leaves_training_rows_in_their_order(tmp_path, tiny_tokenizer):
+    dm = _small_module(tmp_path, tiny_tokenizer, _rows_with_valid(), shuffle_options="eval")
+    dm.setup()
+    assert all(row.option_order is None for row in dm.rows["T"])
+    assert all(row.option_order is not None for row in dm.rows["V"])
+    with pytest.raises(ValueError, match="shuffle_options must be false, true or 'eval'"):
+        _small_module(tmp_path, tiny_tokenizer, _rows_with_valid(), shuffle_options="test")

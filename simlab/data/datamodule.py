@@ -36,8 +36,11 @@ class SurveyDataModule(pl.LightningDataModule):
         train_subset / valid_subset / test_subsets: which subsets feed fit, validation and test.
         average_subsets: the subsets whose mean is reported as the paper's average.
         limit_per_subset: keep a seeded random sample of this many rows per subset (smoke runs).
+        limit_eval_per_subset: the same for the valid and test subsets only, so the train subset (and the
+            baselines fitted on it) stays whole while evaluation is cut down (the sized sweep tables).
         country_control: [ctrl]: each prompt names a random other country from the data (target unchanged).
-        shuffle_options: each row's options in a seeded random order, relabelled A, B, C...
+        shuffle_options: each row's options in a seeded random order, relabelled A, B, C...; "eval" shuffles
+            the valid and test rows only (a model trained on the original order, tested on shuffled options)
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
     """
 
@@ -60,11 +63,12 @@ class SurveyDataModule(pl.LightningDataModule):
         max_length: int = 512,
         num_workers: int = 0,
         limit_per_subset: int | None = None,
+        limit_eval_per_subset: int | None = None,
         seed: int = 0,
         drop_invalid: bool = False,
         invalid_rows_file: str | None = None,
         country_control: bool = False,
-        shuffle_options: bool = False,
+        shuffle_options: bool | str = False,
     ):
         super().__init__()
         self.tokenizer = tokenizer  # None: rows only (baselines that need no language model)
@@ -80,7 +84,9 @@ class SurveyDataModule(pl.LightningDataModule):
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
-        self.limit_per_subset, self.seed = limit_per_subset, seed
+        self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
+        if shuffle_options not in (False, True, "eval"):
+            raise ValueError(f"data.shuffle_options must be false, true or 'eval' (test/valid only), got {shuffle_options!r}")
         self.drop_invalid, self.invalid_rows_file = drop_invalid, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
         self.rows: dict[str, list[SurveyRow]] = {}
@@ -116,17 +122,21 @@ class SurveyDataModule(pl.LightningDataModule):
                     f"(subsets found: {sorted(by_subset)})"
                 )
             rows = by_subset[subset]
-            if self.limit_per_subset is not None and len(rows) > self.limit_per_subset:
-                keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), self.limit_per_subset))
+            limit = self.limit_per_subset
+            if subset != self.train_subset and self.limit_eval_per_subset is not None:
+                limit = self.limit_eval_per_subset if limit is None else min(limit, self.limit_eval_per_subset)
+            if limit is not None and len(rows) > limit:
+                keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), limit))
                 rows = [rows[i] for i in keep]
-            self.rows[subset] = [self._apply_settings(row, countries) for row in rows]
+            train = subset == self.train_subset
+            self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
         if self.tokenizer is not None:
             self._encode_all()
 
-    def _apply_settings(self, row: SurveyRow, countries: list[str]) -> SurveyRow:
+    def _apply_settings(self, row: SurveyRow, countries: list[str], train: bool) -> SurveyRow:
         if self.country_control:
             row = replace_country(row, countries, self.seed, self.country_pattern)
-        if self.shuffle_options:
+        if self.shuffle_options is True or (self.shuffle_options == "eval" and not train):
             row = shuffle_options(row, self.seed)
         return row
 
