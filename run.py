@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,17 +25,32 @@ log = logging.getLogger("simlab")
 
 
 def build_loggers(cfg: DictConfig, overrides: list[str]) -> list:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    """The configured loggers; a W&B run is tagged with the job's overrides and, in a sweep, grouped by it."""
+    hydra_cfg = HydraConfig.get()
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        extra = {}
+        if name == "wandb" and logger_cfg.get("group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            extra["group"] = hydra_cfg.sweep.dir
+        loggers.append(instantiate(logger_cfg, **extra))
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.tags = tuple(overrides)[:64]
     return loggers
 
 
-def finish_wandb() -> None:
-    """Close the W&B run so each job of a sweep is its own run."""
+def finish_wandb(failed: bool = False) -> None:
+    """Close the W&B run so each job of a sweep is its own run (marked failed when the job failed)."""
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        sys.modules["wandb"].finish()
+        sys.modules["wandb"].finish(exit_code=1 if failed else 0)
+
+
+def log_metrics(loggers: list, metrics: dict[str, float]) -> None:
+    """Metrics computed outside a Trainer (baselines, the paper average), under the module's naming scheme."""
+    for logger in loggers:
+        if metrics:
+            logger.log_metrics(metrics)
+            logger.save()
 
 
 def load_model(cfg: DictConfig):
@@ -48,7 +65,7 @@ def load_model(cfg: DictConfig):
     return lm
 
 
-def run_model(cfg: DictConfig, out: Path, overrides: list[str]) -> tuple:
+def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
     from simlab.results import predictions_in_row_order
 
@@ -57,23 +74,19 @@ def run_model(cfg: DictConfig, out: Path, overrides: list[str]) -> tuple:
     datamodule.setup()
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = build_loggers(cfg, overrides)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     adapter = cfg.model.adapter
-    try:
-        if cfg.task.fit:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            log.info("testing with %s", best or "the final weights (no best checkpoint)")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-            adapter = str(out / "adapter")
-            module.model.save_pretrained(adapter)
-        else:
-            trainer.test(module, datamodule=datamodule, verbose=False)
-    finally:
-        finish_wandb()
+    if cfg.task.fit:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        log.info("testing with %s", best or "the final weights (no best checkpoint)")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        adapter = str(out / "adapter")
+        module.model.save_pretrained(adapter)
+    else:
+        trainer.test(module, datamodule=datamodule, verbose=False)
     info = {"model": cfg.model.name, "model_source": lm.source, "adapter": adapter, "loss": HydraConfig.get().runtime.choices.get("loss")}
     return datamodule, module.test_results, predictions_in_row_order(module.test_predictions), info
 
@@ -112,41 +125,86 @@ def run(cfg: DictConfig) -> dict:
     OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    if cfg.task.name == "baseline":
-        datamodule, test_results, predictions, info = run_baseline(cfg)
-    else:
-        datamodule, test_results, predictions, info = run_model(cfg, out, overrides)
-    log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
+    if cfg.task.name == "simulate":
+        from simlab.simulate import simulate_task
 
-    extra = analyse(
-        datamodule.rows, predictions, datamodule.average_subsets,
-        calibrate_on=cfg.calibrate_on if cfg.calibrate else None, seed=cfg.seed,
-    )
-    summary = summarize(
-        test_results,
-        datamodule.average_subsets,
-        task=cfg.task.name,
-        **info,
-        prompt_style=cfg.model.prompt_style,
-        settings=datamodule.settings,
-        seed=cfg.seed,
-        overrides=overrides,
-        code=git_state(Path(__file__).resolve().parent),
-        rows={s: len(r) for s, r in datamodule.rows.items()},
-        wall_time_s=round(time.time() - started, 1),
-    )
-    summary.update(extra)
-    write_json(out / "metrics.json", summary)
-    write_predictions(out / "predictions.jsonl", datamodule.rows, predictions)
-    (out / "results.md").write_text(results_table(summary), encoding="utf-8")
-    log.info("\n%s", results_table(summary))
-    log.info("outputs in %s", out)
+        return simulate_task(OmegaConf.to_container(cfg, resolve=True), out)
+    loggers = build_loggers(cfg, overrides)
+    failed = True
+    try:
+        if cfg.task.name == "baseline":
+            datamodule, test_results, predictions, info = run_baseline(cfg)
+            log_metrics(loggers, {f"test/{s}/{m}": v for s, vs in test_results.items() for m, v in vs.items() if m != "n"})
+        else:
+            datamodule, test_results, predictions, info = run_model(cfg, out, loggers)
+        log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
+
+        extra = analyse(
+            datamodule.rows, predictions, datamodule.average_subsets,
+            calibrate_on=cfg.calibrate_on if cfg.calibrate else None, seed=cfg.seed,
+        )
+        summary = summarize(
+            test_results,
+            datamodule.average_subsets,
+            task=cfg.task.name,
+            **info,
+            prompt_style=cfg.model.prompt_style,
+            settings=datamodule.settings,
+            seed=cfg.seed,
+            overrides=overrides,
+            code=git_state(Path(__file__).resolve().parent),
+            rows={s: len(r) for s, r in datamodule.rows.items()},
+            wall_time_s=round(time.time() - started, 1),
+        )
+        summary.update(extra)
+        write_json(out / "metrics.json", summary)
+        write_predictions(out / "predictions.jsonl", datamodule.rows, predictions)
+        (out / "results.md").write_text(results_table(summary), encoding="utf-8")
+        log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
+        log.info("\n%s", results_table(summary))
+        log.info("outputs in %s", out)
+        failed = False
+    finally:
+        finish_wandb(failed)
     return summary
+
+
+def _caused_by(err: BaseException, kind: type) -> BaseException | None:
+    while err is not None:
+        if isinstance(err, kind):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    """Run the job and record its fate in status.json. In a sweep, a model that is not on this machine makes a
+    'skipped' job and the sweep goes on; any other error is recorded as 'failed' and re-raised, so Hydra still
+    runs the remaining jobs and the sweep then exits with the error."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from simlab.job import write_status
+    from simlab.model import ModelNotAvailable
+
+    out = Path(cfg.paths.output_dir)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    record = rank_zero_only.rank == 0
+    try:
+        run(cfg)
+    except BaseException as err:
+        missing = _caused_by(err, ModelNotAvailable)  # instantiate() wraps the loader's error
+        if missing is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+            log.warning("job skipped: %s", missing)
+            if record:
+                write_status(out, "skipped", overrides, reason=str(missing))
+            return
+        if record:
+            write_status(out, "failed", overrides, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        raise
+    if record:
+        write_status(out, "completed", overrides)
 
 
 if __name__ == "__main__":

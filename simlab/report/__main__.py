@@ -1,0 +1,40 @@
+"""python -m simlab.report RUN_OR_SWEEP_DIR [...] [--out DIR] [--subset C2-Q1] [--names ...]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..paths import data_root
+from .build import write_report
+from .collect import collect_jobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m simlab.report", description=__doc__)
+    parser.add_argument("dirs", nargs="+", help="run folders, or sweep folders whose subfolders are runs")
+    parser.add_argument("--out", help="report folder (default: <first dir>/report)")
+    parser.add_argument("--subset", help="subset for the per-country, diversity and position-bias figures")
+    parser.add_argument("--names", nargs="+", help="row labels, one per job found (default: the varying overrides)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--questionnaire", default=None,
+                        help="questionnaire JSON with a 'dimension' per question (default: <data root>/wvs7/"
+                             "questionnaire_en.json; 'none' to skip the breakdown)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    jobs = collect_jobs(args.dirs, args.names)
+    questionnaire = args.questionnaire
+    if questionnaire is None:
+        default = data_root() / "wvs7" / "questionnaire_en.json"
+        questionnaire = default if default.is_file() else None
+    elif questionnaire == "none":
+        questionnaire = None
+    out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
+    path = write_report(jobs, out, subset=args.subset, questionnaire=questionnaire,
+                        title=args.title or f"simlab report: {', '.join(args.dirs)}")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Find every job under the given run or sweep folders and read what it left: status, overrides, metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..job import read_status
+
+# overrides that name paths or sweep plumbing: never what distinguishes a table row
+IGNORED_KEYS = {"experiment", "adapter", "model.adapter", "model.path", "data.root", "hydra.run.dir", "hydra.sweep.dir",
+                "logger"}
+
+
+@dataclass
+class Job:
+    """One run folder. ``status`` is completed, failed, skipped, or incomplete (no status.json: killed or
+    still running); ``metrics`` is its metrics.json (None when it wrote none)."""
+
+    path: Path
+    status: str
+    overrides: dict[str, str]
+    metrics: dict | None
+    reason: str = ""
+    label: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed" and self.metrics is not None
+
+    def predictions(self) -> list[dict]:
+        path = self.path / "predictions.jsonl"
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+def _is_job_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("status.json", "metrics.json", ".hydra", "config_resolved.yaml"))
+
+
+def _overrides_of(path: Path, status: dict | None, metrics: dict | None) -> list[str]:
+    if status and "overrides" in status:
+        return list(status["overrides"])
+    if metrics and "overrides" in metrics:
+        return list(metrics["overrides"])
+    hydra_file = path / ".hydra" / "overrides.yaml"
+    if hydra_file.is_file():
+        import yaml
+
+        return list(yaml.safe_load(hydra_file.read_text(encoding="utf-8")) or [])
+    return []
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def load_job(path: str | Path) -> Job:
+    path = Path(path)
+    status = read_status(path)
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+    if status:
+        state = status["status"]
+        reason = status.get("reason") or status.get("error") or ""
+    else:  # runs made before status.json existed have metrics alone
+        state, reason = ("completed", "") if metrics else ("incomplete", "no status.json or metrics.json")
+    if state == "completed" and metrics is None:
+        state, reason = "failed", "status completed but no metrics.json"
+    return Job(path, state, _parse_overrides(_overrides_of(path, status, metrics)), metrics, reason)
+
+
+def collect_jobs(paths: list[str | Path], names: list[str] | None = None) -> list[Job]:
+    """Every job folder at or directly under each path (a run dir, or a sweep dir of job subfolders), labelled
+    by the overrides that differ between the jobs (or by ``names``, one per job found)."""
+    jobs: list[Job] = []
+    for root in map(Path, paths):
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: not a directory (give run or sweep folders)")
+        found = [root] if _is_job_dir(root) else sorted(
+            (p for p in root.iterdir() if p.is_dir() and _is_job_dir(p)), key=_job_sort_key
+        )
+        if not found:
+            raise FileNotFoundError(f"{root}: no run folders (none has status.json, metrics.json or .hydra/)")
+        jobs.extend(load_job(p) for p in found)
+    if names:
+        if len(names) != len(jobs):
+            raise ValueError(f"{len(names)} names for {len(jobs)} jobs ({[str(j.path) for j in jobs]})")
+        for job, name in zip(jobs, names):
+            job.label = name
+    else:
+        _label(jobs)
+    return jobs
+
+
+def _job_sort_key(path: Path):
+    head = path.name.split("_", 1)[0]
+    return (0, int(head), path.name) if head.isdigit() else (1, 0, path.name)
+
+
+def _label(jobs: list[Job]) -> None:
+    keys = sorted({k for j in jobs for k in j.overrides} - IGNORED_KEYS)
+    varying = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    for job in jobs:
+        parts = [f"{k}={job.overrides[k]}" for k in varying if k in job.overrides]
+        job.label = ", ".join(parts) or job.path.name

@@ -1,0 +1,82 @@
+"""The paper's table layout: one row per job (method/model/setting), one column per subset plus the average,
+one block per metric, written as markdown, CSV (long format) and LaTeX."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .collect import Job
+
+METRIC_TITLES = {"one_minus_jsd": "1-JSD (higher is better)", "emd": "EMD (lower is better)",
+                 "accuracy": "accuracy of the argmax vs the human majority"}
+
+
+def subsets_of(jobs: list[Job]) -> list[str]:
+    """Subsets in the order the jobs tested them (first appearance)."""
+    order: list[str] = []
+    for job in jobs:
+        for subset in (job.metrics or {}).get("subsets", {}):
+            if subset not in order:
+                order.append(subset)
+    return order
+
+
+def metric_table(jobs: list[Job], metric: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) for one metric; a job that did not complete shows its status in every cell."""
+    subsets = subsets_of(jobs)
+    has_average = any((j.metrics or {}).get("paper_average") for j in jobs)
+    header = ["row", *subsets] + (["avg"] if has_average else [])
+    rows = []
+    for job in jobs:
+        if not job.ok:
+            rows.append([job.label, *[job.status] * (len(header) - 1)])
+            continue
+        cells = []
+        for subset in subsets:
+            value = job.metrics["subsets"].get(subset, {}).get(metric)
+            cells.append("-" if value is None else f"{value:.4f}")
+        if has_average:
+            average = (job.metrics.get("paper_average") or {}).get(metric)
+            cells.append("-" if average is None else f"{average:.4f}")
+        rows.append([job.label, *cells])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
+    def esc(text: str) -> str:
+        return text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+             r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def status_table(jobs: list[Job]) -> str:
+    rows = [[j.label, j.status, (j.reason.splitlines() or [""])[0][:160], str(j.path)] for j in jobs]
+    return markdown_table(["row", "status", "reason", "folder"], rows).replace("|---:|---:|---:|", "|---|---|---|")
+
+
+def write_long_csv(jobs: list[Job], path: Path, metrics: list[str]) -> None:
+    """One line per job x subset x metric (including the paper average), with the job's status."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "status", "metric", "subset", "value", "folder"])
+        for job in jobs:
+            if not job.ok:
+                writer.writerow([job.label, job.status, "", "", "", job.path])
+                continue
+            for metric in metrics:
+                for subset, values in job.metrics["subsets"].items():
+                    writer.writerow([job.label, job.status, metric, subset, values.get(metric), job.path])
+                average = (job.metrics.get("paper_average") or {}).get(metric)
+                if average is not None:
+                    writer.writerow([job.label, job.status, metric, "avg", average, job.path])
