@@ -101,3 +101,112 @@ def paper_row(**changes) -> dict:
     }
     row.update(changes)
     return row
+
+
+# ---------------------------------------------------------------- the paper's model families, in miniature
+# Templates copied from the families' tokenizer_config.json on the hub (Llama-3-Instruct; DeepSeek-R1-Distill,
+# whose generation prompt opens "<think>\n"): the configs must work with the tokenizers as shipped.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+DEEPSEEK_R1_TEMPLATE = (
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+    "{% set ns = namespace(system_prompt='') %}{%- for message in messages %}{%- if message['role'] == 'system' %}"
+    "{% set ns.system_prompt = message['content'] %}{%- endif %}{%- endfor %}{{bos_token}}{{ns.system_prompt}}"
+    "{%- for message in messages %}{%- if message['role'] == 'user' %}{{'<｜User｜>' + message['content']}}{%- endif %}"
+    "{%- if message['role'] == 'assistant' and message['content'] is not none %}{{'<｜Assistant｜>' + "
+    "message['content'] + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endfor %}"
+    "{% if add_generation_prompt %}{{'<｜Assistant｜><think>\\n'}}{% endif %}"
+)
+FAMILY_CORPUS = CORPUS + ["A B C D E F G H I J K L M N O P Q R S T U V W X Y Z USER ASSISTANT system user assistant"] * 10
+
+
+def build_byte_bpe(special_tokens, bos: str, eos: str, pad: str, chat_template: str | None, add_bos: bool):
+    """Byte-level BPE as Llama-3 and Qwen2 use (GPT-2 pre-tokenization), with the family's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=list(special_tokens), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(FAMILY_CORPUS, trainer=trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad)
+    fast.chat_template = chat_template
+    return fast
+
+
+def build_sentencepiece_llama(folder: Path):
+    """A real SentencePiece BPE model with byte fallback (as Llama-2/Vicuna), loaded as transformers'
+    LlamaTokenizer (converted to its fast form). No chat template: Vicuna ships none."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(FAMILY_CORPUS), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "sp"), vocab_size=500, model_type="bpe", byte_fallback=True,
+        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+    )
+    (folder / "sp.model").rename(folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "legacy": False,
+    }))
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def save_tiny_causal_lm(folder: Path, tokenizer, architecture: str = "llama") -> Path:
+    """A 2-layer random LlamaForCausalLM or Qwen2ForCausalLM sized to the tokenizer, saved with it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
+    torch.manual_seed(0)
+    config = config_cls(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    model = model_cls(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_vicuna(folder: Path) -> Path:
+    tokenizer = build_sentencepiece_llama(folder / "spm")
+    return save_tiny_causal_lm(folder / "model", tokenizer, "llama")
+
+
+def tiny_llama3(folder: Path) -> Path:
+    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tokenizer = build_byte_bpe(special, "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", LLAMA3_TEMPLATE, True)
+    return save_tiny_causal_lm(folder, tokenizer, "llama")
+
+
+def tiny_dsqwen(folder: Path) -> Path:
+    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]
+    tokenizer = build_byte_bpe(
+        special, "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜end▁of▁sentence｜>", DEEPSEEK_R1_TEMPLATE, True
+    )
+    return save_tiny_causal_lm(folder, tokenizer, "qwen2")
+
+
+def compose_config(*overrides: str):
+    """The real conf/ composed with the Hydra compose API (as run.py would, without making a run directory)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))

@@ -25,36 +25,56 @@ class LanguageModel:
     source: str
 
 
+class ModelNotAvailable(FileNotFoundError):
+    """The weights a config asks for are not on this machine (no local folder, not in the HF cache).
+
+    A subclass of FileNotFoundError so plain callers see a missing file; a sweep catches it by name to mark a
+    job as skipped instead of failed.
+    """
+
+
+def _looks_like_path(name: str) -> bool:
+    """A filesystem path (absolute, ~, ./, or more than one '/'), never a hub id like 'org/name'."""
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or "\\" in name
+
+
 def load_language_model(
     path: str | None = None,
+    hub_id: str | None = None,
     embedded: str | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> LanguageModel:
-    """``path`` (a local HF folder, or a hub id already in the local HF cache) wins over ``embedded``."""
+    """Load from ``path`` (a local HF folder, or a hub id already in the local HF cache), else ``hub_id`` (from
+    the local HF cache), else the ``embedded`` model. Nothing is downloaded: a missing model raises
+    :class:`ModelNotAvailable` naming what it needs."""
     if dtype not in DTYPES:
         raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if path:
         source = str(path)
         local = Path(path).expanduser()
         if local.exists() and not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model.path {local} exists but has no config.json: not an HF model folder")
-        location, local_only = (str(local), True) if local.exists() else (str(path), True)
+            raise ModelNotAvailable(f"model.path {local} exists but has no config.json: not an HF model folder")
+        if not local.exists() and _looks_like_path(str(path)):
+            raise ModelNotAvailable(f"model.path {local} does not exist (a local Hugging Face model folder is needed)")
+        location = str(local) if local.exists() else str(path)
+    elif hub_id:
+        source, location = str(hub_id), str(hub_id)
     elif embedded:
         source = f"embedded:{embedded}"
-        location, local_only = str(embedded_model_dir(embedded)), True
+        location = str(embedded_model_dir(embedded))
     else:
-        raise ValueError("set model.path (a local HF folder or cached hub id) or model.embedded")
+        raise ValueError("set model.path (a local HF folder or cached hub id), model.hub_id or model.embedded")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=DTYPES[dtype], local_files_only=local_only, trust_remote_code=trust_remote_code
+            location, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code
         )
     except OSError as err:
-        raise FileNotFoundError(
-            f"could not load model {path or embedded!r} offline: it is neither a local HF folder nor in the local "
-            f"Hugging Face cache. Download it on a connected machine (huggingface-cli download {path}) or set "
-            f"model.path=/local/folder. ({err})"
+        raise ModelNotAvailable(
+            f"model {location!r} is not available offline: it is neither a local HF folder nor in the local "
+            f"Hugging Face cache. Download it on a connected machine (huggingface-cli download {location}) and "
+            f"copy the cache, or set model.path=/local/folder. ({err})"
         ) from err
     model.config.use_cache = False
     return LanguageModel(model=model, tokenizer=tokenizer, source=source)
