@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The paper's settings and baselines for the embedded SmolLM2-135M (issue 3), one run each, then the tables.
-# Needs the adapter of a finished fine-tuning run:  bash experiments/settings_smollm2.sh outputs/finetune/<run>
+# Needs a finished fine-tuning run and a zero-shot run of the same model (make run; make zeroshot):
+#   bash experiments/settings_smollm2.sh outputs/finetune/<run> outputs/zeroshot/<run>
+# FT and ZS are those runs' predictions, re-analysed (position bias, noise ceiling, FT's temperature fitted on
+# C1-Q2) with python -m simlab.reanalyse: no second evaluation pass.
 # About 3 hours on the 2-core CPU machine (FT[ctrl] is a second full fine-tune). A run whose metrics.json
-# exists is kept, so an interrupted script resumes. FT = the given adapter re-evaluated here (ft_eval).
+# exists is kept, so an interrupted script resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FT=${1:?usage: $0 <finetune run dir>}
+FT=${1:?usage: $0 <finetune run dir> <zeroshot run dir>}
+ZS=${2:?usage: $0 <finetune run dir> <zeroshot run dir>}
 PY=.venv/bin/python
 OUT=outputs/settings
 run() { local name=$1; shift; [ -f "$OUT/$name/metrics.json" ] || $PY run.py logger=csv "hydra.run.dir=$OUT/$name" "$@"; }
+reanalysed() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $PY -m simlab.reanalyse "$src" --out "$OUT/$name" "$@"; }
 
 run ft_ctrl      data.country_control=true
-run ft_eval      task=zeroshot model.adapter="$FT/adapter" calibrate=true
+reanalysed ft_eval "$FT" --calibrate-on C1-Q2
 run ft_shuffled  task=zeroshot model.adapter="$FT/adapter" data.shuffle_options=true
 run zs_ctrl      task=zeroshot data.country_control=true
-run zs           task=zeroshot
+reanalysed zs    "$ZS"
 run uniform      task=baseline baseline=uniform
 run avg_culture  task=baseline baseline=avg_culture
 run knn          task=baseline baseline=knn
@@ -26,8 +31,26 @@ run zh_ft        task=zeroshot data=wvs_zh model.adapter="$FT/adapter"
 {
   echo "# Settings and baselines, SmolLM2-135M-Instruct (embedded)"
   echo
-  echo "Made by \`bash experiments/settings_smollm2.sh $FT\` at commit $(git rev-parse --short HEAD);"
-  echo "each run's own commit is in its metrics.json (\`code\`). FT is the adapter of \`$FT\`, re-evaluated."
+  echo "Made by \`bash experiments/settings_smollm2.sh $FT $ZS\` at commit $(git rev-parse --short HEAD)."
+  echo "FT and ZS are the predictions of those two runs, re-analysed (\`python -m simlab.reanalyse\`); every other"
+  echo "column is its own run under \`$OUT/\`. Where each run came from:"
+  echo
+  echo "| run | command overrides | commit |"
+  echo "|---|---|---|"
+  for d in $OUT/*/; do
+    $PY - "$d" <<'PYEOF'
+import json, sys
+from pathlib import Path
+d = Path(sys.argv[1]); m = json.loads((d / "metrics.json").read_text())
+source = m.get("reanalysed_from")
+code = m.get("code") or {}
+commit = (code.get("commit") or "")[:7] + (" (dirty)" if code.get("dirty") else "") if code else "not recorded (before 6a0532f)"
+what = " ".join(m.get("overrides") or []) or "(defaults)"
+if source:
+    what = f"{what}; re-analysed from {source}"
+print(f"| {d.name} | {what} | {commit} |")
+PYEOF
+  done
   echo
   for metric in one_minus_jsd accuracy; do
     echo "## $metric"

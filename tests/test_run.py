@@ -90,3 +90,26 @@ def test_missing_data_root_is_a_clear_error(tiny_llama_dir, tmp_path):
     )
     assert result.returncode != 0
     assert "nowhere" in result.stderr and "SIMLAB_DATA" in result.stderr
+
+
+def test_reanalyse_recomputes_the_analysis_from_predictions(finetune_dir, tmp_path):
+    from simlab.reanalyse import reanalyse
+
+    original = json.loads((finetune_dir / "metrics.json").read_text())
+    again = reanalyse(finetune_dir, tmp_path / "again", calibrate_on="C1-Q2")
+    assert again["position_bias"] == original["position_bias"]
+    assert again["noise_ceiling"] == original["noise_ceiling"]
+    assert again["calibrated"]["fitted_on"] == "C1-Q2" and again["calibrated"]["temperature"] > 0
+    assert again["reanalysed_from"] == str(finetune_dir.resolve())
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("metrics.json", "config_resolved.yaml"):
+        (broken / name).write_text((finetune_dir / name).read_text())
+    lines = (finetune_dir / "predictions.jsonl").read_text().splitlines()
+    record = json.loads(lines[2])
+    record["country"] = "Atlantis"
+    lines[2] = json.dumps(record)
+    (broken / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"predictions.jsonl: line 3: field 'country' is 'Atlantis'"):
+        reanalyse(broken, tmp_path / "out")

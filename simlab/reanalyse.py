@@ -1,0 +1,94 @@
+"""Recompute a finished run's post-test analysis (position bias, noise ceiling, temperature scaling) from its
+predictions.jsonl, without the model: temperature scaling of option probabilities equals scaling the option
+logits, so it needs only the saved distributions.
+
+    python -m simlab.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2]
+
+The rows are re-read with the run's own data config (config_resolved.yaml), and every prediction line must
+match its row (subset, country, question, option letters, human shares): a mismatch is an error, never skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from .data.datamodule import SurveyDataModule
+from .provenance import git_state
+from .results import analyse, results_table, write_json
+
+
+def load_run_rows(run_dir: Path):
+    """The run's rows, rebuilt from its resolved data config (same files, settings and seed)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text(encoding="utf-8"))
+    data = {k: v for k, v in config["data"].items() if k != "_target_"}
+    datamodule = SurveyDataModule(None, **data)
+    datamodule.setup()
+    return datamodule
+
+
+def load_predictions(run_dir: Path, rows: dict) -> dict[str, list[list[float]]]:
+    path = run_dir / "predictions.jsonl"
+    predictions: dict[str, list[list[float]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            record = json.loads(line)
+            subset = record["subset"]
+            if subset not in rows:
+                raise ValueError(f"{path}: line {line_number}: subset {subset!r} is not in the run's data config")
+            index = len(predictions.setdefault(subset, []))
+            if index >= len(rows[subset]):
+                raise ValueError(f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
+            row = rows[subset][index]
+            for field, expected in (("country", row.country), ("question_id", row.question_id),
+                                    ("letters", list(row.letters))):
+                if record[field] != expected:
+                    raise ValueError(f"{path}: line {line_number}: field {field!r} is {record[field]!r}, but row "
+                                     f"{index} of {subset} has {expected!r}")
+            if max(abs(a - b) for a, b in zip(record["human"], row.target)) > 1e-9:
+                raise ValueError(f"{path}: line {line_number}: field 'human' differs from row {index} of {subset}")
+            predictions[subset].append(record["predicted"])
+    for subset, predicted in predictions.items():
+        if len(predicted) != len(rows[subset]):
+            raise ValueError(f"{path}: {len(predicted)} predictions for the {len(rows[subset])} rows of {subset}")
+    return predictions
+
+
+def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = None, seed: int = 0) -> dict:
+    """Write ``out``/metrics.json (the run's metrics with a fresh analysis), results.md and a copy of the
+    predictions; returns the new metrics."""
+    run_dir, out = Path(run_dir), Path(out)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    datamodule = load_run_rows(run_dir)
+    predictions = load_predictions(run_dir, datamodule.rows)
+    extra = analyse(datamodule.rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)
+    metrics.update(extra)
+    metrics["reanalysed_from"] = str(run_dir.resolve())
+    metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    shutil.copyfile(run_dir / "predictions.jsonl", out / "predictions.jsonl")
+    (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m simlab.reanalyse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", required=True, help="folder for the re-analysed metrics.json (not the run itself)")
+    parser.add_argument("--calibrate-on", default=None, help="fit one temperature on this tested subset")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if Path(args.out).resolve() == Path(args.run_dir).resolve():
+        parser.error("--out must differ from the run folder (the run's own outputs are kept as they were)")
+    reanalyse(args.run_dir, args.out, args.calibrate_on, args.seed)
+    print(Path(args.out) / "metrics.json")
+
+
+if __name__ == "__main__":
+    main()
