@@ -1,0 +1,70 @@
+"""Every experiment= config, and every job of its sweep, composes, resolves and instantiates (a dry run: the
+data module without loading rows, the loss, the trainer, callbacks and baseline; no weights, no training)."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import REPO
+
+CONF = REPO / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+NEEDS_ADAPTER = {"table5", "table6"}
+
+
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The overrides of each job Hydra's basic sweeper would launch for this experiment."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"] + _adapter(experiment), return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*axes)] or [[]]
+
+
+def _adapter(experiment: str) -> list[str]:
+    return ["adapter=/some/finetune/adapter"] if experiment in NEEDS_ADAPTER else []
+
+
+def _resolved(cfg, key):
+    node = cfg[key]
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def test_every_experiment_is_covered():
+    assert {"smoke", "table4", "table5", "table6", "table7", "table11"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_jobs_compose_and_instantiate(experiment, tmp_path):
+    jobs = sweep_jobs(experiment)
+    for job in jobs:
+        overrides = [f"experiment={experiment}", *_adapter(experiment), *job, f"paths.output_dir={tmp_path}"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        resolved = {k: _resolved(cfg, k) for k in cfg if k != "hydra"}  # every interpolation resolves
+        cfg = OmegaConf.create(resolved)
+        datamodule = instantiate(cfg.data, tokenizer=None)
+        assert datamodule.test_subsets, job
+        instantiate(cfg.loss)
+        instantiate(cfg.trainer, logger=False, callbacks=[instantiate(c) for c in cfg.callbacks.values()])
+        if cfg.task.name == "baseline":
+            assert cfg.baseline is not None, job
+            instantiate(cfg.baseline, _convert_="all")
+        else:
+            assert cfg.model.loader._target_ == "simlab.model.load_language_model", job
+        if "method=ft_adapter" in job:
+            assert cfg.model.adapter == "/some/finetune/adapter" and cfg.task.fit is False
+
+
+def test_table_sweeps_have_the_rows_the_paper_reports():
+    assert len(sweep_jobs("table4")) == 8 * 4  # seven paper models + the embedded one, x ZS/ZS[ctrl]/FT/FT[ctrl]
+    assert [j[0] for j in sweep_jobs("table7")] == [
+        "method=ft", "method=ft_js", "method=ft_ce", "method=ft_wasserstein", "method=ft_shuffled"]
+    assert {j[0] for j in sweep_jobs("table11")} == {
+        "method=uniform", "method=avg_culture", "method=knn", "method=json_zs", "method=zs", "method=ft"}
