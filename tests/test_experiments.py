@@ -68,3 +68,13 @@ def test_table_sweeps_have_the_rows_the_paper_reports():
         "method=ft", "method=ft_js", "method=ft_ce", "method=ft_wasserstein", "method=ft_shuffled"]
     assert {j[0] for j in sweep_jobs("table11")} == {
         "method=uniform", "method=avg_culture", "method=knn", "method=json_zs", "method=zs", "method=ft"}
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "slurm"])
+def test_launchers_compose(launcher):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=table7", f"hydra/launcher={launcher}"], return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    assert {"basic": "BasicLauncher", "joblib": "JoblibLauncher", "slurm": "SlurmLauncher"}[launcher] in target
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 720
