@@ -1,0 +1,144 @@
+"""What a simulation writes: a tidy CSV, a provenance sidecar, a markdown table per question and one chart
+per question. Every output names the model and adapter and carries the caution, so a chart copied into a
+slide deck still says what it is."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
+
+
+def country_order(frame, question_id: str) -> list[str]:
+    """Countries of one question by the share of its first option, highest first (ties by name)."""
+    sub = frame[(frame["question_id"] == question_id) & (frame["letter"] == "A")]
+    return [c for _, c in sorted(zip(-sub["share"].to_numpy(), sub["country"]), key=lambda t: (t[0], t[1]))]
+
+
+def wide_table(frame, question_id: str):
+    """countries x options (columns 'A: label') for one question, countries in :func:`country_order`."""
+    sub = frame[frame["question_id"] == question_id]
+    table = sub.assign(column=sub["letter"] + ": " + sub["option"]).pivot(index="country", columns="column", values="share")
+    columns = list(dict.fromkeys(sub["letter"] + ": " + sub["option"]))
+    return table.loc[country_order(frame, question_id), columns]
+
+
+def provenance_line(attrs: dict) -> str:
+    adapter = attrs.get("adapter") or "none (the bare model)"
+    model = attrs["model"] if attrs["model"] == attrs["model_source"] else f"{attrs['model']} ({attrs['model_source']})"
+    return f"model {model}, adapter {adapter}, prompt style {attrs['prompt_style']}"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:40] or "question"
+
+
+def image_name(position: int, question_id: str) -> str:
+    return f"simulation_{position + 1:02d}_{slug(question_id)}.png"
+
+
+def write_outputs(frame, out_dir: str | Path) -> list[Path]:
+    """Write simulation.csv, simulation.meta.json, simulation.md and one PNG per question; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    attrs = frame.attrs
+    question_ids = list(attrs["questions"])
+    images = {qid: image_name(i, qid) for i, qid in enumerate(question_ids)}
+
+    csv_path = out / CSV_NAME
+    frame.to_csv(csv_path, index=False, float_format="%.10g")
+    meta_path = out / META_NAME
+    meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
+    meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
+                caution=attrs["caution"])
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    md_path = out / MD_NAME
+    md_path.write_text(markdown(frame, images), encoding="utf-8")
+    paths = [csv_path, meta_path, md_path]
+    for qid in question_ids:
+        paths.append(plot_question(frame, qid, out / images[qid]))
+    return paths
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(frame, images: dict[str, str] | None = None) -> str:
+    """One table per question (countries x options, shares in percent), headed by provenance and the caution."""
+    attrs = frame.attrs
+    lines = ["# Simulated answer distributions", "", f"> **Caution.** {attrs['caution']}", "",
+             f"Produced by {provenance_line(attrs)}.", ""]
+    if attrs.get("input"):
+        lines += [f"Questions from `{attrs['input']}`; shares are the model's next-token probabilities of the option "
+                  "letters, renormalised over the options. Countries are ordered by the share of option A.", ""]
+    for qid, question in attrs["questions"].items():
+        table = wide_table(frame, qid)
+        lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]
+        lines.append("| country | " + " | ".join(_md_cell(c) for c in table.columns) + " |")
+        lines.append("|---|" + "---:|" * len(table.columns))
+        for country, row in table.iterrows():
+            lines.append(f"| {_md_cell(country)} | " + " | ".join(f"{100 * v:.1f}%" for v in row) + " |")
+        lines.append("")
+        if images and qid in images:
+            lines += [f"![{_md_cell(qid)}]({images[qid]})", ""]
+    lines += [f"*{attrs['caution']}*", ""]
+    return "\n".join(lines)
+
+
+def _colors(count: int) -> list:
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](i) for i in range(count)]
+    return [colormaps["turbo"](i / (count - 1)) for i in range(count)]
+
+
+def plot_question(frame, question_id: str, path: str | Path) -> Path:
+    """A stacked horizontal bar per country (options left to right), countries by the share of option A."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attrs = frame.attrs
+    question = attrs["questions"][question_id]
+    table = wide_table(frame, question_id)
+    countries = list(table.index)[::-1]  # barh draws bottom-up: the highest share of A ends on top
+    values = table.loc[countries].to_numpy()
+    colors = _colors(values.shape[1])
+    title = "\n".join(textwrap.wrap(f"{question_id}: {question['text']}", 80))
+    footer = "\n".join(textwrap.wrap(f"Simulated by {provenance_line(attrs)}. {attrs['caution']}", 120))
+    height = 1.9 + 0.34 * len(countries) + 0.22 * title.count("\n") + 0.16 * footer.count("\n") + 0.2 * values.shape[1]
+    fig, ax = plt.subplots(figsize=(10, height), layout="constrained")
+    left = [0.0] * len(countries)
+    for k, (label, color) in enumerate(zip(table.columns, colors)):
+        shares = values[:, k]
+        bars = ax.barh(countries, shares, left=left, color=color, edgecolor="white", linewidth=0.6,
+                       label="\n".join(textwrap.wrap(label, 34)))
+        r, g, b = color[:3]
+        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+        for bar, share in zip(bars, shares):
+            if share >= 0.06:
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2, f"{100 * share:.0f}%",
+                        ha="center", va="center", fontsize=8, color=ink)
+        left = [a + s for a, s in zip(left, shares)]
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, len(countries) - 0.4)  # no default 5% margins: they leave gaps with many countries
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("simulated share of respondents")
+    ax.set_ylabel("country (by share of option A)")
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(loc="outside right upper", title="answer option", fontsize=9, title_fontsize=9, frameon=False)
+    fig.supxlabel(footer, x=0.01, ha="left", fontsize=7, color="0.3")  # laid out by constrained layout
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
