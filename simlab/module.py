@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from .distributed import clean_param_name
 from .losses import masked_softmax
 from .metrics import survey_metrics
 from .scoring import option_logits
@@ -78,6 +79,7 @@ class SurveyLitModule(pl.LightningModule):
             self.test_predictions[subset][int(row_index)] = row_probs[row_mask].double().tolist()
 
     def on_test_epoch_end(self):
+        self._gather_test_predictions()
         for subset in self.test_subsets:
             metrics = self.test_metrics[subset]
             values = {name: float(v) for name, v in metrics.compute().items()}
@@ -96,6 +98,20 @@ class SurveyLitModule(pl.LightningModule):
             raise ValueError("the model has no trainable parameters (attach a LoRA adapter to fine-tune)")
         return self.optimizer_factory(trainable)
 
+    def _gather_test_predictions(self) -> None:
+        """Each rank tested its share of the rows (the metrics sync themselves): merge every rank's predictions."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.test_predictions)
+        merged: dict[str, dict[int, list[float]]] = {name: {} for name in self.test_subsets}
+        for part in gathered:
+            for subset, rows in part.items():
+                merged[subset].update(rows)
+        self.test_predictions = merged
+
     def on_save_checkpoint(self, checkpoint):
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        # names cleaned of FSDP / activation-checkpointing wrapper prefixes, as the state dict writes them
+        trainable = {clean_param_name(name) for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

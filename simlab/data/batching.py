@@ -37,24 +37,57 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Evaluation (``shuffle=False``): rows sorted by length, longest first, so a memory problem shows at once.
     Training: a seeded permutation per epoch, cut into mega-batches of ``group_factor`` batches, each sorted
     by length and cut into batches, whose order is shuffled again. ``set_epoch`` is called by Lightning.
+
+    Distributed (DDP/FSDP, ``trainer.use_distributed_sampler=false``: Lightning cannot inject its sampler into a
+    batch sampler): every rank builds the same batch list and takes batches ``rank, rank + R, ...``, so R ranks
+    with accumulation A see, step by step, the batches one process sees with accumulation R x A. Training pads
+    the list by repeating its first batches so every rank makes the same number of steps; evaluation does not
+    pad, so each row is scored once. ``num_replicas``/``rank`` default to the initialized process group's.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, group_factor: int = 32):
+    def __init__(
+        self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, group_factor: int = 32,
+        num_replicas: int | None = None, rank: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_replicas is not None and not 0 <= (rank or 0) < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.seed, self.group_factor, self.epoch = seed, group_factor, 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _replicas(self) -> tuple[int, int]:
+        """(number of ranks, this rank): the given ones, else the process group's (read late: the group is set
+        up by the trainer after the loaders were made)."""
+        if self.num_replicas is not None:
+            return self.num_replicas, self.rank or 0
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        total = (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        replicas, rank = self._replicas()
+        if self.shuffle:
+            return (total + replicas - 1) // replicas
+        return len(range(rank, total, replicas))
 
     def _cut(self, order: list[int]) -> list[list[int]]:
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def __iter__(self):
+        replicas, rank = self._replicas()
+        batches = list(self._batches())
+        if self.shuffle and replicas > 1 and len(batches) % replicas:
+            batches += batches[: replicas - len(batches) % replicas]
+        yield from batches[rank::replicas]
+
+    def _batches(self):
         if not self.shuffle:
             order = sorted(range(len(self.lengths)), key=lambda i: (-self.lengths[i], i))
             yield from self._cut(order)
