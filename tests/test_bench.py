@@ -1,0 +1,108 @@
+"""The benchmark's pieces on a tiny random Llama: the reference method and simlab's path (and every ablation
+step between them) must give the same predictions and losses; nothing here is timed."""
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM
+
+import simlab.model
+from conftest import paper_row, write_rows
+from simlab import bench
+from simlab.model import LanguageModel, attach_lora
+
+OPTIONS = ["(A)Very important", "(B)Rather important", "(C)Not very important", "(D)Not at all important"]
+
+
+def _rows(count=10):
+    rows = []
+    for i in range(count):
+        k = 2 + i % 3
+        dist = {chr(65 + j): float((i + j) % 4 + (j == 0)) for j in range(k)}
+        rows.append(paper_row(
+            id=str(164 + i), input="How important is family " + "in your life " * (i % 5) + "? \nHere are the options: \n",
+            options=OPTIONS[:k], options_dist=dist,
+        ))
+    return rows
+
+
+@pytest.fixture()
+def data(tmp_path, tiny_tokenizer):
+    write_rows(tmp_path / "rows.json", _rows())
+    return bench.load_bench_data(tiny_tokenizer, root=str(tmp_path), rows=10, seed=0, file="rows.json")
+
+
+def _lora_model(tiny_llama_dir, dropout=0.0):
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    model = attach_lora(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=dropout, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a non-zero adapter, so the LoRA branch changes the scores being compared
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    return model
+
+
+def test_reference_batches_are_padded_to_512_with_the_answer_slot_on_the_prompt_end(data):
+    batch = next(bench.batches(data, bench.REFERENCE, range(len(data)), 4, train=False))
+    assert batch["input_ids"].shape == (4, bench.REFERENCE_MAX_LENGTH)
+    assert bool(batch["attention_mask"].all())  # the reference's example.ge(0) mask
+    for b, row in enumerate(batch["row_index"].tolist()):
+        ids = data.encoded[row].input_ids
+        assert batch["input_ids"][b, : len(ids)].tolist() == ids
+        assert int(batch["answer_index"][b]) == len(ids) - 1
+        assert set(batch["input_ids"][b, len(ids):].tolist()) == {data.pad_token_id}
+
+
+def test_every_ablation_step_gives_the_reference_predictions_and_loss(data, tiny_llama_dir):
+    model = _lora_model(tiny_llama_dir)
+    indices = list(range(len(data)))
+    reference = bench.evaluate(model, data, bench.REFERENCE, indices, batch_size=4)
+    assert sorted(reference.probs) == indices
+    for rung in bench.EVAL_LADDER[1:]:
+        result = bench.evaluate(model, data, rung, indices, batch_size=4)
+        assert bench.max_prob_difference(reference, result) < 1e-4, rung.name
+        assert result.loss == pytest.approx(reference.loss, abs=1e-4), rung.name
+    for row in indices:
+        assert len(reference.probs[row]) == len(data.rows[row].letters)
+        assert float(reference.probs[row].sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_training_step_is_the_same_on_both_paths(data, tiny_llama_dir):
+    model = _lora_model(tiny_llama_dir)
+    runner = bench.Bench(model, data, lr=1e-3, eval_batch=4, train_batch=len(data), autocast=False)
+    ref_loss, sim_loss, grad_diff = runner.train_check(list(range(len(data))))
+    assert sim_loss == pytest.approx(ref_loss, abs=1e-5)
+    assert grad_diff < 1e-5
+    after = {}
+    for method in (bench.REFERENCE, bench.SIMLAB):  # one step on all rows: same loss, same updated adapter
+        optimizer = runner.reset()
+        losses = bench.train_steps(model, optimizer, data, method, range(len(data)), len(data), seed=0)
+        after[method.name] = (losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert after["simlab"][0] == pytest.approx(after["reference"][0], abs=1e-5)
+    for name, value in after["reference"][1].items():
+        torch.testing.assert_close(after["simlab"][1][name], value, rtol=1e-4, atol=1e-6)
+        assert not torch.equal(value, runner.initial[name]) or "lora_A" in name  # lora_B always moves
+
+
+def test_peak_rss_sees_a_large_allocation():
+    with bench.PeakRSS() as memory:
+        block = torch.ones(64 * 2**20)  # 256 MiB, every page touched
+    assert memory.delta_mib > 200
+    del block
+
+
+def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch, capsys):
+    (tmp_path / "wvs7").mkdir()
+    write_rows(tmp_path / "wvs7" / "sft_wvs_valid.json", _rows(8))
+    tiny = LanguageModel(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_tokenizer, "tiny")
+    monkeypatch.setattr(simlab.model, "load_language_model", lambda **kwargs: tiny)
+    code = bench.main([
+        "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
+        "--train-batch", "4", "--data-root", str(tmp_path), "--ablation", "--ablation-rows", "4", "--threads", "1",
+    ])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert lines[-2].startswith("eval_speedup: ") and float(lines[-2].split(": ")[1]) > 0
+    assert lines[-1].startswith("train_speedup: ") and float(lines[-1].split(": ")[1]) > 0
+    assert any(line.startswith("| + torch.inference_mode = simlab |") for line in lines)
