@@ -67,6 +67,7 @@ def load_model(cfg: DictConfig):
 
 def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
+    from simlab.distributed import adapter_from_checkpoint, check_launch
     from simlab.results import predictions_in_row_order
 
     lm = load_model(cfg)
@@ -75,6 +76,7 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_launch(trainer, HydraConfig.get().mode == RunMode.MULTIRUN)  # no sweep re-run per spawned rank
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     adapter = cfg.model.adapter
@@ -84,7 +86,14 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         adapter = str(out / "adapter")
-        module.model.save_pretrained(adapter)
+        if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
+            checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+            if not checkpoint:
+                raise ValueError("multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
+            if trainer.is_global_zero:
+                adapter_from_checkpoint(module.model, checkpoint, adapter)
+        else:
+            module.model.save_pretrained(adapter)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
     info = {"model": cfg.model.name, "model_source": lm.source, "adapter": adapter, "loss": HydraConfig.get().runtime.choices.get("loss")}
@@ -116,13 +125,15 @@ def run_baseline(cfg: DictConfig) -> tuple:
 def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
+    from simlab.distributed import is_rank_zero
     from simlab.provenance import git_state
     from simlab.results import analyse, results_table, summarize, write_json, write_predictions
 
     started = time.time()
     out = Path(cfg.paths.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    if is_rank_zero():  # one set of outputs per job, however many processes train it
+        OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
     if cfg.task.name == "simulate":
@@ -137,6 +148,9 @@ def run(cfg: DictConfig) -> dict:
             log_metrics(loggers, {f"test/{s}/{m}": v for s, vs in test_results.items() for m, v in vs.items() if m != "n"})
         else:
             datamodule, test_results, predictions, info = run_model(cfg, out, loggers)
+        if not is_rank_zero():  # every rank holds the gathered predictions; rank 0 alone writes them
+            failed = False
+            return {}
         log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
 
         extra = analyse(
@@ -182,15 +196,14 @@ def main(cfg: DictConfig) -> None:
     """Run the job and record its fate in status.json. In a sweep, a model that is not on this machine makes a
     'skipped' job and the sweep goes on; any other error is recorded as 'failed' and re-raised, so Hydra still
     runs the remaining jobs and the sweep then exits with the error."""
-    from pytorch_lightning.utilities import rank_zero_only
-
+    from simlab.distributed import is_rank_zero
     from simlab.job import write_status
     from simlab.model import ModelNotAvailable
 
     out = Path(cfg.paths.output_dir)
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
-    record = rank_zero_only.rank == 0
+    record = is_rank_zero()
     try:
         run(cfg)
     except BaseException as err:
