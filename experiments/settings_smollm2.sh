@@ -1,68 +1,85 @@
 #!/usr/bin/env bash
-# The paper's settings and baselines for the embedded SmolLM2-135M (issue 3), one run each, then the tables.
-# Needs a finished fine-tuning run and a zero-shot run of the same model (make run; make zeroshot):
-#   bash experiments/settings_smollm2.sh outputs/finetune/<run> outputs/zeroshot/<run>
-# FT and ZS are those runs' predictions, re-analysed (position bias, noise ceiling, FT's temperature fitted on
-# C1-Q2) with python -m simlab.reanalyse: no second evaluation pass.
-# About 3 hours on the 2-core CPU machine (FT[ctrl] is a second full fine-tune). A run whose metrics.json
-# exists is kept, so an interrupted script resumes.
+# Issue 3's table for the embedded SmolLM2-135M: the paper's settings and baselines per subset, every column on
+# the same seeded sample of N rows per subset (data.limit_eval_per_subset=N; default 200), plus the Pew and
+# Chinese-vs-English tables on all rows.
+#   bash experiments/settings_smollm2.sh FT_RUN ZS_RUN FTCTRL_CKPT [N]
+# FT_RUN: a `make run` folder (adapter/); ZS_RUN: a `make zeroshot` folder; FTCTRL_CKPT: the best checkpoint of
+# `python run.py data.country_control=true` (FT[ctrl]). Full-data runs (FT, ZS, the KNN run at KNN_RUN if set)
+# are re-scored on the sample with python -m simlab.reanalyse; the rest run here (~15 min on 2 CPU cores).
+# A column whose metrics.json exists is kept, so an interrupted script resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FT=${1:?usage: $0 <finetune run dir> <zeroshot run dir>}
-ZS=${2:?usage: $0 <finetune run dir> <zeroshot run dir>}
+FT=${1:?usage: $0 FT_RUN ZS_RUN FTCTRL_CKPT [N]}
+ZS=${2:?usage: $0 FT_RUN ZS_RUN FTCTRL_CKPT [N]}
+FTCTRL_CKPT=${3:?usage: $0 FT_RUN ZS_RUN FTCTRL_CKPT [N]}
+N=${4:-200}
 PY=.venv/bin/python
-OUT=outputs/settings
-run() { local name=$1; shift; [ -f "$OUT/$name/metrics.json" ] || $PY run.py logger=csv "hydra.run.dir=$OUT/$name" "$@"; }
-reanalysed() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $PY -m simlab.reanalyse "$src" --out "$OUT/$name" "$@"; }
+OUT=outputs/settings_n$N
+run() { local name=$1; shift; [ -f "$OUT/$name/metrics.json" ] || $PY run.py logger=csv "hydra.run.dir=$OUT/$name" data.limit_eval_per_subset=$N "$@"; }
+sampled() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $PY -m simlab.reanalyse "$src" --out "$OUT/$name" --limit-eval-per-subset $N "$@"; }
 
-run ft_ctrl      data.country_control=true
-reanalysed ft_eval "$FT" --calibrate-on C1-Q2
-run ft_shuffled  task=zeroshot model.adapter="$FT/adapter" data.shuffle_options=true
-run zs_ctrl      task=zeroshot data.country_control=true
-reanalysed zs    "$ZS"
+# FT[ctrl]'s adapter from its Lightning checkpoint (LoRA weights only), in peft's format
+if [ ! -f "$OUT/ft_ctrl_adapter/adapter_config.json" ]; then
+  $PY - "$FTCTRL_CKPT" "$OUT/ft_ctrl_adapter" <<'PYEOF'
+import sys
+import peft
+from simlab.distributed import adapter_from_checkpoint
+from simlab.model import attach_lora, load_language_model
+lm = load_language_model(embedded="smollm2_135m_instruct")
+model = attach_lora(lm.model, peft.LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=32, lora_dropout=0.05,
+                                               target_modules=["q_proj", "v_proj"]))
+print(adapter_from_checkpoint(model, sys.argv[1], sys.argv[2]))
+PYEOF
+fi
+
+sampled ft          "$FT" --calibrate-on C1-Q2
+sampled zs          "$ZS"
+if [ -n "${KNN_RUN:-}" ]; then sampled knn "$KNN_RUN"; else run knn task=baseline baseline=knn; fi
 run uniform      task=baseline baseline=uniform
 run avg_culture  task=baseline baseline=avg_culture
-run knn          task=baseline baseline=knn
-run pew_zs       task=zeroshot data=pew
-run pew_ft       task=zeroshot data=pew model.adapter="$FT/adapter"
-run zh_zs        task=zeroshot data=wvs_zh
-run zh_ft        task=zeroshot data=wvs_zh model.adapter="$FT/adapter"
+run zs_ctrl      task=zeroshot data.country_control=true
+run ft_ctrl      task=zeroshot data.country_control=true model.adapter="$OUT/ft_ctrl_adapter"
+run ft_shuffled  task=zeroshot data.shuffle_options=true model.adapter="$FT/adapter"
 
 {
   echo "# Settings and baselines, SmolLM2-135M-Instruct (embedded)"
   echo
-  echo "Made by \`bash experiments/settings_smollm2.sh $FT $ZS\` at commit $(git rev-parse --short HEAD)."
-  echo "FT and ZS are the predictions of those two runs, re-analysed (\`python -m simlab.reanalyse\`); every other"
-  echo "column is its own run under \`$OUT/\`. Where each run came from:"
+  echo "Made by \`bash experiments/settings_smollm2.sh $FT $ZS $FTCTRL_CKPT $N\`${KNN_RUN:+ (KNN_RUN=$KNN_RUN)} at commit"
+  echo "$(git rev-parse --short HEAD). Every column is scored on the same seeded sample of $N rows per subset"
+  echo "(C2-Q2 has 271 rows in all). FT and ZS are full-data runs re-scored on the sample; FT[ctrl] is the"
+  echo "best checkpoint of a [ctrl] fine-tune; the rest ran on the sample. Where each column came from:"
   echo
-  echo "| run | command overrides | commit |"
+  echo "| column | run | commit |"
   echo "|---|---|---|"
-  for d in $OUT/*/; do
+  for d in "$OUT"/*/; do
+    [ -f "$d/metrics.json" ] || continue
     $PY - "$d" <<'PYEOF'
 import json, sys
 from pathlib import Path
 d = Path(sys.argv[1]); m = json.loads((d / "metrics.json").read_text())
-source = m.get("reanalysed_from")
-code = m.get("code") or {}
-commit = (code.get("commit") or "")[:7] + (" (dirty)" if code.get("dirty") else "") if code else "not recorded (before 6a0532f)"
-what = " ".join(m.get("overrides") or []) or "(defaults)"
-if source:
-    what = f"{what}; re-analysed from {source}"
+code = m.get("reanalysis_code") if m.get("reanalysed_from") else m.get("code")
+commit = ((code or {}).get("commit") or "")[:7] or "not recorded"
+if code and code.get("dirty"):
+    commit += " (dirty)"
+what = "python run.py " + " ".join(m.get("overrides") or [])
+if m.get("reanalysed_from"):
+    made = (m.get("code") or {}).get("commit", "")[:7] or "an earlier commit"
+    what = f"re-scored from {m['reanalysed_from']} ({' '.join(m.get('overrides') or []) or 'defaults'}; made at {made})"
 print(f"| {d.name} | {what} | {commit} |")
 PYEOF
   done
   echo
-  for metric in one_minus_jsd accuracy; do
+  for metric in one_minus_jsd emd accuracy; do
     echo "## $metric"
     echo
     $PY -m simlab.compare_runs --metrics "$metric" \
-      --runs $OUT/uniform $OUT/avg_culture $OUT/knn $OUT/zs $OUT/zs_ctrl $OUT/ft_eval $OUT/ft_ctrl $OUT/ft_shuffled \
+      --runs $OUT/uniform $OUT/avg_culture $OUT/knn $OUT/zs $OUT/zs_ctrl $OUT/ft $OUT/ft_ctrl $OUT/ft_shuffled \
       --names uniform avg_culture knn ZS "ZS[ctrl]" FT "FT[ctrl]" "FT shuffled"
     echo
   done
-  echo "## FT calibrated (temperature fitted on C1-Q2) and the noise ceiling"
+  echo "## FT calibrated (one temperature fitted on C1-Q2) and the noise ceiling"
   echo
-  $PY - "$OUT/ft_eval/metrics.json" <<'PYEOF'
+  $PY - "$OUT/ft/metrics.json" <<'PYEOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 cal = m["calibrated"]
@@ -73,15 +90,11 @@ for s, v in m["subsets"].items():
     ceiling = m["noise_ceiling"][s]["one_minus_jsd"]
     print(f"| {s} | {v['one_minus_jsd']:.4f} | {cal['subsets'][s]['one_minus_jsd']:.4f} | "
           + ("-" if ceiling is None else f"{ceiling:.4f}") + " |")
+avg = m.get("paper_average")
+if avg:
+    print(f"| paper average | {avg['one_minus_jsd']:.4f} | {cal['paper_average']['one_minus_jsd']:.4f} | |")
 PYEOF
   echo
-  echo "## Pew (unseen survey)"
-  echo
-  $PY -m simlab.compare_runs --runs $OUT/pew_zs $OUT/pew_ft --names ZS FT
-  echo
-  echo "## Chinese vs English prompts, C1-Q2"
-  echo
-  $PY -m simlab.compare_languages --runs $OUT/ft_eval $OUT/zh_ft --names "English (FT)" "Chinese (FT)"
-  $PY -m simlab.compare_languages --runs $OUT/zs $OUT/zh_zs --names "English (ZS)" "Chinese (ZS)"
+  echo "The noise ceiling needs each row's respondent count n; the valid split (C1-Q2) rows carry none."
 } > experiments/SETTINGS.md
 echo "wrote experiments/SETTINGS.md"

@@ -2,7 +2,10 @@
 predictions.jsonl, without the model: temperature scaling of option probabilities equals scaling the option
 logits, so it needs only the saved distributions.
 
-    python -m simlab.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2]
+    python -m simlab.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2] [--limit-eval-per-subset 200]
+
+With ``--limit-eval-per-subset N`` every metric is recomputed on the same seeded sample of N rows per subset
+that a run with ``data.limit_eval_per_subset=N`` tests, so full runs and sampled runs compare on equal rows.
 
 The rows are re-read with the run's own data config (config_resolved.yaml), and every prediction line must
 match its row (subset, country, question, option letters, human shares): a mismatch is an error, never skipped.
@@ -16,16 +19,21 @@ import shutil
 from pathlib import Path
 
 from .data.datamodule import SurveyDataModule
+from .evaluation import score_subsets
 from .provenance import git_state
-from .results import analyse, results_table, write_json
+from .results import analyse, results_table, summarize, write_json, write_predictions
+
+RECOMPUTED = ("subsets", "paper_average", "paper_average_subsets", "paper_average_missing", "position_bias",
+              "noise_ceiling", "calibrated", "rows")
 
 
-def load_run_rows(run_dir: Path):
+def load_run_rows(run_dir: Path, **overrides):
     """The run's rows, rebuilt from its resolved data config (same files, settings and seed)."""
     import yaml
 
     config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text(encoding="utf-8"))
     data = {k: v for k, v in config["data"].items() if k != "_target_"}
+    data.update(overrides)
     datamodule = SurveyDataModule(None, **data)
     datamodule.setup()
     return datamodule
@@ -58,20 +66,34 @@ def load_predictions(run_dir: Path, rows: dict) -> dict[str, list[list[float]]]:
     return predictions
 
 
-def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = None, seed: int = 0) -> dict:
-    """Write ``out``/metrics.json (the run's metrics with a fresh analysis), results.md and a copy of the
-    predictions; returns the new metrics."""
+def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = None, seed: int = 0,
+              limit_eval_per_subset: int | None = None) -> dict:
+    """Write ``out``/metrics.json (the run's metrics with a fresh analysis), results.md and the predictions
+    (all of them, or the sample); returns the new metrics."""
     run_dir, out = Path(run_dir), Path(out)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     datamodule = load_run_rows(run_dir)
     predictions = load_predictions(run_dir, datamodule.rows)
-    extra = analyse(datamodule.rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)
+    rows = {s: datamodule.rows[s] for s in predictions}
+    if limit_eval_per_subset is not None:
+        sample = load_run_rows(run_dir, limit_eval_per_subset=limit_eval_per_subset).rows
+        by_row = {(r.source, r.index): p for s in predictions for r, p in zip(rows[s], predictions[s])}
+        rows = {s: sample[s] for s in predictions}
+        predictions = {s: [by_row[(r.source, r.index)] for r in rows[s]] for s in predictions}
+        kept = {k: v for k, v in metrics.items() if k not in RECOMPUTED}
+        metrics = summarize(score_subsets(rows, predictions), datamodule.average_subsets, **kept)
+        metrics["rows"] = {s: len(r) for s, r in rows.items()}
+        metrics["limit_eval_per_subset"] = limit_eval_per_subset
+    extra = analyse(rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)
     metrics.update(extra)
     metrics["reanalysed_from"] = str(run_dir.resolve())
     metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    shutil.copyfile(run_dir / "predictions.jsonl", out / "predictions.jsonl")
+    if limit_eval_per_subset is None:
+        shutil.copyfile(run_dir / "predictions.jsonl", out / "predictions.jsonl")
+    else:
+        write_predictions(out / "predictions.jsonl", rows, predictions)
     (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
     return metrics
 
@@ -82,11 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--out", required=True, help="folder for the re-analysed metrics.json (not the run itself)")
     parser.add_argument("--calibrate-on", default=None, help="fit one temperature on this tested subset")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise ceiling's resampling")
+    parser.add_argument("--limit-eval-per-subset", type=int, default=None,
+                        help="recompute everything on the seeded sample a data.limit_eval_per_subset=N run tests")
     args = parser.parse_args(argv)
     if Path(args.out).resolve() == Path(args.run_dir).resolve():
         parser.error("--out must differ from the run folder (the run's own outputs are kept as they were)")
-    reanalyse(args.run_dir, args.out, args.calibrate_on, args.seed)
+    reanalyse(args.run_dir, args.out, args.calibrate_on, args.seed, args.limit_eval_per_subset)
     print(Path(args.out) / "metrics.json")
 
 
