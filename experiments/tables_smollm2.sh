@@ -32,10 +32,10 @@ section() {  # table number, sweep dir
   echo "\`python -m simlab.report $dir --subset C2-Q1\`. Each job's status is in the jobs table."
   echo
   # the report's markdown, headings shifted one level down, figure links pointed at experiments/figures/
-  sed -e '1d' -e 's/^## /### /' -e "s#](\([a-zA-Z0-9_.-]*\.png\))#](figures/table${n}_\1)#" "$dir/report/report.md" \
-    | awk '/^## 1-JSD per questionnaire dimension/{exit} {print}'
+  sed -e '1d' -e 's/^### /#### /' -e 's/^## /### /' -e "s#](\([a-zA-Z0-9_.-]*\.png\))#](figures/table${n}_\1)#" \
+    "$dir/report/report.md"
   echo
-  echo "The 1-JSD per questionnaire dimension of every job is in \`$dir/report/report.md\` and \`breakdown_dimension.csv\`."
+  echo "The same numbers as CSV: \`$dir/report/tables.csv\` and \`breakdown_dimension.csv\` (LaTeX: \`tables.tex\`)."
   echo
 }
 {
