@@ -22,12 +22,15 @@ sampled() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $
 if [ ! -f "$OUT/ft_ctrl_adapter/adapter_config.json" ]; then
   $PY - "$FTCTRL_CKPT" "$OUT/ft_ctrl_adapter" <<'PYEOF'
 import sys
-import peft
+from pathlib import Path
+import peft, yaml
 from simlab.distributed import adapter_from_checkpoint
 from simlab.model import attach_lora, load_language_model
-lm = load_language_model(embedded="smollm2_135m_instruct")
-model = attach_lora(lm.model, peft.LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=32, lora_dropout=0.05,
-                                               target_modules=["q_proj", "v_proj"]))
+# the model and LoRA settings of the run that wrote the checkpoint (<run>/checkpoints/<ckpt>)
+cfg = yaml.safe_load((Path(sys.argv[1]).resolve().parents[1] / "config_resolved.yaml").read_text())["model"]
+loader = {k: v for k, v in cfg["loader"].items() if k != "_target_"}
+lora = peft.LoraConfig(**{k: v for k, v in cfg["lora"].items() if k != "_target_"})
+model = attach_lora(load_language_model(**loader).model, lora)
 print(adapter_from_checkpoint(model, sys.argv[1], sys.argv[2]))
 PYEOF
 fi

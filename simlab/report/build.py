@@ -49,7 +49,7 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
         (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return out / "report.md"
 
-    records = {j.label: j.predictions() for j in done}
+    records = {j.path: j.predictions() for j in done}  # by folder: two jobs may share a label
     lines += ["## Figures", ""]
     fig = figures.metric_by_subset(jobs, "accuracy", out / "accuracy_by_subset.png",
                                    "Accuracy (argmax = human majority) per subset")
@@ -59,7 +59,7 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
 
     model_jobs = [j for j in done if j.metrics.get("task") != "baseline" or j.metrics.get("baseline") == "json_zs"]
     if subset:
-        points = {j.label: diversity(records[j.label], subset) for j in model_jobs}
+        points = {j.label: diversity(records[j.path], subset) for j in model_jobs}
         fig = figures.diversity_scatter(points, out / f"diversity_{subset}.png", subset)
         lines += [f"![diversity across countries]({fig.name})", "", "| row | questions | people | model |",
                   "|---|---:|---:|---:|"]
@@ -68,7 +68,7 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
                 lines.append(f"| {label} | {len(rows)} | {sum(r['human'] for r in rows) / len(rows):.4f} | "
                              f"{sum(r['model'] for r in rows) / len(rows):.4f} |")
         lines += ["", "Mean pairwise 1-JSD between countries per question (higher = countries more alike).", ""]
-        by_country = {j.label: per_country(records[j.label], subset) for j in done}
+        by_country = {j.label: per_country(records[j.path], subset) for j in done}
         fig = figures.per_country_bars(by_country, subset, out / f"countries_{subset}.png")
         lines += [f"![per-country scores]({fig.name})", ""]
         fig = figures.position_bias_bars(jobs, subset, out / f"position_bias_{subset}.png")
@@ -79,7 +79,7 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
         lines += ["## 1-JSD per questionnaire dimension", ""]
         csv_lines = ["row,subset,dimension,one_minus_jsd,n"]
         for job in done:
-            breakdown = per_dimension(records[job.label], dimensions)
+            breakdown = per_dimension(records[job.path], dimensions)
             subsets = list(breakdown)
             dims = sorted({d for per in breakdown.values() for d in per})
             header = ["dimension", *subsets]

@@ -43,8 +43,9 @@ def metric_table(jobs: list[Job], metric: str) -> tuple[list[str], list[list[str
     return header, rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+def markdown_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> str:
+    """Markdown; with ``numeric`` every column after the first is right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + ("---:|" if numeric else "---|") * (len(header) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -62,7 +63,7 @@ def latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
 
 def status_table(jobs: list[Job]) -> str:
     rows = [[j.label, j.status, (j.reason.splitlines() or [""])[0][:160], str(j.path)] for j in jobs]
-    return markdown_table(["row", "status", "reason", "folder"], rows).replace("|---:|---:|---:|", "|---|---|---|")
+    return markdown_table(["row", "status", "reason", "folder"], rows, numeric=False)
 
 
 def write_long_csv(jobs: list[Job], path: Path, metrics: list[str]) -> None:
