@@ -268,3 +268,26 @@ def test_rebuild_reproduces_shared_rows_with_real_questionnaire(tmp_path):
     assert outputs["train"] == [] and outputs["valid"] == []
     assert json.dumps(outputs["test"], indent=4, ensure_ascii=False) == json.dumps(expected, indent=4,
                                                                                     ensure_ascii=False)
+
+
+def test_a_header_only_csv_is_an_error_and_writes_nothing(inputs, tmp_path):
+    csv_path = write_csv(tmp_path / "header.csv", HEADER, [])
+    with pytest.raises(BuildError, match=r"header\.csv: a header but no respondent rows"):
+        run_build(inputs, csv_path)
+    assert not (inputs / "out").exists()
+
+
+def test_a_questionnaire_that_is_not_json_or_lacks_countries_is_an_error(inputs, tmp_path):
+    csv_path = write_csv(tmp_path / "ok.csv", HEADER, RESPONDENTS)
+    (inputs / "questionnaire_en.json").write_text("not json", encoding="utf-8")
+    with pytest.raises(BuildError, match=r"questionnaire_en\.json: questionnaire file is not JSON \(line 1"):
+        run_build(inputs, csv_path)
+    (inputs / "questionnaire_en.json").write_text(json.dumps(QUESTIONNAIRE), encoding="utf-8")
+    (inputs / "countries.json").unlink()
+    with pytest.raises(BuildError, match=r"countries\.json: countries \(--countries, default: countries.json beside "
+                                         r"--questionnaire\) file does not exist"):
+        run_build(inputs, csv_path)
+    from simlab.data.build_wvs import main
+
+    with pytest.raises(BuildError):  # the CLI turns it into `error: ...` and exit code 1 (see __main__)
+        main(["--csv", str(csv_path), "--questionnaire", str(inputs / "questionnaire_en.json"), "--out", str(tmp_path / "o")])

@@ -62,7 +62,7 @@ def test_plain_prompt_of_made_up_row():
         instruction="How would someone from New Zealand answer the following question:\n\n",
         input="Do you like tea? \nHere are the options: \n",
         options=["(A)Yes", "(B)No", "(C)Hard to say"],
-        options_dist={"A": 1, "B": 1, "C": 1},
+        options_dist={"A": 50, "B": 25, "C": 25},
     )
     expected = (
         "How would someone from New Zealand answer the following question:\n\n"

@@ -50,7 +50,7 @@ def test_valid_row_parses(tmp_path):
 
 def test_target_follows_option_order_not_key_order():
     options = ["(A)a", "(B)b", "(C)c", "(D)d"]
-    row = _parse(paper_row(options=options, options_dist={"D": 4.0, "C": 3.0, "A": 1.0, "B": 2.0}))
+    row = _parse(paper_row(options=options, options_dist={"D": 40.0, "C": 30.0, "A": 10.0, "B": 20.0}))
     assert row.target == pytest.approx((0.1, 0.2, 0.3, 0.4), abs=1e-12)
     # an X option (code 0) first, as in the WVS files, keeps its place too
     row = _parse(paper_row(options=["(X)Hard to say", "(A)Yes", "(B)No"], options_dist={"A": 60, "B": 30, "X": 10}))
@@ -69,8 +69,36 @@ def test_percent_and_proportion_give_same_target():
 
 
 def test_integer_shares_and_zero_share_are_fine():
-    row = _parse(paper_row(options_dist={"A": 3, "B": 0, "C": 1}))
+    row = _parse(paper_row(options_dist={"A": 75, "B": 0, "C": 25}))
     assert row.target == pytest.approx((0.75, 0.0, 0.25), abs=1e-12)
+
+
+@pytest.mark.parametrize("dist, total", [({"A": 25.0, "B": 15.0, "C": 10.0}, "50"), ({"A": 0.6, "B": 0.3, "C": 0.17}, "1.07"),
+                                         ({"A": 3, "B": 0, "C": 1}, "4")])
+def test_shares_that_sum_to_neither_100_nor_1_are_an_error(dist, total):
+    with pytest.raises(RowError, match=rf"row 0: field 'options_dist': shares sum to {total}, neither 100"):
+        _parse(paper_row(options_dist=dist))
+    rescaled = parse_row(paper_row(options_dist=dist), path="rows.json", index=0, subset_names={"valid": "C1-Q2"},
+                         country_pattern=re.compile(ENGLISH_COUNTRY_PATTERN), renormalize=True)
+    assert sum(rescaled.target) == pytest.approx(1.0)
+
+
+def test_rounded_published_shares_are_accepted():
+    assert sum(_parse(paper_row(options_dist={"A": 33.33, "B": 33.33, "C": 33.33})).target) == pytest.approx(1.0)
+    assert sum(_parse(paper_row(options_dist={"A": 0.334, "B": 0.333, "C": 0.337})).target) == pytest.approx(1.0)
+
+
+def test_more_than_26_options_is_an_error():
+    options = [f"({chr(65 + i)})o{i}" for i in range(26)] + ["(A)again"]
+    with pytest.raises(RowError, match="field 'options': at most 26 options"):
+        _parse(paper_row(options=options, options_dist={}))
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_bytes(b'[\n{"id": "1",\n "input": "caf\xe9"}]')
+    with pytest.raises(RowError, match=r"rows.json: not UTF-8: byte 0xe9 on line 3"):
+        read_rows(path, subset_names={"valid": "C1-Q2"})
 
 
 def test_integer_id_becomes_str_and_n_optional():

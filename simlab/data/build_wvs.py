@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..rundir import write_text
+
 COUNTRY_COLUMN = "B_COUNTRY"
 INSTRUCTION = "How would someone from {country} answer the following question:\n\n"
 MISSING = -99  # blank cells become this code, i.e. missing like the official negative codes
@@ -79,13 +81,28 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file, or a BuildError naming it (missing, not UTF-8, not JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BuildError(f"{path}: {what} file does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BuildError(f"{path}: {what} file is not UTF-8 (byte offset {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise BuildError(f"{path}: {what} file is not JSON (line {err.lineno} column {err.colno}: {err.msg})") from err
+
+
 def load_questionnaire(path: str | Path) -> list[dict[str, Any]]:
     """Questionnaire entries (id, group, excluded, input, options, codes), sorted by id."""
     path = Path(path)
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    entries = read_json(path, "questionnaire")
     if not isinstance(entries, list):
         raise BuildError(f"{path}: expected a JSON list of question entries")
     for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise BuildError(f"{path}: entry {position} is not a JSON object")
         missing = [key for key in ("id", "group", "excluded", "input", "options", "codes") if key not in entry]
         if missing:
             raise BuildError(f"{path}: entry {position} lacks {missing}")
@@ -95,7 +112,7 @@ def load_questionnaire(path: str | Path) -> list[dict[str, Any]]:
 def load_countries(path: str | Path) -> dict[str, dict[str, Any]]:
     """countries.json: display name -> {wvs_code, groups, ...}, in the file's order."""
     path = Path(path)
-    countries = json.loads(path.read_text(encoding="utf-8"))
+    countries = read_json(path, "countries (--countries, default: countries.json beside --questionnaire)")
     if not isinstance(countries, dict):
         raise BuildError(f"{path}: expected a JSON object mapping country names to entries")
     return countries
@@ -152,6 +169,8 @@ def read_wvs_csv(path: str | Path, columns: list[str]) -> pd.DataFrame:
     if missing:
         raise BuildError(f"{path}: question column(s) {', '.join(missing)} of the questionnaire missing from the CSV")
     frame = pd.read_csv(path, sep=sep, usecols=[COUNTRY_COLUMN, *columns], encoding="utf-8-sig", low_memory=False)
+    if frame.empty:
+        raise BuildError(f"{path}: a header but no respondent rows; nothing to build")
     frame = frame[[COUNTRY_COLUMN, *columns]]
     country = frame[COUNTRY_COLUMN]
     if country.isna().any():
@@ -285,7 +304,7 @@ def write_outputs(outputs: dict[str, list[dict[str, Any]]], out_dir: str | Path)
     written = []
     for key, filename in OUTPUT_FILES.items():
         path = out_dir / filename
-        path.write_text(json.dumps(outputs[key], indent=4, ensure_ascii=False), encoding="utf-8")
+        write_text(path, json.dumps(outputs[key], indent=4, ensure_ascii=False))
         log(f"wrote {path}: {len(outputs[key])} rows")
         written.append(path)
     return written
@@ -303,6 +322,11 @@ def build(csv_path: str | Path, questionnaire_path: str | Path, countries_path: 
     frame = check_country_codes(frame, countries, skip, csv_path)
     check_answer_codes(frame, questions, csv_path)
     outputs = build_rows(frame, questionnaire, countries)
+    empty = [OUTPUT_FILES[key] for key, rows in outputs.items() if not rows]
+    if len(empty) == len(outputs):
+        raise BuildError(f"{csv_path}: no respondent of the split's countries answered its questions; nothing written")
+    if empty:
+        log(f"warning: no rows for {', '.join(empty)} (none of those countries or questions in {csv_path})")
     write_outputs(outputs, out_dir)
     return outputs
 

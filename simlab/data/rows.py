@@ -16,6 +16,11 @@ from typing import Any
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
 ENGLISH_COUNTRY_PATTERN = r"How would someone from (?P<country>.+?) answer the following question"
 REQUIRED_FIELDS = ("id", "instruction", "input", "options", "options_dist", "data_type")
+MAX_OPTIONS = 26  # letters A..Z
+SHARE_SCALES = (100.0, 1.0)  # percents (the WVS files) or proportions (the Pew files)
+# Relative: rounding moves published sums a little (WVS percents within +-0.02 of 100, Pew proportions of up to
+# 13 options within +-0.004 of 1); a real error moves them more (a row at 107% or 50%).
+SUM_TOLERANCE = 0.01
 
 
 class RowError(ValueError):
@@ -67,8 +72,13 @@ def parse_row(
     index: int,
     subset_names: dict[str, str],
     country_pattern: re.Pattern[str],
+    renormalize: bool = False,
 ) -> SurveyRow:
-    """Validate one raw JSON row and turn it into a SurveyRow (raises RowError)."""
+    """Validate one raw JSON row and turn it into a SurveyRow (raises RowError).
+
+    Shares must sum to 100 (percents) or 1 (proportions) within :data:`SUM_TOLERANCE`; any other sum means the
+    row is wrong, unless ``renormalize`` asks to rescale every row whose shares are not all zero.
+    """
 
     def fail(field_name: str | None, message: str) -> RowError:
         return RowError(path, index, field_name, message)
@@ -100,6 +110,8 @@ def parse_row(
         raise fail("options", "must be a list of strings")
     if len(options) < 2:
         raise fail("options", f"needs at least 2 options, got {len(options)}")
+    if len(options) > MAX_OPTIONS:
+        raise fail("options", f"at most {MAX_OPTIONS} options (letters A-Z), got {len(options)}")
     letters: list[str] = []
     for position, option in enumerate(options):
         option_match = OPTION_PATTERN.match(option)
@@ -129,6 +141,12 @@ def parse_row(
     total = sum(values)
     if total <= 0:
         raise fail("options_dist", "all shares are zero")
+    if not renormalize and not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
+        raise fail(
+            "options_dist",
+            f"shares sum to {total:.6g}, neither 100 (percents) nor 1 (proportions) within {SUM_TOLERANCE:.0%}; fix "
+            f"the row, or set data.renormalize=true to rescale such rows",
+        )
 
     n = raw.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
@@ -154,7 +172,12 @@ def parse_row(
 
 
 def _read_json_rows(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise RowError(path, None, None, f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
     if path.suffix == ".jsonl":
         raw_rows = []
         for line_number, line in enumerate(text.splitlines(), start=1):
@@ -180,6 +203,7 @@ def read_rows(
     subset_names: dict[str, str],
     country_pattern: str = ENGLISH_COUNTRY_PATTERN,
     drop_invalid: bool = False,
+    renormalize: bool = False,
 ) -> LoadedRows:
     """Read and validate every row of a paper-format JSON (or JSONL) file.
 
@@ -194,7 +218,8 @@ def read_rows(
     for index, raw in enumerate(_read_json_rows(path)):
         try:
             loaded.rows.append(
-                parse_row(raw, path=path, index=index, subset_names=subset_names, country_pattern=pattern)
+                parse_row(raw, path=path, index=index, subset_names=subset_names, country_pattern=pattern,
+                          renormalize=renormalize)
             )
         except RowError as err:
             if not drop_invalid:
