@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from .data.datamodule import SurveyDataModule
 from .evaluation import score_subsets
 from .provenance import git_state
-from .results import analyse, results_table, summarize, write_json, write_predictions
+from .results import analyse, results_table, summarize, write_predictions
+from .rundir import write_json, write_status, write_text
 
 RECOMPUTED = ("subsets", "paper_average", "paper_average_subsets", "paper_average_missing", "position_bias",
               "noise_ceiling", "calibrated", "rows")
@@ -88,13 +88,14 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     metrics.update(extra)
     metrics["reanalysed_from"] = str(run_dir.resolve())
     metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
+    out.mkdir(parents=True, exist_ok=True)  # outputs first, status.json last (a folder the report can trust)
     if limit_eval_per_subset is None:
-        shutil.copyfile(run_dir / "predictions.jsonl", out / "predictions.jsonl")
+        write_text(out / "predictions.jsonl", (run_dir / "predictions.jsonl").read_text(encoding="utf-8"))
     else:
         write_predictions(out / "predictions.jsonl", rows, predictions)
-    (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
+    write_text(out / "results.md", results_table(metrics))
+    write_json(out / "metrics.json", metrics)
+    write_status(out, "completed", metrics.get("overrides") or [], reanalysed_from=metrics["reanalysed_from"])
     return metrics
 
 

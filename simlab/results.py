@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.rows import SurveyRow
+from .rundir import atomic_writer
 
 METRIC_ORDER = ("one_minus_jsd", "emd", "emd_paper", "accuracy", "kl")
 AVERAGE_METRICS = ("one_minus_jsd", "emd", "accuracy")
@@ -33,18 +34,12 @@ def summarize(
     return summary
 
 
-def write_json(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def write_predictions(
     path: Path, rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]]
 ) -> int:
-    """One JSON line per tested row; every row of every tested subset must have a prediction."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """One JSON line per tested row (written atomically); every row of every tested subset must have a prediction."""
     written = 0
-    with open(path, "w", encoding="utf-8") as handle:
+    with atomic_writer(path) as handle:
         for subset, predicted in predictions.items():
             subset_rows = rows[subset]
             if len(predicted) != len(subset_rows):

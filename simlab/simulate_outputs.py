@@ -4,10 +4,11 @@ slide deck still says what it is."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
+
+from .rundir import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
 
@@ -49,15 +50,16 @@ def write_outputs(frame, out_dir: str | Path) -> list[Path]:
     images = {qid: image_name(i, qid) for i, qid in enumerate(question_ids)}
 
     csv_path = out / CSV_NAME
-    frame.to_csv(csv_path, index=False, float_format="%.10g")
+    with atomic_writer(csv_path, newline="") as handle:
+        frame.to_csv(handle, index=False, float_format="%.10g")
     meta_path = out / META_NAME
     meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
                 caution=attrs["caution"])
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(meta_path, meta)
 
     md_path = out / MD_NAME
-    md_path.write_text(markdown(frame, images), encoding="utf-8")
+    write_text(md_path, markdown(frame, images))
     paths = [csv_path, meta_path, md_path]
     for qid in question_ids:
         paths.append(plot_question(frame, qid, out / images[qid]))

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from simlab.job import write_status
+from simlab.rundir import write_status
 from simlab.report import collect_jobs, metric_table
 from simlab.report.breakdown import diversity, per_country, per_dimension
 
@@ -14,7 +14,8 @@ def make_run(folder, overrides, subsets, status="completed", records=()):
     folder.mkdir(parents=True)
     write_status(folder, status, overrides, **({"error": "RuntimeError: boom"} if status == "failed" else {}))
     if status == "completed":
-        metrics = {"task": "zeroshot", "subsets": {s: {"one_minus_jsd": v, "emd": 0.1, "accuracy": 0.5, "n": 2}
+        counts = {s: sum(r["subset"] == s for r in records) for s in subsets}
+        metrics = {"task": "zeroshot", "subsets": {s: {"one_minus_jsd": v, "emd": 0.1, "accuracy": 0.5, "n": counts[s]}
                                                    for s, v in subsets.items()}}
         (folder / "metrics.json").write_text(json.dumps(metrics))
         (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -29,6 +30,35 @@ def test_rows_are_labelled_by_the_overrides_that_differ(tmp_path):
     header, rows = metric_table(jobs, "one_minus_jsd")
     assert header == ["row", "C2-Q1"]
     assert rows == [["method=zs", "0.7000"], ["method=ft", "failed"]]
+
+
+def test_only_a_completed_run_with_every_prediction_is_reported(tmp_path):
+    """A killed run's folder never counts: no status, a dead 'running' record, or predictions that are short."""
+    import os
+    import subprocess
+    import sys
+
+    records = [rec("A", "1", [1.0, 0.0], [0.6, 0.4], subset="C2-Q1"), rec("B", "1", [0.0, 1.0], [0.6, 0.4], subset="C2-Q1")]
+    good = make_run(tmp_path / "0_good", ["seed=0"], {"C2-Q1": 0.7}, records=records)
+    short = make_run(tmp_path / "1_short", ["seed=1"], {"C2-Q1": 0.7}, records=records)
+    (short / "predictions.jsonl").write_text(json.dumps(records[0]) + "\n")  # killed while writing (old code)
+    no_status = make_run(tmp_path / "2_nostatus", ["seed=2"], {"C2-Q1": 0.7}, records=records)
+    (no_status / "status.json").unlink()
+    dead = make_run(tmp_path / "3_dead", ["seed=3"], {"C2-Q1": 0.7}, records=records)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = json.loads((dead / "status.json").read_text())
+    record.update(status="running", pid=int(gone.stdout))  # a pid that has exited
+    (dead / "status.json").write_text(json.dumps(record))
+    alive = make_run(tmp_path / "4_alive", ["seed=4"], {"C2-Q1": 0.7}, records=records)
+    record = json.loads((alive / "status.json").read_text())
+    record.update(status="running", pid=os.getpid())
+    (alive / "status.json").write_text(json.dumps(record))
+    jobs = {j.path.name: j for j in collect_jobs([tmp_path])}
+    assert {name: (j.status, j.ok) for name, j in jobs.items()} == {
+        "0_good": ("completed", True), "1_short": ("broken", False), "2_nostatus": ("incomplete", False),
+        "3_dead": ("dead", False), "4_alive": ("running", False),
+    }
+    assert "1 lines, metrics.json counts 2 rows" in jobs["1_short"].reason
 
 
 def test_a_folder_without_runs_is_an_error(tmp_path):

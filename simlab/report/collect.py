@@ -6,17 +6,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..job import read_status
+from ..rundir import read_status
 
 # overrides that name paths or sweep plumbing: never what distinguishes a table row
 IGNORED_KEYS = {"experiment", "adapter", "model.adapter", "model.path", "data.root", "hydra.run.dir", "hydra.sweep.dir",
+                "resume", "overwrite",
                 "logger"}
 
 
 @dataclass
 class Job:
-    """One run folder. ``status`` is completed, failed, skipped, or incomplete (no status.json: killed or
-    still running); ``metrics`` is its metrics.json (None when it wrote none)."""
+    """One run folder. ``status`` is completed, failed, skipped, interrupted, running, dead (a running record
+    whose process is gone), incomplete (no status.json) or broken (completed, but the outputs disagree);
+    ``metrics`` is its metrics.json (None when it wrote none). Only a completed job is reported."""
 
     path: Path
     status: str
@@ -31,8 +33,7 @@ class Job:
         return self.status == "completed" and self.metrics is not None
 
     def predictions(self) -> list[dict]:
-        path = self.path / "predictions.jsonl"
-        with open(path, encoding="utf-8") as handle:
+        with open(self.path / "predictions.jsonl", encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
 
@@ -62,18 +63,36 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def load_job(path: str | Path) -> Job:
+    """Read a run folder, trusting it only when status.json says completed and its outputs agree: metrics.json
+    is there and predictions.jsonl has exactly one line per tested row (the sum of the subsets' n)."""
     path = Path(path)
     status = read_status(path)
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
-    if status:
-        state = status["status"]
-        reason = status.get("reason") or status.get("error") or ""
-    else:  # runs made before status.json existed have metrics alone
-        state, reason = ("completed", "") if metrics else ("incomplete", "no status.json or metrics.json")
-    if state == "completed" and metrics is None:
-        state, reason = "failed", "status completed but no metrics.json"
+    if status is None:
+        state, reason = "incomplete", "no status.json (killed before it started, or not a simlab run)"
+    else:
+        state = "dead" if status.get("dead") else status["status"]
+        reason = status.get("reason") or status.get("error") or status.get("message") or ""
+    if state == "completed":
+        state, reason = _check_outputs(path, metrics)
     return Job(path, state, _parse_overrides(_overrides_of(path, status, metrics)), metrics, reason)
+
+
+def _check_outputs(path: Path, metrics: dict | None) -> tuple[str, str]:
+    if metrics is None:
+        return "broken", "status completed but no metrics.json"
+    if "subsets" not in metrics:  # a simulation: no per-row predictions to count
+        return "completed", ""
+    expected = sum(int(v.get("n", 0)) for v in metrics["subsets"].values())
+    predictions = path / "predictions.jsonl"
+    if not predictions.is_file():
+        return "broken", "status completed but no predictions.jsonl"
+    with open(predictions, encoding="utf-8") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    if lines != expected:
+        return "broken", f"predictions.jsonl has {lines} lines, metrics.json counts {expected} rows"
+    return "completed", ""
 
 
 def collect_jobs(paths: list[str | Path], names: list[str] | None = None) -> list[Job]:

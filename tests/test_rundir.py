@@ -1,0 +1,129 @@
+"""Run folders: atomic writes that survive kill -9, claiming a folder, unique folders, and what run.py records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+from simlab.rundir import RunDirError, atomic_writer, claim, read_status, unique_run_dir, write_json, write_status
+
+
+def test_kill_9_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"old": True})
+    script = textwrap.dedent(f"""
+        import os, signal
+        from simlab.rundir import atomic_writer
+        with atomic_writer({str(target)!r}) as handle:
+            handle.write('{{"new": ')
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO)
+    assert result.returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir() if p.name != "metrics.json"][0].endswith(".tmp")  # the orphan
+
+
+def test_an_error_inside_the_writer_keeps_the_old_file_and_cleans_up(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target) as handle:
+            handle.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_claiming_a_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".hydra").mkdir()  # Hydra's own files do not make a folder taken
+    assert claim(out) is None
+    write_status(out, "completed", ["task=finetune"])
+    (out / "adapter").mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(RunDirError, match=r"already holds another run's outputs \(completed: status.json, metrics.json, "
+                                          r"adapter\).*resume=.*overwrite=true"):
+        claim(out)
+    with pytest.raises(RunDirError, match="already completed; nothing to resume"):
+        claim(out, resume=True)
+    assert claim(out, overwrite=True)["status"] == "completed"
+    assert sorted(p.name for p in out.iterdir()) == [".hydra"]  # nothing of the old run is left beside the new one
+
+
+def test_a_live_run_is_never_taken_over(tmp_path):
+    write_status(tmp_path, "running", [])  # this test's own (live) pid
+    assert read_status(tmp_path)["dead"] is False
+    for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunDirError, match="still running"):
+            claim(tmp_path, **kwargs)
+    record = json.loads((tmp_path / "status.json").read_text())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record["pid"] = int(gone.stdout)
+    (tmp_path / "status.json").write_text(json.dumps(record))
+    assert read_status(tmp_path)["dead"] is True
+    assert claim(tmp_path, resume=True)["status"] == "running"  # a dead run can be resumed
+
+
+def test_default_folders_differ_within_one_second():
+    folders = {unique_run_dir(None, "outputs/baseline") for _ in range(50)}
+    assert len(folders) == 50 and all(f.startswith("outputs/baseline/") for f in folders)
+    assert unique_run_dir("outputs/x/run1", "outputs/baseline") == "outputs/x/run1"
+
+
+def test_two_runs_started_together_get_two_folders_and_a_reused_folder_is_refused(tmp_path, shared_data):
+    base = ["task=baseline", "logger=none", f"data.root={shared_data}", "data.limit_per_subset=8",
+            f"hydra.run.dir=${{simlab.run_dir:null,{tmp_path}}}"]
+    runs = [subprocess.Popen([sys.executable, "run.py", *base, f"baseline={b}"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for b in ("uniform", "avg_culture")]
+    outputs = [p.communicate(timeout=600)[0] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(folders) == 2
+    assert {json.loads((f / "metrics.json").read_text())["baseline"] for f in folders} == {"uniform", "avg_culture"}
+    assert all(read_status(f)["status"] == "completed" for f in folders)
+
+    again = subprocess.run([sys.executable, "run.py", *base[:-1], "baseline=uniform", f"hydra.run.dir={folders[0]}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "already holds another run's outputs" in again.stderr
+    assert read_status(folders[0])["status"] == "completed"  # the other run's record is untouched
+
+
+def test_a_failed_run_logs_its_error_and_traceback_to_run_log(tmp_path, tiny_llama_dir, shared_data):
+    result = subprocess.run(
+        [sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "task=zeroshot", "logger=none",
+         f"data.root={shared_data}", "data.limit_per_subset=4", "data.max_length=8", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1
+    log = (tmp_path / "run.log").read_text()
+    assert "run failed: PromptTooLongError" in log and "Traceback (most recent call last)" in log
+    assert read_status(tmp_path)["status"] == "failed"
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    from simlab import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    chosen, why = precision.resolve_precision("auto", "cpu")
+    assert chosen == "32-true" and "no native bf16" in why
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu")[0] == "bf16-mixed"
+    assert precision.resolve_precision("32-true", "cpu") == ("32-true", "set in the trainer config")
+
+
+def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):
+    result = subprocess.run(
+        [sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "task=zeroshot", "logger=none",
+         f"data.root={shared_data}", "data.limit_per_subset=2", "data.max_length=2048", "data.test_subsets=[C1-Q2]",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision " in (tmp_path / "run.log").read_text()
