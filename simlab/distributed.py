@@ -7,12 +7,15 @@ Everything takes plain arguments (class paths as strings), so configs build it w
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 # Prefixes that wrappers insert into parameter names (FSDP units, activation checkpointing, torch.compile);
 # state dicts are written without them, so names must be cleaned before they are compared with state-dict keys.
@@ -63,11 +66,18 @@ def build_trainer(
     accumulate_grad_batches: int | None = None,
     devices: int | str = 1,
     num_nodes: int = 1,
+    precision: str | int = "auto",
     **trainer_kwargs,
 ):
     """A ``pytorch_lightning.Trainer`` whose gradient accumulation reaches ``effective_batch_size`` rows per
-    optimizer step (the paper's 16) for any device count. An explicit ``accumulate_grad_batches`` wins."""
+    optimizer step (the paper's 16) for any device count. An explicit ``accumulate_grad_batches`` wins.
+    ``precision="auto"``: bf16 autocast where the hardware does bf16 natively, else float32 (logged, with why)."""
     import pytorch_lightning as pl
+
+    from .precision import resolve_precision
+
+    precision, why = resolve_precision(precision, str(trainer_kwargs.get("accelerator", "auto")))
+    log.info("precision %s: %s", precision, why)
 
     if accumulate_grad_batches is None:
         if effective_batch_size is None:
@@ -81,7 +91,8 @@ def build_trainer(
                 )
             accumulate_grad_batches = accumulation_for(effective_batch_size, batch_size, devices, num_nodes)
     return pl.Trainer(
-        devices=devices, num_nodes=num_nodes, accumulate_grad_batches=accumulate_grad_batches, **trainer_kwargs
+        devices=devices, num_nodes=num_nodes, accumulate_grad_batches=accumulate_grad_batches, precision=precision,
+        **trainer_kwargs,
     )
 
 
