@@ -5,11 +5,13 @@
     python run.py task=baseline baseline=knn   # a baseline: uniform | avg_culture | knn | json_zs
     python run.py model=hf model.path=DIR loss=js
     python run.py -m loss=kl,js,ce,wasserstein # a Hydra multirun sweep (outputs under multirun/)
+    python run.py <same overrides> resume=<run dir>   # continue an interrupted fine-tune exactly
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import time
 import traceback
@@ -21,7 +23,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from simlab.rundir import unique_run_dir
+
 log = logging.getLogger("simlab")
+# hydra.run.dir: the folder to resume, else a new one per run (date, time and a random part; cached per config)
+OmegaConf.register_new_resolver("simlab.run_dir", unique_run_dir, use_cache=True)
 
 
 def build_loggers(cfg: DictConfig, overrides: list[str]) -> list:
@@ -65,29 +71,43 @@ def load_model(cfg: DictConfig):
     return lm
 
 
+def load_data(cfg: DictConfig):
+    """The datamodule with its rows read and checked: bad data fails before any model is loaded."""
+    datamodule = instantiate(cfg.data, tokenizer=None)
+    datamodule.load_rows()
+    log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
+    return datamodule
+
+
 def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
+    from simlab.callbacks import ResumeCheckpoint
     from simlab.distributed import adapter_from_checkpoint, check_launch
     from simlab.results import predictions_in_row_order
 
+    datamodule = load_data(cfg)
     lm = load_model(cfg)
-    datamodule = instantiate(cfg.data, tokenizer=lm.tokenizer)
+    datamodule.set_tokenizer(lm.tokenizer)
     datamodule.setup()
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    resume_checkpoint = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_launch(trainer, HydraConfig.get().mode == RunMode.MULTIRUN)  # no sweep re-run per spawned rank
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     adapter = cfg.model.adapter
+    info: dict = {}
     if cfg.task.fit:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if resume_checkpoint is not None and resume_checkpoint.resumed:
+            info["resumed_from"] = resume_checkpoint.resumed
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         adapter = str(out / "adapter")
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
-            checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+            checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")
             if not checkpoint:
                 raise ValueError("multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
             if trainer.is_global_zero:
@@ -96,7 +116,7 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
             module.model.save_pretrained(adapter)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
-    info = {"model": cfg.model.name, "model_source": lm.source, "adapter": adapter, "loss": HydraConfig.get().runtime.choices.get("loss")}
+    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter, loss=HydraConfig.get().runtime.choices.get("loss"))
     return datamodule, module.test_results, predictions_in_row_order(module.test_predictions), info
 
 
@@ -107,12 +127,11 @@ def run_baseline(cfg: DictConfig) -> tuple:
     if not cfg.get("baseline"):
         raise ValueError("task=baseline needs baseline=<uniform|avg_culture|knn|json_zs>")
     baseline = instantiate(cfg.baseline, _convert_="all")
-    tokenizer = None
+    datamodule = load_data(cfg)
     if hasattr(baseline, "set_language_model"):
         lm = instantiate(cfg.model.loader)
         baseline.set_language_model(lm)
-        tokenizer = lm.tokenizer
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+        datamodule.set_tokenizer(lm.tokenizer)
     datamodule.setup()
     baseline.fit(datamodule.rows.get(datamodule.train_subset, []) if datamodule.train_subset else [])
     predictions = {s: baseline.predict(datamodule.rows[s]) for s in datamodule.test_subsets}
@@ -127,13 +146,14 @@ def run(cfg: DictConfig) -> dict:
 
     from simlab.distributed import is_rank_zero
     from simlab.provenance import git_state
-    from simlab.results import analyse, results_table, summarize, write_json, write_predictions
+    from simlab.results import analyse, results_table, summarize, write_predictions
+    from simlab.rundir import CONFIG_FILE, write_json, write_text
 
     started = time.time()
     out = Path(cfg.paths.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    if is_rank_zero():  # one set of outputs per job, however many processes train it
-        OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    if is_rank_zero() and not cfg.resume:  # one set of outputs per job, however many processes train it
+        write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True)
 
     if cfg.task.name == "simulate":
@@ -151,8 +171,6 @@ def run(cfg: DictConfig) -> dict:
         if not is_rank_zero():  # every rank holds the gathered predictions; rank 0 alone writes them
             failed = False
             return {}
-        log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
-
         extra = analyse(
             datamodule.rows, predictions, datamodule.average_subsets,
             calibrate_on=cfg.calibrate_on if cfg.calibrate else None, seed=cfg.seed,
@@ -171,9 +189,10 @@ def run(cfg: DictConfig) -> dict:
             wall_time_s=round(time.time() - started, 1),
         )
         summary.update(extra)
-        write_json(out / "metrics.json", summary)
+        # every output atomically, metrics.json after the predictions; main() writes status.json last
         write_predictions(out / "predictions.jsonl", datamodule.rows, predictions)
-        (out / "results.md").write_text(results_table(summary), encoding="utf-8")
+        write_text(out / "results.md", results_table(summary))
+        write_json(out / "metrics.json", summary)
         log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
         log.info("\n%s", results_table(summary))
         log.info("outputs in %s", out)
@@ -191,32 +210,91 @@ def _caused_by(err: BaseException, kind: type) -> BaseException | None:
     return None
 
 
+def _log_to_files(message: str) -> None:
+    """Write the current exception's traceback into the run's log file(s) only (the console gets Hydra's own)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def resume_command(overrides: list[str], out: Path) -> str:
+    kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") not in ("resume", "overwrite")]
+    return shlex.join(["python", "run.py", *kept, f"resume={out}"])
+
+
+def prepare_resume(cfg: DictConfig, out: Path) -> None:
+    """resume=<run dir>: the same config as the interrupted run (else an error naming what differs), and its
+    last checkpoint as ckpt_path."""
+    from simlab.rundir import CONFIG_FILE, RunDirError, config_differences
+
+    if not cfg.task.fit:
+        raise RunDirError(f"resume={out}: only fine-tuning resumes; a {cfg.task.name} run is simply run again")
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        raise RunDirError(f"resume={out}: no {CONFIG_FILE} there, so not a simlab run that can be resumed")
+    differences = config_differences(
+        OmegaConf.to_container(OmegaConf.load(saved), resolve=True), OmegaConf.to_container(cfg, resolve=True),
+        ignore=("resume", "ckpt_path", "overwrite"),
+    )
+    if differences:
+        raise RunDirError(
+            f"resume={out}: the config differs from the interrupted run's ({'; '.join(differences[:10])}); give the "
+            f"same overrides as the original command (its status.json has them)"
+        )
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise RunDirError(f"resume={out}: no checkpoints/last.ckpt (stopped before its first checkpoint): run it again")
+    if cfg.ckpt_path and Path(cfg.ckpt_path).resolve() != checkpoint.resolve():
+        raise RunDirError(f"resume={out} resumes from {checkpoint}; drop ckpt_path={cfg.ckpt_path}")
+    cfg.ckpt_path = str(checkpoint)
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Run the job and record its fate in status.json. In a sweep, a model that is not on this machine makes a
-    'skipped' job and the sweep goes on; any other error is recorded as 'failed' and re-raised, so Hydra still
-    runs the remaining jobs and the sweep then exits with the error."""
+    """Claim the run folder, run the job and record its fate in status.json.
+
+    status.json says ``running`` first and the outcome last: ``completed``; ``interrupted`` by SIGINT/SIGTERM
+    (with the checkpoint and the command that resumes it; exit code 128 + the signal); ``skipped`` in a sweep
+    when the model is not on this machine (the sweep goes on); ``failed`` otherwise (the error is logged to
+    run.log and re-raised, so Hydra still runs a sweep's remaining jobs and then exits with the error)."""
     from simlab.distributed import is_rank_zero
-    from simlab.job import write_status
+    from simlab.interrupt import RunInterrupted, raise_on_signals, signal_name
     from simlab.model import ModelNotAvailable
+    from simlab.rundir import claim, write_status
 
     out = Path(cfg.paths.output_dir)
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
-    record = is_rank_zero()
+    owner = False  # whether this run owns the folder's status.json (never touch another run's)
     try:
-        run(cfg)
+        with raise_on_signals():
+            if cfg.resume:
+                prepare_resume(cfg, out)
+            if is_rank_zero():
+                claim(out, resume=bool(cfg.resume), overwrite=bool(cfg.overwrite))
+                write_status(out, "running", overrides, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             resumed_from=cfg.ckpt_path if cfg.resume else None)
+                owner = True
+            run(cfg)
+    except RunInterrupted as err:
+        log.warning("%s. Resume with: %s", err, resume_command(overrides, out) if err.checkpoint else "(nothing saved)")
+        if owner:
+            write_status(out, "interrupted", overrides, signal=signal_name(err.signum), checkpoint=err.checkpoint,
+                         step=err.step, message=str(err), resume_command=resume_command(overrides, out))
+        raise SystemExit(err.exit_code) from None
     except BaseException as err:
         missing = _caused_by(err, ModelNotAvailable)  # instantiate() wraps the loader's error
         if missing is not None and hydra_cfg.mode == RunMode.MULTIRUN:
             log.warning("job skipped: %s", missing)
-            if record:
+            if owner:
                 write_status(out, "skipped", overrides, reason=str(missing))
             return
-        if record:
+        _log_to_files(f"run failed: {type(err).__name__}: {err}")
+        if owner:
             write_status(out, "failed", overrides, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         raise
-    if record:
+    if owner:
         write_status(out, "completed", overrides)
 
 

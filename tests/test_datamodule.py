@@ -127,3 +127,45 @@ def test_shuffle_options_eval_leaves_training_rows_in_their_order(tmp_path, tiny
     assert all(row.option_order is not None for row in dm.rows["V"])
     with pytest.raises(ValueError, match="shuffle_options must be false, true or 'eval'"):
         _small_module(tmp_path, tiny_tokenizer, _rows_with_valid(), shuffle_options="test")
+
+
+def test_a_repeated_country_and_question_is_an_error_naming_both_rows(tmp_path, tiny_tokenizer):
+    first = paper_row(data_type="train")
+    other = paper_row(data_type="train", options_dist={"A": 10.0, "B": 10.0, "C": 80.0})
+    dm = _small_module(tmp_path, tiny_tokenizer, [first, paper_row(), other])
+    with pytest.raises(ValueError, match=r"rows.json: row 2: field 'id': subset T: country 'Andorra', question 164 "
+                                         r"repeats .*rows.json: row 0 \(with a different distribution\)"):
+        dm.setup()
+
+
+@pytest.mark.parametrize("key", ["batch_size", "eval_batch_size", "max_length"])
+def test_sizes_must_be_positive_and_name_the_config_key(tmp_path, tiny_tokenizer, key):
+    with pytest.raises(ValueError, match=rf"data.{key} must be a positive integer, got 0"):
+        _small_module(tmp_path, tiny_tokenizer, [paper_row()], **{key: 0})
+
+
+def test_rows_are_checked_before_a_tokenizer_is_needed(tmp_path, tiny_tokenizer):
+    """run.py reads and checks the data before it loads a model: a bad root or row fails in seconds."""
+    dm = _small_module(tmp_path, None, [paper_row(data_type="train"), paper_row()])
+    dm.load_rows()
+    assert {s: len(r) for s, r in dm.rows.items()} == {"T": 1, "V": 1} and not dm.datasets
+    dm.set_tokenizer(tiny_tokenizer)
+    dm.setup()
+    assert len(dm.datasets["V"]) == 1
+    missing = SurveyDataModule(None, ["nope.json"], {"valid": "V"}, None, "V", ["V"], root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"data files not found under .*: \['nope.json'\]"):
+        missing.load_rows()
+
+
+def test_resumed_sampler_skips_exactly_the_batches_already_trained():
+    lengths = [5, 9, 2, 7, 7, 3, 8, 1, 4, 6, 2, 9, 5]
+    full = LengthGroupedBatchSampler(lengths, batch_size=2, shuffle=True, seed=3, group_factor=2)
+    full.set_epoch(2)
+    epoch_two = list(full)
+    resumed = LengthGroupedBatchSampler(lengths, batch_size=2, shuffle=True, seed=3, group_factor=2)
+    resumed.resume_at(2, 4)
+    assert len(resumed) == len(full)  # Lightning counts the epoch's batches from the full length
+    assert list(resumed) == epoch_two[4:]
+    resumed.set_epoch(3)
+    full.set_epoch(3)
+    assert list(resumed) == list(full)  # the skip applies once, to the resumed epoch only

@@ -43,6 +43,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     with accumulation A see, step by step, the batches one process sees with accumulation R x A. Training pads
     the list by repeating its first batches so every rank makes the same number of steps; evaluation does not
     pad, so each row is scored once. ``num_replicas``/``rank`` default to the initialized process group's.
+
+    Resuming (:meth:`resume_at`): the batch list of an epoch depends only on (seed, epoch), so a run resumed
+    mid-epoch skips the batches its checkpoint had already trained on and sees exactly the rest.
     """
 
     def __init__(
@@ -56,9 +59,16 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.seed, self.group_factor, self.epoch = seed, group_factor, 0
         self.num_replicas, self.rank = num_replicas, rank
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Start at ``epoch``, skipping (once) the first ``batches_done`` batches this rank yields in it."""
+        if epoch < 0 or batches_done < 0:
+            raise ValueError(f"cannot resume at epoch {epoch}, batch {batches_done}")
+        self.epoch, self._resume = epoch, (epoch, batches_done)
 
     def _replicas(self) -> tuple[int, int]:
         """(number of ranks, this rank): the given ones, else the process group's (read late: the group is set
@@ -85,7 +95,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = list(self._batches())
         if self.shuffle and replicas > 1 and len(batches) % replicas:
             batches += batches[: replicas - len(batches) % replicas]
-        yield from batches[rank::replicas]
+        mine = batches[rank::replicas]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine, self._resume = mine[self._resume[1]:], None
+        yield from mine
 
     def _batches(self):
         if not self.shuffle:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from ..paths import data_root
 from .batching import EncodedDataset, EncodedRow, LengthGroupedBatchSampler, PadCollator
 from .letters import resolve_letter_ids
 from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
-from .rows import ENGLISH_COUNTRY_PATTERN, SurveyRow, read_rows
+from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
 from .settings import replace_country, shuffle_options
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class SurveyDataModule(pl.LightningDataModule):
         shuffle_options: each row's options in a seeded random order, relabelled A, B, C...; "eval" shuffles
             the valid and test rows only (a model trained on the original order, tested on shuffled options)
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
+        drop_invalid: skip bad rows (logged, saved to ``invalid_rows_file``) instead of failing on the first.
+        renormalize: rescale rows whose shares sum to neither 100 nor 1 (by default such a row is an error).
     """
 
     def __init__(
@@ -66,14 +69,13 @@ class SurveyDataModule(pl.LightningDataModule):
         limit_eval_per_subset: int | None = None,
         seed: int = 0,
         drop_invalid: bool = False,
+        renormalize: bool = False,
         invalid_rows_file: str | None = None,
         country_control: bool = False,
         shuffle_options: bool | str = False,
     ):
         super().__init__()
-        self.tokenizer = tokenizer  # None: rows only (baselines that need no language model)
-        if tokenizer is not None and tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
         self.files = list(files)
         self.subset_names = dict(subset_names)
         self.train_subset, self.valid_subset = train_subset, valid_subset
@@ -85,14 +87,18 @@ class SurveyDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
         if shuffle_options not in (False, True, "eval"):
             raise ValueError(f"data.shuffle_options must be false, true or 'eval' (test/valid only), got {shuffle_options!r}")
-        self.drop_invalid, self.invalid_rows_file = drop_invalid, invalid_rows_file
+        self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
         self.rows: dict[str, list[SurveyRow]] = {}
         self.datasets: dict[str, EncodedDataset] = {}
         self.letter_ids: dict[str, int] = {}
         self.invalid_rows: list[dict] = []
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     # ------------------------------------------------------------------ loading
     def needed_subsets(self) -> list[str]:
@@ -100,15 +106,32 @@ class SurveyDataModule(pl.LightningDataModule):
         return list(dict.fromkeys(s for s in wanted if s))
 
     def setup(self, stage: str | None = None) -> None:
+        """Read and check the rows (once), then encode them if a tokenizer is set (once)."""
+        self.load_rows()
+        if self.tokenizer is not None and not self.datasets:
+            self._encode_all()
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """The model's tokenizer, given after :meth:`load_rows` so bad data fails before a model is loaded."""
+        if tokenizer is not None and tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.datasets = {}
+
+    def load_rows(self) -> None:
+        """Read, validate and sample every needed subset; the [ctrl] and shuffle settings are applied here."""
         if self.rows:
             return
         root = data_root(self.root)
+        missing = [name for name in self.files if not (Path(name) if Path(name).is_absolute() else root / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"data files not found under {root}: {missing} (data.files, data.root)")
         by_subset: dict[str, list[SurveyRow]] = {}
         for name in self.files:
             path = Path(name) if Path(name).is_absolute() else root / name
             loaded = read_rows(
                 path, subset_names=self.subset_names, country_pattern=self.country_pattern,
-                drop_invalid=self.drop_invalid,
+                drop_invalid=self.drop_invalid, renormalize=self.renormalize,
             )
             for row in loaded.rows:
                 by_subset.setdefault(row.subset, []).append(row)
@@ -122,6 +145,7 @@ class SurveyDataModule(pl.LightningDataModule):
                     f"(subsets found: {sorted(by_subset)})"
                 )
             rows = by_subset[subset]
+            check_unique_cells(subset, rows)
             limit = self.limit_per_subset
             if subset != self.train_subset and self.limit_eval_per_subset is not None:
                 limit = self.limit_eval_per_subset if limit is None else min(limit, self.limit_eval_per_subset)
@@ -130,8 +154,6 @@ class SurveyDataModule(pl.LightningDataModule):
                 rows = [rows[i] for i in keep]
             train = subset == self.train_subset
             self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
-        if self.tokenizer is not None:
-            self._encode_all()
 
     def _apply_settings(self, row: SurveyRow, countries: list[str], train: bool) -> SurveyRow:
         if self.country_control:
@@ -186,9 +208,14 @@ class SurveyDataModule(pl.LightningDataModule):
         sampler = LengthGroupedBatchSampler(
             dataset.lengths, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed
         )
+        if train and self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+            self._resume_position = None
+        # The loader's own generator: creating its iterator draws a worker seed, which would otherwise come from
+        # the global RNG that LoRA dropout uses (and shift every dropout mask after a resume or a validation).
         return DataLoader(
             dataset, batch_sampler=sampler, collate_fn=PadCollator(self.tokenizer.pad_token_id),
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -199,3 +226,32 @@ class SurveyDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(subset, train=False) for subset in self.test_subsets]
+
+    # ------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict:
+        """Where training is in the epoch's batch list, saved in every checkpoint: a resumed run skips exactly
+        the batches already trained on (the list itself is rebuilt from the seed and the epoch)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"train_epoch": trainer.current_epoch, "train_batches_done": progress.processed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_epoch" in state_dict:
+            self._resume_position = (int(state_dict["train_epoch"]), int(state_dict["train_batches_done"]))
+
+
+def check_unique_cells(subset: str, rows: Sequence[SurveyRow]) -> None:
+    """A (country, question) cell appears once per subset: a repeat would be scored twice (or contradict itself)."""
+    seen: dict[tuple[str, str], SurveyRow] = {}
+    for row in rows:
+        key = (row.country, row.question_id)
+        first = seen.setdefault(key, row)
+        if first is not row:
+            same = "the same" if first.target == row.target else "a different"
+            raise RowError(
+                row.source, row.index, "id",
+                f"subset {subset}: country {row.country!r}, question {row.question_id} repeats {first.source}: row "
+                f"{first.index} (with {same} distribution); each (country, question) must appear once",
+            )
