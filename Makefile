@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install run test test-all smoke zeroshot bench clean
+.PHONY: install run test test-all smoke zeroshot bench faults clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test-all: install
 # loop) on 256 C1-Q2 rows; ~15 min on an idle 2-core CPU. ARGS passes options, e.g. ARGS="--ablation --profile".
 bench: install
 	$(PY) -m simlab.bench $(ARGS)
+
+# Fault injection on the embedded model at smoke size: kill -9 / SIGTERM and resume, runs started together, a
+# kill between outputs, a reused folder, contradictory data; prints fault | expected | observed | pass/fail.
+faults: install
+	$(PY) -m simlab.faults $(ARGS)
 
 clean:
 	rm -rf outputs multirun/* .pytest_cache
