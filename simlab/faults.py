@@ -228,15 +228,16 @@ def contradictory_data(out: Path) -> list[Outcome]:
                           "data.files=[wvs7/sft_wvs_valid.json]", "data.train_subset=null", "data.test_subsets=[C1-Q2]",
                           "data.average_subsets=[]", f"hydra.run.dir={out / ('data_' + change)}"])
         outcomes.append(Outcome(name, "an error naming the file, the row and the field",
-                                _error_line(process.output, needle), process.returncode != 0 and needle in process.output))
+                                _error_line(process.output, needle).replace(str(out), "<run dir>"),
+                                process.returncode != 0 and needle in process.output))
     return outcomes
 
 
 def _error_line(output: str, needle: str) -> str:
     for line in output.splitlines():
         if needle in line:
-            return line.strip()[-160:]
-    return output.strip().splitlines()[-1][-160:] if output.strip() else "(no output)"
+            return line.strip()
+    return output.strip().splitlines()[-1] if output.strip() else "(no output)"
 
 
 def precision_logged(output: str) -> Outcome:
