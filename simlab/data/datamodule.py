@@ -33,6 +33,7 @@ class SurveyDataModule(pl.LightningDataModule):
     Args:
         tokenizer: the model's tokenizer (a pad token is taken from eos if it has none); None loads rows only.
         files: data files relative to ``root`` (or absolute).
+        survey: the survey the files' questions belong to (``wvs7``, ``pew``): a question is (survey, id).
         subset_names: data_type -> subset name, e.g. ``{"test_1": "C1-Q3"}``.
         train_subset / valid_subset / test_subsets: which subsets feed fit, validation and test.
         average_subsets: the subsets whose mean is reported as the paper's average.
@@ -57,6 +58,7 @@ class SurveyDataModule(pl.LightningDataModule):
         test_subsets: Sequence[str],
         average_subsets: Sequence[str] = (),
         root: str | None = None,
+        survey: str = "wvs7",
         prompt_style: str = "plain",
         answer_prefix: str = PAPER_ANSWER_PREFIX,
         chat_template: str | None = None,
@@ -81,7 +83,7 @@ class SurveyDataModule(pl.LightningDataModule):
         self.train_subset, self.valid_subset = train_subset, valid_subset
         self.test_subsets = list(test_subsets)
         self.average_subsets = list(average_subsets)
-        self.root = root
+        self.root, self.survey = root, survey
         self.prompt = PromptFormat(style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template)
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -131,7 +133,7 @@ class SurveyDataModule(pl.LightningDataModule):
             path = Path(name) if Path(name).is_absolute() else root / name
             loaded = read_rows(
                 path, subset_names=self.subset_names, country_pattern=self.country_pattern,
-                drop_invalid=self.drop_invalid, renormalize=self.renormalize,
+                drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey,
             )
             for row in loaded.rows:
                 by_subset.setdefault(row.subset, []).append(row)

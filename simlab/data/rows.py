@@ -53,6 +53,7 @@ class SurveyRow:
     index: int  # position in the source file
     prompt_country: str | None = None  # the country the prompt names, when [ctrl] replaced it
     option_order: tuple[int, ...] | None = None  # original option positions, when options were shuffled
+    survey: str = "wvs7"  # which survey the question belongs to: a question is (survey, id), never the id alone
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -73,6 +74,7 @@ def parse_row(
     subset_names: dict[str, str],
     country_pattern: re.Pattern[str],
     renormalize: bool = False,
+    survey: str = "wvs7",
 ) -> SurveyRow:
     """Validate one raw JSON row and turn it into a SurveyRow (raises RowError).
 
@@ -168,6 +170,7 @@ def parse_row(
         n=n,
         source=str(path),
         index=index,
+        survey=survey,
     )
 
 
@@ -204,6 +207,7 @@ def read_rows(
     country_pattern: str = ENGLISH_COUNTRY_PATTERN,
     drop_invalid: bool = False,
     renormalize: bool = False,
+    survey: str = "wvs7",
 ) -> LoadedRows:
     """Read and validate every row of a paper-format JSON (or JSONL) file.
 
@@ -219,7 +223,7 @@ def read_rows(
         try:
             loaded.rows.append(
                 parse_row(raw, path=path, index=index, subset_names=subset_names, country_pattern=pattern,
-                          renormalize=renormalize)
+                          renormalize=renormalize, survey=survey)
             )
         except RowError as err:
             if not drop_invalid:

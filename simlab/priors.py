@@ -1,0 +1,138 @@
+"""What the survey already knows about a question: the prior of the prior-anchored simulator.
+
+The prior-anchored simulator predicts ``q ∝ prior · exp(logits)``: the model's option logits move a prior instead
+of replacing it. A row's prior is its question's answer distribution across the countries with survey data
+(the training countries), never including the row's own country: for a training row it is the mean over the
+*other* training countries, so training looks like predicting a country the survey did not reach. A question
+nobody answered gets the uniform prior (the logits alone decide). A question is its survey, its id and its
+option letters, so a Pew question 83 never receives WVS question 83's answers.
+
+:class:`SurveyPrior` averages the other countries equally. With ``temperature`` and country ``embeddings`` it
+weights them by similarity, ``softmax(cos(country, other) / temperature)``: how close the model finds two
+countries decides how much one's answers say about the other's. :func:`fit_temperature` picks the temperature on
+the training rows alone (leave one country out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .data.rows import SurveyRow
+from .ceiling import one_minus_jsd
+
+log = logging.getLogger(__name__)
+
+QuestionKey = tuple[str, str, tuple[str, ...]]  # (survey, question id, option letters in the survey's order)
+
+
+def question_key(row: SurveyRow) -> QuestionKey:
+    if row.option_order is not None:
+        raise ValueError(f"{row.source}: row {row.index}: priors are looked up before options are shuffled")
+    return (row.survey, row.question_id, row.letters)
+
+
+class SurveyPrior:
+    """Per question, the observed countries' distributions; :meth:`prior` is their (weighted) mean without the
+    row's own country, uniform where no other country answered.
+
+    Args:
+        rows: rows with observed distributions (the training rows, or a simulation's observed countries).
+        embeddings: country -> vector (e.g. :func:`country_embeddings`); None weighs every country equally.
+        temperature: softmax temperature over cosine similarities (needs ``embeddings``).
+    """
+
+    def __init__(self, rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray] | None = None,
+                 temperature: float | None = None):
+        if (embeddings is None) != (temperature is None):
+            raise ValueError("a similarity-weighted prior needs both embeddings and a temperature")
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self._answers: dict[QuestionKey, dict[str, np.ndarray]] = defaultdict(dict)
+        for row in rows:
+            answers = self._answers[question_key(row)]
+            if row.country in answers:
+                raise ValueError(f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
+            answers[row.country] = np.asarray(row.target, dtype=np.float64)
+        self.temperature = temperature
+        self._unit = None
+        if embeddings is not None:
+            self._unit = {c: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for c, v in embeddings.items()}
+
+    @property
+    def questions(self) -> int:
+        return len(self._answers)
+
+    def weights(self, country: str, others: Sequence[str]) -> np.ndarray:
+        """How much each of ``others`` counts for ``country`` (sums to 1)."""
+        if self._unit is None:
+            return np.full(len(others), 1.0 / len(others))
+        missing = [c for c in [country, *others] if c not in self._unit]
+        if missing:
+            raise KeyError(f"no embedding for {missing}: embed every country the prior is asked about")
+        sims = np.array([self._unit[country] @ self._unit[o] for o in others]) / self.temperature
+        sims = np.exp(sims - sims.max())
+        return sims / sims.sum()
+
+    def prior(self, row: SurveyRow) -> np.ndarray:
+        """The row's prior in its option order (float64, sums to 1)."""
+        answers = self._answers.get(question_key(row), {})
+        others = [c for c in answers if c != row.country]
+        if not others:
+            return np.full(len(row.letters), 1.0 / len(row.letters))
+        stacked = np.stack([answers[c] for c in others])
+        mean = self.weights(row.country, others) @ stacked
+        return mean / mean.sum()
+
+    def covers(self, row: SurveyRow) -> bool:
+        """Whether any other country answered the row's question (else its prior is uniform)."""
+        return any(c != row.country for c in self._answers.get(question_key(row), {}))
+
+
+def permuted(prior: np.ndarray, option_order: Sequence[int] | None) -> np.ndarray:
+    """The prior in a shuffled row's displayed order (``option_order[i]`` = original position of option i)."""
+    return prior if option_order is None else prior[list(option_order)]
+
+
+def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray],
+                    grid: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)) -> tuple[float, dict[float, float]]:
+    """The temperature whose leave-one-country-out prior is closest to the rows' own distributions (mean 1−JSD),
+    with the score of every temperature tried; the equal-weight prior's score is under key ``inf``."""
+    scores = {float("inf"): _loo_score(SurveyPrior(rows), rows)}
+    for temperature in grid:
+        scores[float(temperature)] = _loo_score(SurveyPrior(rows, embeddings, temperature), rows)
+    best = max(scores, key=scores.get)
+    log.info("similarity prior: leave-one-country-out 1-JSD on %d training rows by temperature %s; best %s",
+             len(rows), {k: round(v, 4) for k, v in scores.items()}, best)
+    return best, scores
+
+
+def _loo_score(prior: SurveyPrior, rows: Sequence[SurveyRow]) -> float:
+    return float(np.mean([float(one_minus_jsd(np.asarray(r.target), prior.prior(r))) for r in rows]))
+
+
+def country_embeddings(model, tokenizer, countries: Sequence[str], template: str = "People in {country}",
+                       layer: int | str = "middle") -> dict[str, np.ndarray]:
+    """The model's picture of each country: the hidden state of ``layer`` (an index, ``"middle"`` or ``"last"``)
+    at the last token of ``template``, whose last words are the country's name. On the training rows the middle
+    layer of SmolLM2-135M with this template gave the closest leave-one-country-out prior (see QUALITY.md)."""
+    import torch
+
+    from .model.adapters import base_model
+
+    lm = base_model(model)
+    device = next(lm.parameters()).device
+    vectors = {}
+    # the base model's picture, the same before and after fine-tuning (a LoRA adapter is switched off here)
+    bare = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with torch.inference_mode(), bare:
+        for country in countries:
+            ids = tokenizer(template.format(country=country), return_tensors="pt")["input_ids"].to(device)
+            states = lm(input_ids=ids, output_hidden_states=True).hidden_states
+            index = {"middle": len(states) // 2, "last": len(states) - 1}.get(layer, layer)
+            vectors[country] = states[int(index)][0, -1].float().cpu().numpy()
+    return vectors
