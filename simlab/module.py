@@ -23,6 +23,8 @@ class SurveyLitModule(pl.LightningModule):
             optimised and checkpointed).
         loss: a module ``loss(logits, target, mask) -> scalar`` from :mod:`simlab.losses`.
         optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a partial, e.g. AdamW with lr 1e-4).
+        scheduler: ``scheduler(optimizer, total_steps, steps_per_epoch) -> (lr scheduler, "step"|"epoch")``, a
+            schedule of :mod:`simlab.schedules`; None keeps the learning rate constant.
         test_subsets: names of the test dataloaders, in order.
     """
 
@@ -32,12 +34,13 @@ class SurveyLitModule(pl.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         test_subsets: Sequence[str] = (),
+        scheduler: Callable | None = None,
     ):
         super().__init__()
         self.model = model
         self.model.train()  # transformers loads in eval mode; Lightning keeps submodule modes, so LoRA dropout needs this
         self.loss = loss
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.test_subsets = list(test_subsets)
         self.val_metrics = survey_metrics()
         self.test_metrics = nn.ModuleDict({name: survey_metrics() for name in self.test_subsets})
@@ -96,7 +99,13 @@ class SurveyLitModule(pl.LightningModule):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the model has no trainable parameters (attach a LoRA adapter to fine-tune)")
-        return self.optimizer_factory(trainable)
+        optimizer = self.optimizer_factory(trainable)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        scheduler, interval = self.scheduler_factory(optimizer, total, per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _gather_test_predictions(self) -> None:
         """Each rank tested its share of the rows (the metrics sync themselves): merge every rank's predictions."""
