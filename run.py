@@ -141,10 +141,35 @@ def run_baseline(cfg: DictConfig) -> tuple:
     return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
 
 
+def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | None) -> tuple[dict, dict, dict]:
+    """(raw predictions, calibrated predictions, calibration record). A fine-tune fits the temperature on
+    ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
+    temperature saved with it (never refitted), else fits one on ``calibrate_on``."""
+    from simlab.calibration import calibrate_predictions, load_calibration, rescale_predictions, save_calibration
+
+    saved = None if cfg.task.fit else load_calibration(adapter)
+    if saved is not None:
+        record = {**saved, "source": f"{adapter}/calibration.json"}
+        return predictions, rescale_predictions(predictions, saved["temperature"]), record
+    subset = cfg.calibrate_on
+    if subset not in predictions:
+        raise ValueError(f"calibrate=true fits the temperature on calibrate_on={subset!r}, which was not tested "
+                         f"(tested: {sorted(predictions)}), and {adapter or 'the model'} has no saved calibration.json")
+    temperature, calibrated = calibrate_predictions(
+        predictions[subset], [list(r.target) for r in datamodule.rows[subset]], predictions
+    )
+    record = {"temperature": temperature, "fitted_on": subset, "rows": len(predictions[subset]), "source": "fitted"}
+    if cfg.task.fit:
+        save_calibration(adapter, temperature, subset, len(predictions[subset]))
+    log.info("temperature %.3f fitted on %s (%d rows)", temperature, subset, len(predictions[subset]))
+    return predictions, calibrated, record
+
+
 def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
     from simlab.distributed import is_rank_zero
+    from simlab.evaluation import score_subsets
     from simlab.provenance import git_state
     from simlab.results import analyse, results_table, summarize, write_predictions
     from simlab.rundir import CONFIG_FILE, write_json, write_text
@@ -171,10 +196,12 @@ def run(cfg: DictConfig) -> dict:
         if not is_rank_zero():  # every rank holds the gathered predictions; rank 0 alone writes them
             failed = False
             return {}
-        extra = analyse(
-            datamodule.rows, predictions, datamodule.average_subsets,
-            calibrate_on=cfg.calibrate_on if cfg.calibrate else None, seed=cfg.seed,
-        )
+        raw = None
+        if cfg.calibrate and cfg.task.name != "baseline":  # the temperature is part of the simulator
+            raw, predictions, info["calibration"] = calibrate(cfg, datamodule, predictions, info.get("adapter"))
+            info["uncalibrated"] = summarize(score_subsets(datamodule.rows, raw), datamodule.average_subsets)
+            test_results = score_subsets(datamodule.rows, predictions)
+        extra = analyse(datamodule.rows, predictions, datamodule.average_subsets, seed=cfg.seed)
         summary = summarize(
             test_results,
             datamodule.average_subsets,
@@ -190,7 +217,8 @@ def run(cfg: DictConfig) -> dict:
         )
         summary.update(extra)
         # every output atomically, metrics.json after the predictions; main() writes status.json last
-        write_predictions(out / "predictions.jsonl", datamodule.rows, predictions)
+        write_predictions(out / "predictions.jsonl", datamodule.rows, predictions,
+                          **({"predicted_uncalibrated": raw} if raw is not None else {}))
         write_text(out / "results.md", results_table(summary))
         write_json(out / "metrics.json", summary)
         log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})

@@ -11,8 +11,10 @@ Shapes follow :mod:`simlab.losses`: ``logits`` / ``target`` float [B, K] padded 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from scipy.optimize import minimize_scalar
@@ -156,15 +158,45 @@ def calibrate_predictions(
     probs, mask = pad_distributions(valid_pred)
     target, _ = pad_distributions(valid_target)
     temperature = fit_temperature(logits_from_probs(probs, mask), target, mask, bounds=bounds)
+    return temperature, rescale_predictions(test_pred, temperature)
 
-    calibrated: dict[str, list[list[float]]] = {}
-    for subset, rows in test_pred.items():
+
+def rescale_predictions(predictions: Mapping[str, Sequence[Sequence[float]]], temperature: float) -> dict[str, list[list[float]]]:
+    """softmax(log p / T) for every row of every subset (ragged rows, same keys and order)."""
+    rescaled: dict[str, list[list[float]]] = {}
+    for subset, rows in predictions.items():
         if len(rows) == 0:
-            calibrated[subset] = []
+            rescaled[subset] = []
             continue
         subset_probs, subset_mask = pad_distributions(rows)
         logits = logits_from_probs(subset_probs, subset_mask)
         _check_batch(logits, None, subset_mask)
         scaled = apply_temperature(logits, subset_mask, temperature)
-        calibrated[subset] = [scaled[i, : len(row)].tolist() for i, row in enumerate(rows)]
-    return temperature, calibrated
+        rescaled[subset] = [scaled[i, : len(row)].tolist() for i, row in enumerate(rows)]
+    return rescaled
+
+
+# ---------------------------------------------------------------------------------------------- saved with an adapter
+CALIBRATION_FILE = "calibration.json"
+
+
+def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int) -> Path:
+    """The temperature becomes part of the simulator: saved beside the adapter, applied wherever it is loaded."""
+    from .rundir import write_json
+
+    record = {"temperature": _check_temperature(temperature), "fitted_on": fitted_on, "rows": int(rows)}
+    return write_json(Path(adapter_dir) / CALIBRATION_FILE, record)
+
+
+def load_calibration(adapter_dir: str | Path | None) -> dict | None:
+    """The adapter's saved calibration ({temperature, fitted_on, rows}), or None when it has none."""
+    if not adapter_dir:
+        return None
+    path = Path(adapter_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict) or "temperature" not in record:
+        raise ValueError(f"{path}: field 'temperature' missing")
+    _check_temperature(record["temperature"])
+    return record

@@ -35,9 +35,11 @@ def summarize(
 
 
 def write_predictions(
-    path: Path, rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]]
+    path: Path, rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]],
+    **extra: dict[str, list[list[float]]],
 ) -> int:
-    """One JSON line per tested row (written atomically); every row of every tested subset must have a prediction."""
+    """One JSON line per tested row (written atomically); every row of every tested subset must have a prediction.
+    ``extra``: more per-row values by field name (e.g. ``predicted_uncalibrated``), keyed like ``predictions``."""
     written = 0
     with atomic_writer(path) as handle:
         for subset, predicted in predictions.items():
@@ -54,6 +56,7 @@ def write_predictions(
                     **({"option_order": list(row.option_order)} if row.option_order else {}),
                     "human": list(row.target),
                     "predicted": predicted[index],
+                    **{name: values[subset][index] for name, values in extra.items()},
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 written += 1
@@ -73,6 +76,11 @@ def results_table(summary: dict) -> str:
     if settings:
         lines += [f"Settings: {', '.join(settings)}", ""]
     lines += _metrics_table(summary, summary.get("noise_ceiling"))
+    calibration, uncalibrated = summary.get("calibration"), summary.get("uncalibrated")
+    if calibration and uncalibrated:
+        lines[2:2] = [f"The calibrated simulator: T = {calibration['temperature']:.3f} ({calibration['source']}; fitted "
+                      f"on {calibration['fitted_on']}); the numbers before calibration follow the table.", ""]
+        lines += ["", "## Before calibration", ""] + _metrics_table(uncalibrated, None)
     calibrated = summary.get("calibrated")
     if calibrated:
         lines += ["", f"## After temperature scaling (T = {calibrated['temperature']:.3f}, fitted on "

@@ -113,3 +113,25 @@ def test_reanalyse_recomputes_the_analysis_from_predictions(finetune_dir, tmp_pa
     (broken / "predictions.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"predictions.jsonl: line 3: field 'country' is 'Atlantis'"):
         reanalyse(broken, tmp_path / "out")
+
+
+def test_the_temperature_is_saved_with_the_adapter_and_applied_when_it_is_loaded(tiny_llama_dir, shared_data, tmp_path):
+    common = ["model=hf", f"model.path={tiny_llama_dir}", "logger=none", "data.limit_per_subset=8",
+              "data.max_length=2048", f"data.root={shared_data}", "calibrate=true"]
+    run_py(*common, "experiment=smoke", "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path / 'ft'}")
+    saved = json.loads((tmp_path / "ft" / "adapter" / "calibration.json").read_text())
+    tuned = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert tuned["calibration"]["temperature"] == saved["temperature"] and saved["fitted_on"] == "C1-Q2"
+    assert set(tuned["uncalibrated"]["subsets"]) == set(tuned["subsets"])
+    lines = [json.loads(l) for l in (tmp_path / "ft" / "predictions.jsonl").read_text().splitlines()]
+    assert all(len(l["predicted_uncalibrated"]) == len(l["predicted"]) for l in lines)
+
+    # evaluating the adapter applies the saved temperature (not a refit), even without the valid split
+    run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]",
+           f"hydra.run.dir={tmp_path / 'zs'}")
+    again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert again["calibration"]["temperature"] == saved["temperature"]
+    assert again["calibration"]["source"].endswith("calibration.json")
+    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
+    assert again["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
+        tuned["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
