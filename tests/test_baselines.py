@@ -100,6 +100,15 @@ def test_avg_culture_other_letters_fall_back_to_uniform(rows):
     assert (report["seen"], report["letter_mismatch"], report["unseen"]) == (1, 1, 0)
 
 
+def test_avg_culture_never_gives_a_pew_row_the_wvs_answers_of_the_same_id(rows):
+    from dataclasses import replace
+
+    baseline = AvgCultureBaseline().fit(rows["train"])
+    pew = replace(rows["seen"][0], survey="pew")  # Pew ids such as 83 are also WVS question numbers
+    assert baseline.predict([pew]) == [pytest.approx([1 / len(pew.letters)] * len(pew.letters))]
+    assert baseline.report()["unseen"] == 1
+
+
 # --------------------------------------------------------------------------------------------------- knn
 
 
