@@ -44,21 +44,31 @@ class SurveyPrior:
         rows: rows with observed distributions (the training rows, or a simulation's observed countries).
         embeddings: country -> vector (e.g. :func:`country_embeddings`); None weighs every country equally.
         temperature: softmax temperature over cosine similarities (needs ``embeddings``).
+        fallback: ``uniform`` or ``position`` (the answer-position prior) for questions nobody else answered.
     """
 
     def __init__(self, rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray] | None = None,
-                 temperature: float | None = None):
+                 temperature: float | None = None, fallback: str = "uniform"):
+        if fallback not in ("uniform", "position"):
+            raise ValueError(f"fallback must be 'uniform' or 'position', got {fallback!r}")
         if (embeddings is None) != (temperature is None):
             raise ValueError("a similarity-weighted prior needs both embeddings and a temperature")
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.fallback = fallback
         self._answers: dict[QuestionKey, dict[str, np.ndarray]] = defaultdict(dict)
+        positions: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
+            positions[len(row.letters)][row.country].append(np.asarray(row.target, dtype=np.float64))
             answers = self._answers[question_key(row)]
             if row.country in answers:
                 raise ValueError(f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
             answers[row.country] = np.asarray(row.target, dtype=np.float64)
+        # per number of options, per country: the mean share of each answer position
+        self._positions = {k: {c: np.mean(ts, axis=0) for c, ts in by_country.items()} for k, by_country in positions.items()}
         self.temperature = temperature
+        self.settings: dict = {"similarity": False}  # how the prior was built, recorded with the run
+        self.settings["fallback"] = fallback
         self._unit = None
         if embeddings is not None:
             self._unit = {c: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for c, v in embeddings.items()}
@@ -68,7 +78,7 @@ class SurveyPrior:
         return len(self._answers)
 
     def weights(self, country: str, others: Sequence[str]) -> np.ndarray:
-        """How much each of ``others`` counts for ``country`` (sums to 1)."""
+        """How much each of ``others`` counts for ``country`` (sums to 1; ``country`` itself may be among them)."""
         if self._unit is None:
             return np.full(len(others), 1.0 / len(others))
         missing = [c for c in [country, *others] if c not in self._unit]
@@ -83,10 +93,19 @@ class SurveyPrior:
         answers = self._answers.get(question_key(row), {})
         others = [c for c in answers if c != row.country]
         if not others:
-            return np.full(len(row.letters), 1.0 / len(row.letters))
-        stacked = np.stack([answers[c] for c in others])
-        mean = self.weights(row.country, others) @ stacked
+            return self._fallback(row)
+        return self._mean(row.country, answers, others)
+
+    def _mean(self, country: str, answers: Mapping[str, np.ndarray], countries: Sequence[str]) -> np.ndarray:
+        mean = self.weights(country, countries) @ np.stack([answers[c] for c in countries])
         return mean / mean.sum()
+
+    def _fallback(self, row: SurveyRow) -> np.ndarray:
+        k = len(row.letters)
+        by_country = self._positions.get(k, {}) if self.fallback == "position" else {}
+        if not by_country:
+            return np.full(k, 1.0 / k)
+        return self._mean(row.country, by_country, list(by_country))
 
     def covers(self, row: SurveyRow) -> bool:
         """Whether any other country answered the row's question (else its prior is uniform)."""
@@ -136,3 +155,25 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
             index = {"middle": len(states) // 2, "last": len(states) - 1}.get(layer, layer)
             vectors[country] = states[int(index)][0, -1].float().cpu().numpy()
     return vectors
+
+
+def build_prior(rows: Sequence[SurveyRow], model=None, tokenizer=None, similarity: bool = False,
+                fallback: str = "uniform", template: str = "People in {country}", layer: int | str = "middle",
+                grid: Sequence[float] = (0.0025, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1),
+                countries: Sequence[str] = ()) -> SurveyPrior:
+    """The prior from the rows with survey data (the training subset). With ``similarity`` the training countries
+    are weighted by the model's country similarity, the temperature fitted on ``rows`` alone (leave one country
+    out; the equal-weight prior is kept when no temperature beats it). ``countries``: the other countries that
+    will ask for a prior (test countries), embedded too."""
+    if not similarity:
+        return SurveyPrior(rows, fallback=fallback)
+    if model is None or tokenizer is None:
+        raise ValueError("a similarity-weighted prior needs the model and tokenizer to embed the countries")
+    names = sorted({r.country for r in rows} | set(countries))
+    embeddings = country_embeddings(model, tokenizer, names, template=template, layer=layer)
+    temperature, _ = fit_temperature(rows, embeddings, grid=grid)
+    if temperature == float("inf"):
+        return SurveyPrior(rows, fallback=fallback)
+    prior = SurveyPrior(rows, embeddings, temperature, fallback=fallback)
+    prior.settings.update(similarity=True, template=template, layer=layer, temperature=temperature)
+    return prior

@@ -56,3 +56,16 @@ def test_a_shuffled_rows_prior_follows_its_displayed_options():
     moved = permuted(prior, shuffled.option_order)
     assert [moved[i] for i in range(3)] == [prior[j] for j in shuffled.option_order]
     assert list(shuffled.target) == pytest.approx([row.target[j] for j in shuffled.option_order])
+
+
+def test_the_position_prior_answers_an_unseen_question_with_the_countrys_response_style():
+    rows = [make_row("A", [0.6, 0.3, 0.1]), make_row("A", [0.8, 0.1, 0.1], question="2", index=1),
+            make_row("B", [0.1, 0.3, 0.6])]
+    unseen = make_row("A", [0.5, 0.5, 0.0], question="9")
+    assert SurveyPrior(rows).prior(unseen) == pytest.approx([1 / 3] * 3)  # fallback uniform
+    equal = SurveyPrior(rows, fallback="position").prior(unseen)  # A's mean [0.7, .2, .1] and B's [.1, .3, .6]
+    assert equal == pytest.approx([0.4, 0.25, 0.35])
+    close = SurveyPrior(rows, {"A": np.array([1.0, 0.0]), "B": np.array([0.0, 1.0])}, 0.05, fallback="position")
+    assert close.prior(unseen) == pytest.approx([0.7, 0.2, 0.1], abs=1e-6)  # its own answers count most
+    assert SurveyPrior(rows, fallback="position").prior(make_row("A", [0.5, 0.5], question="9", letters=("A", "B"))) \
+        == pytest.approx([0.5, 0.5])  # no training question with two options: uniform
