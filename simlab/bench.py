@@ -19,8 +19,15 @@ batches (:class:`~simlab.data.batching.LengthGroupedBatchSampler`) padded to the
 (:class:`~simlab.data.batching.PadCollator`), :func:`simlab.scoring.option_logits` (no full-vocabulary logits),
 the masked :class:`~simlab.losses.KLDivergenceLoss`, and ``torch.inference_mode`` for evaluation.
 
-Both run on the same model object, dtype and thread count. ``--ablation`` walks from one to the other a step
-at a time (:data:`EVAL_LADDER`, :data:`TRAIN_LADDER`) to measure what each step contributes.
+The shared-prefix path is simlab's with :class:`~simlab.data.batching.PrefixGroupedBatchSampler` and
+:class:`~simlab.data.batching.SharedPrefixCollator`: rows of one prompt prefix batched together, the prefix run once
+per batch (:mod:`simlab.shared_prefix`). By default the rows are question_first prompts
+(:class:`~simlab.data.prompts.PromptFormat` ``order``) sampled by whole questions, so a batch's rows share the
+question and its options; ``--prompt-order paper`` measures the paper's prompt, whose rows share only the chat
+template's head.
+
+All paths run on the same model object, dtype and thread count. ``--ablation`` walks from the reference to simlab a
+step at a time (:data:`EVAL_LADDER`, :data:`TRAIN_LADDER`) to measure what each step contributes.
 """
 
 from __future__ import annotations
@@ -40,7 +47,15 @@ import torch
 import torch.nn.functional as F
 
 from .data import SurveyDataModule
-from .data.batching import EncodedRow, LengthGroupedBatchSampler, PadCollator
+from .data.batching import (
+    EncodedDataset,
+    EncodedRow,
+    LengthGroupedBatchSampler,
+    PadCollator,
+    PrefixGroupedBatchSampler,
+    SharedPrefixCollator,
+    computed_tokens,
+)
 from .losses import KLDivergenceLoss, masked_softmax
 from .scoring import option_logits
 
@@ -60,6 +75,7 @@ class Method:
     loop_loss: gather letters and compute the loss row by row in Python instead of the masked batch loss.
     inference_mode: ``torch.inference_mode`` instead of ``torch.no_grad`` for evaluation.
     threads: torch intra-op threads (None: the run's setting).
+    shared_prefix: batches of one prompt prefix, the prefix run once per batch (needs ``cached``).
     """
 
     name: str
@@ -70,6 +86,7 @@ class Method:
     loop_loss: bool = True
     inference_mode: bool = False
     threads: int | None = None
+    shared_prefix: bool = False
 
 
 REFERENCE = Method("reference")
@@ -77,6 +94,7 @@ SIMLAB = Method(
     "simlab", pad_to_max=False, length_grouped=True, cached=True, full_vocab=False, loop_loss=False,
     inference_mode=True,
 )
+SHARED = replace(SIMLAB, name="shared-prefix", shared_prefix=True)
 
 # Each rung adds one step to the one before; the last two are simlab's path and simlab's path at 1 thread.
 EVAL_LADDER = [
@@ -119,6 +137,10 @@ class BenchData:
     def lengths(self) -> list[int]:
         return [len(e.input_ids) for e in self.encoded]
 
+    @property
+    def groups(self) -> list[int]:
+        return [e.prefix_group for e in self.encoded]
+
     def reference_item(self, index: int) -> dict:
         """What the reference dataset's ``__getitem__`` returns: the prompt rendered and tokenised now, padded."""
         row = self.rows[index]
@@ -139,16 +161,54 @@ class BenchData:
 def load_bench_data(
     tokenizer, *, root: str | None, rows: int, seed: int, prompt_style: str = "chat",
     file: str = "wvs7/sft_wvs_valid.json", data_type: str = "valid", subset: str = "C1-Q2",
-    max_length: int = REFERENCE_MAX_LENGTH,
+    max_length: int = REFERENCE_MAX_LENGTH, prompt_order: str = "paper", sample: str = "rows",
 ) -> BenchData:
-    """A seeded sample of ``rows`` rows of one subset, read and encoded by the library's datamodule."""
+    """A seeded sample of ``rows`` rows of one subset, read and encoded by the library's datamodule.
+
+    ``sample="rows"``: the datamodule's seeded row sample (``limit_per_subset``). ``sample="questions"``: whole
+    questions (all their countries) in a seeded random order until ``rows`` rows, the last question cut short.
+    """
+    if sample not in ("rows", "questions"):
+        raise ValueError(f"sample must be 'rows' or 'questions', got {sample!r}")
     datamodule = SurveyDataModule(
         tokenizer, files=[file], subset_names={data_type: subset}, train_subset=None, valid_subset=subset,
-        test_subsets=[], root=root, prompt_style=prompt_style, limit_per_subset=rows, seed=seed,
-        max_length=max_length,
+        test_subsets=[], root=root, prompt_style=prompt_style, limit_per_subset=rows if sample == "rows" else None,
+        seed=seed, max_length=max_length, prompt_order=prompt_order,
     )
     datamodule.setup("validate")
+    if sample == "questions":
+        every = datamodule.rows[subset]
+        by_question: dict[str, list[int]] = {}
+        for position, row in enumerate(every):
+            by_question.setdefault(row.question_id, []).append(position)
+        questions = sorted(by_question)
+        random.Random(f"bench:{seed}").shuffle(questions)
+        keep: list[int] = []
+        for question in questions:
+            if len(keep) >= rows:
+                break
+            keep.extend(by_question[question][: rows - len(keep)])
+        datamodule.rows[subset] = [every[i] for i in keep]
+        datamodule.datasets[subset] = EncodedDataset([datamodule.datasets[subset].encoded[i] for i in keep])
     return BenchData(datamodule, subset, max_length=max_length)
+
+
+def grouped_order(data: BenchData, seed: int) -> list[int]:
+    """Every row position, questions in a seeded random order and each question's rows shuffled: the bench's
+    evaluation chunks and training runs are cut from this order, so they hold whole questions (the same chunks
+    whatever the prompt order, so the per-row path pads alike for both orders)."""
+    rng = random.Random(seed)
+    members: dict[str, list[int]] = {}
+    for position, row in enumerate(data.rows):
+        members.setdefault(row.question_id, []).append(position)
+    keys = sorted(members)
+    rng.shuffle(keys)
+    order: list[int] = []
+    for key in keys:
+        rows = list(members[key])
+        rng.shuffle(rows)
+        order.extend(rows)
+    return order
 
 
 def batches(
@@ -156,8 +216,20 @@ def batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """The batches ``method`` builds from ``indices`` (row positions in ``data``), with their tensors."""
     indices = list(indices)
+    if method.shared_prefix:
+        lengths, prefix_groups = data.lengths, data.groups
+        sampler = PrefixGroupedBatchSampler(
+            [lengths[i] for i in indices], [prefix_groups[i] for i in indices], batch_size, shuffle=train, seed=seed,
+            num_replicas=1, rank=0,
+        )
+        collate = SharedPrefixCollator(data.pad_token_id)
+        for batch in sampler:
+            group = [indices[j] for j in batch]
+            yield collate([(i, data.encoded[i]) for i in group])
+        return
     if method.length_grouped:
-        sampler = LengthGroupedBatchSampler([data.lengths[i] for i in indices], batch_size, shuffle=train, seed=seed)
+        lengths = data.lengths
+        sampler = LengthGroupedBatchSampler([lengths[i] for i in indices], batch_size, shuffle=train, seed=seed)
         groups = [[indices[j] for j in batch] for batch in sampler]
     else:
         if train:  # the reference's shuffled training loader (order does not change its cost: all rows are 512 long)
@@ -421,10 +493,12 @@ class Bench:
         self.last_cpu_share, self.last_cpu_seconds = share.value, share.cpu
         return losses, share.wall, memory.delta_mib
 
-    def train_check(self, indices: Sequence[int]) -> tuple[float, float, float]:
-        """One batch through both training paths with dropout off: (reference loss, simlab loss, max grad diff)."""
+    def train_check(
+        self, indices: Sequence[int], first: Method = REFERENCE, second: Method = SIMLAB
+    ) -> tuple[float, float, float]:
+        """One batch through two training paths with dropout off: (first loss, second loss, max grad diff)."""
         losses, grads = [], []
-        for method in (REFERENCE, SIMLAB):
+        for method in (first, second):
             self.reset()
             self.model.eval()  # LoRA dropout off, so both see the same function; gradients still flow
             batch = next(batches(self.data, method, indices, len(indices), train=True))
@@ -442,6 +516,58 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), written beside every timing."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def path_tokens(data: BenchData, method: Method, indices: Sequence[int], batch_size: int, *, train: bool,
+                seed: int = 0) -> int:
+    """Token positions the decoder computes for ``indices`` on ``method``'s batches (padding and prefixes included)."""
+    if method.pad_to_max:
+        return len(list(indices)) * data.max_length
+    return sum(computed_tokens(b) for b in batches(data, method, indices, batch_size, train=train, seed=seed))
+
+
+def linear_flops_per_token(model) -> int:
+    """Multiply-add FLOPs of the decoder's linear layers (LoRA branches included) per token position: 2 x weights."""
+    from .model.adapters import base_model
+
+    decoder = base_model(model).get_decoder()
+    return sum(2 * m.in_features * m.out_features for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+
+
+def matmul_peak(model, tokens: int = 2048, repeats: int = 5, autocast: bool = False) -> float:
+    """GFLOP/s of ``F.linear`` on one decoder layer's weight shapes with ``tokens`` rows, best of ``repeats``: what
+    this machine's matmul kernels reach on the model's shapes, in this process, at its thread count."""
+    from .model.adapters import base_model
+
+    layer = base_model(model).get_decoder().layers[0]
+    weights = [m.weight.detach() for n, m in layer.named_modules()
+               if isinstance(m, torch.nn.Linear) and "lora_" not in n]
+    inputs = {w.shape[1]: torch.randn(tokens, w.shape[1], dtype=w.dtype) for w in weights}
+    flops = sum(2 * tokens * w.shape[0] * w.shape[1] for w in weights)
+    best = float("inf")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for weight in weights:  # warm-up
+            F.linear(inputs[weight.shape[1]], weight)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for weight in weights:
+                F.linear(inputs[weight.shape[1]], weight)
+            best = min(best, time.perf_counter() - started)
+    return flops / best / 1e9
+
+
 def run(args: argparse.Namespace) -> int:
     from peft import LoraConfig
 
@@ -457,96 +583,156 @@ def run(args: argparse.Namespace) -> int:
     model = attach_lora(lm.model, LoraConfig(
         task_type="CAUSAL_LM", r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]
     ))
-    data = load_bench_data(lm.tokenizer, root=args.data_root, rows=args.rows, seed=args.seed, prompt_style="chat")
+    data = load_bench_data(lm.tokenizer, root=args.data_root, rows=args.rows, seed=args.seed,
+                           prompt_style=args.prompt_style, prompt_order=args.prompt_order, sample=args.sample)
     bench = Bench(model, data, lr=1e-4, eval_batch=args.eval_batch, train_batch=args.train_batch,
                   autocast=args.precision == "bf16")
     lengths = data.lengths
+    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED]
     _log(
-        f"simlab bench: {lm.source}, {len(data)} {data.subset} rows (seed {args.seed}; prompt tokens min "
+        f"simlab bench: {lm.source}, {len(data)} {data.subset} rows of {len({r.question_id for r in data.rows})} "
+        f"questions ({args.prompt_style} {args.prompt_order} prompts, sampled by {args.sample}, seed {args.seed}; prompt tokens min "
         f"{min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)}), precision {args.precision}, "
         f"{torch.get_num_threads()} threads, eval batch {args.eval_batch}, train batch {args.train_batch}, "
         f"LoRA r8/alpha32 on q_proj,v_proj"
     )
-    order = list(range(len(data)))
-    random.Random(args.seed).shuffle(order)
+    _log(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}")
+    order = grouped_order(data, args.seed)
 
-    # Warm-up (allocator, oneDNN kernels) on a few rows of both paths, then the training-step check.
+    # Warm-up (allocator, oneDNN kernels) on a few rows of every path, then the training-step checks.
     warm = order[: min(len(order), args.check_rows)]
-    for method in (REFERENCE, SIMLAB):
+    for method in paths:
         evaluate(model, data, method, warm, args.eval_batch, bench.autocast)
-    ref_loss, sim_loss, grad_diff = bench.train_check(warm)
-    _log(f"train check ({len(warm)} rows, dropout off): loss reference {ref_loss:.6f} simlab {sim_loss:.6f}, "
-         f"max |grad difference| {grad_diff:.2e}")
+    ref_loss = sim_loss = grad_diff = float("nan")
+    if not args.no_reference:
+        ref_loss, sim_loss, grad_diff = bench.train_check(warm)
+        _log(f"train check ({len(warm)} rows, dropout off): loss reference {ref_loss:.6f} simlab {sim_loss:.6f}, "
+             f"max |grad difference| {grad_diff:.2e}")
+    per_row_loss, prefix_loss, prefix_grad_diff = bench.train_check(warm, SIMLAB, SHARED)
+    _log(f"train check ({len(warm)} rows, dropout off): loss simlab {per_row_loss:.6f} shared-prefix "
+         f"{prefix_loss:.6f}, max |LoRA grad difference| {prefix_grad_diff:.2e}")
 
-    # Evaluation: the rows in `eval_repeats` disjoint chunks; each chunk timed with both paths back to back
-    # (alternating which goes first), so every row is predicted once by each path.
-    timed = {"reference": Timed(), "simlab": Timed()}
-    results = {"reference": EvalResult(), "simlab": EvalResult()}
+    # Evaluation: the rows in `eval_repeats` chunks (whole questions where they fit); each chunk timed with every
+    # path back to back (rotating which goes first), so every row is predicted once by each path.
+    timed = {m.name: Timed() for m in paths}
+    results = {m.name: EvalResult() for m in paths}
+    eval_tokens = {m.name: 0 for m in paths}
     for repeat, chunk in enumerate(chunks(order, args.eval_repeats)):
-        pair = (REFERENCE, SIMLAB) if repeat % 2 == 0 else (SIMLAB, REFERENCE)
-        for method in pair:
+        for method in paths[repeat % len(paths):] + paths[: repeat % len(paths)]:
             result, seconds, peak = bench.time_eval(method, chunk)
             timed[method.name].add(seconds, len(chunk), peak, bench.last_cpu_seconds)
             results[method.name].probs.update(result.probs)
             results[method.name].loss_sum += result.loss_sum
-            _log(f"  eval repeat {repeat + 1}: {method.name:9s} {len(chunk)} rows in {seconds:7.1f} s "
+            eval_tokens[method.name] += path_tokens(data, method, chunk, args.eval_batch, train=False)
+            _log(f"  eval repeat {repeat + 1}: {method.name:13s} {len(chunk)} rows in {seconds:7.1f} s "
                  f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, CPU share {bench.last_cpu_share:.0%}")
-    eval_diff = max_prob_difference(results["reference"], results["simlab"])
-    eval_losses = results["reference"].loss, results["simlab"].loss
 
-    # Training: `train_repeats` runs of `train_steps` steps on disjoint rows, each from the same initial adapter.
-    train_timed = {"reference": Timed(), "simlab": Timed()}
+    # Training: `train_repeats` runs of `train_steps` steps on consecutive rows of the question-grouped order, each
+    # from the same initial adapter.
+    train_timed = {m.name: Timed() for m in paths}
+    train_tokens = {m.name: 0 for m in paths}
     per_run = args.train_steps * args.train_batch
     for repeat in range(args.train_repeats):
         rows = [order[(repeat * per_run + j) % len(order)] for j in range(per_run)]
-        pair = (REFERENCE, SIMLAB) if repeat % 2 == 0 else (SIMLAB, REFERENCE)
-        for method in pair:
+        for method in paths[repeat % len(paths):] + paths[: repeat % len(paths)]:
             losses, seconds, peak = bench.time_train(method, rows, seed=args.seed + repeat)
             train_timed[method.name].add(seconds, len(rows), peak, bench.last_cpu_seconds)
-            _log(f"  train repeat {repeat + 1}: {method.name:9s} {len(rows)} rows in {seconds:7.1f} s "
+            train_tokens[method.name] += path_tokens(data, method, rows, args.train_batch, train=True,
+                                                     seed=args.seed + repeat)
+            _log(f"  train repeat {repeat + 1}: {method.name:13s} {len(rows)} rows in {seconds:7.1f} s "
                  f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, CPU share {bench.last_cpu_share:.0%}, losses "
                  + " ".join(f"{v:.4f}" for v in losses))
+
+    peak_gflops = matmul_peak(model, tokens=args.matmul_tokens, autocast=bench.autocast)
+    flops_per_token = linear_flops_per_token(model)
 
     if args.ablation:
         ablation(bench, order[: args.ablation_rows], args)
     if args.profile:
         profile(bench, order[: args.eval_batch])
 
-    eval_speedup = paired_speedup(timed["reference"], timed["simlab"])
-    train_speedup = paired_speedup(train_timed["reference"], train_timed["simlab"])
-    ref_e, sim_e, ref_t, sim_t = timed["reference"], timed["simlab"], train_timed["reference"], train_timed["simlab"]
+    names = [m.name for m in paths]
+    eval_rows = {n: sum(timed[n].rows) for n in names}
+    train_rows = {n: sum(train_timed[n].rows) for n in names}
+
+    def gflops(name: str, train: bool) -> float:
+        tokens = train_tokens[name] if train else eval_tokens[name]
+        seconds = sum(train_timed[name].seconds if train else timed[name].seconds)
+        return flops_per_token * tokens * (2 if train else 1) / seconds / 1e9  # training: + backward input gradients
+
+    prefix_eval_speedup = paired_speedup(timed["simlab"], timed["shared-prefix"])
+    prefix_train_speedup = paired_speedup(train_timed["simlab"], train_timed["shared-prefix"])
+    pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
     _log("")
-    _log(f"| measure | reference | simlab | simlab / reference |")
-    _log(f"|---|---:|---:|---:|")
-    _log(f"| eval prompts/s (median of {len(ref_e.rates)}) | {ref_e.median_rate:.2f} | {sim_e.median_rate:.2f} "
-         f"| {eval_speedup:.2f}x |")
-    _log(f"| train rows/s (median of {len(ref_t.rates)}, {args.train_steps} steps each) | {ref_t.median_rate:.2f} "
-         f"| {sim_t.median_rate:.2f} | {train_speedup:.2f}x |")
-    for title, ref, sim in (("eval", ref_e, sim_e), ("train", ref_t, sim_t)):
-        ratio = f"{max(sim.peak_mib) / max(ref.peak_mib):.2f}" if max(ref.peak_mib) >= 1 else ""
-        _log(f"| {title} peak RSS above start, MiB (max) | {max(ref.peak_mib):.0f} | {max(sim.peak_mib):.0f} | {ratio} |")
-    _log(f"| eval prompts per CPU-second (median) | {statistics.median(ref_e.cpu_rates):.2f} "
-         f"| {statistics.median(sim_e.cpu_rates):.2f} | {paired_speedup(ref_e, sim_e, cpu=True):.2f}x |")
-    _log(f"| train rows per CPU-second (median) | {statistics.median(ref_t.cpu_rates):.2f} "
-         f"| {statistics.median(sim_t.cpu_rates):.2f} | {paired_speedup(ref_t, sim_t, cpu=True):.2f}x |")
-    _log(f"| mean eval KL(human ‖ model) | {eval_losses[0]:.6f} | {eval_losses[1]:.6f} | |")
+    _log(f"| measure | {' | '.join(names)} | {' | '.join(f'{b} / {a}' for a, b in pairs)} |")
+    _log("|---|" + "---:|" * (len(names) + len(pairs)))
+
+    def row(title: str, values: dict[str, float], fmt: str, paired: dict[str, Timed] | None = None,
+            cpu: bool = False, ratio: bool = False) -> None:
+        """One table row; the ratio columns are paired medians (``paired``) or the ratio of the values (``ratio``)."""
+        if paired is not None:
+            extra = [f"{paired_speedup(paired[a], paired[b], cpu=cpu):.2f}x" for a, b in pairs]
+        elif ratio:
+            extra = [f"{values[b] / values[a]:.2f}" for a, b in pairs]
+        else:
+            extra = [""] * len(pairs)
+        _log(f"| {title} | {' | '.join(format(values[n], fmt) for n in names)} | {' | '.join(extra)} |")
+
+    row(f"eval prompts/s (median of {args.eval_repeats})", {n: timed[n].median_rate for n in names}, ".2f", timed)
+    row(f"train rows/s (median of {args.train_repeats}, {args.train_steps} steps each)",
+        {n: train_timed[n].median_rate for n in names}, ".2f", train_timed)
+    row("eval tokens computed per row", {n: eval_tokens[n] / eval_rows[n] for n in names}, ".1f", ratio=True)
+    row("train tokens computed per row", {n: train_tokens[n] / train_rows[n] for n in names}, ".1f", ratio=True)
+    for title, t in (("eval", timed), ("train", train_timed)):
+        row(f"{title} peak RSS above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
+    row("eval prompts per CPU-second (median)", {n: statistics.median(timed[n].cpu_rates) for n in names}, ".2f",
+        timed, cpu=True)
+    row("train rows per CPU-second (median)", {n: statistics.median(train_timed[n].cpu_rates) for n in names},
+        ".2f", train_timed, cpu=True)
+    row("eval model GFLOP/s (decoder linears)", {n: gflops(n, False) for n in names}, ".1f", ratio=True)
+    row("train model GFLOP/s (decoder linears, fwd + input grads)", {n: gflops(n, True) for n in names}, ".1f",
+        ratio=True)
+    row("mean eval KL(human ‖ model)", {n: results[n].loss for n in names}, ".6f")
     _log("")
-    _log(f"predictions: max |p_reference - p_simlab| = {eval_diff:.2e} over {len(results['simlab'].probs)} rows "
-         f"(tolerance {args.tolerance:g}); eval loss difference {abs(eval_losses[0] - eval_losses[1]):.2e}; "
-         f"train-step loss difference {abs(ref_loss - sim_loss):.2e}")
-    _log(f"wall time {time.perf_counter() - started:.0f} s")
+    _log(f"matmul: float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} tokens: "
+         f"{peak_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads); model FLOPs count the decoder's linear "
+         f"layers, {flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
+    fractions = {n: (gflops(n, False) / peak_gflops, gflops(n, True) / peak_gflops) for n in names}
+    _log("matmul_fraction: " + ", ".join(f"{n} eval {e:.2f} train {t:.2f}" for n, (e, t) in fractions.items()))
+
+    prefix_diff = max_prob_difference(results["simlab"], results["shared-prefix"])
+    prefix_loss_diff = abs(results["simlab"].loss - results["shared-prefix"].loss)
+    _log("")
     failures = []
-    if eval_diff > args.tolerance:
-        failures.append(f"option probabilities differ by {eval_diff:.3e} > {args.tolerance:g}")
-    if abs(eval_losses[0] - eval_losses[1]) > args.tolerance:
-        failures.append(f"eval losses differ: {eval_losses[0]:.6f} vs {eval_losses[1]:.6f}")
-    if abs(ref_loss - sim_loss) > args.tolerance:
-        failures.append(f"training-step losses differ: {ref_loss:.6f} vs {sim_loss:.6f}")
+    if not args.no_reference:
+        eval_diff = max_prob_difference(results["reference"], results["simlab"])
+        eval_losses = results["reference"].loss, results["simlab"].loss
+        _log(f"predictions: max |p_reference - p_simlab| = {eval_diff:.2e} over {len(results['simlab'].probs)} rows "
+             f"(tolerance {args.tolerance:g}); eval loss difference {abs(eval_losses[0] - eval_losses[1]):.2e}; "
+             f"train-step loss difference {abs(ref_loss - sim_loss):.2e}")
+        if eval_diff > args.tolerance:
+            failures.append(f"option probabilities differ by {eval_diff:.3e} > {args.tolerance:g}")
+        if abs(eval_losses[0] - eval_losses[1]) > args.tolerance:
+            failures.append(f"eval losses differ: {eval_losses[0]:.6f} vs {eval_losses[1]:.6f}")
+        if abs(ref_loss - sim_loss) > args.tolerance:
+            failures.append(f"training-step losses differ: {ref_loss:.6f} vs {sim_loss:.6f}")
+    _log(f"prefix_agreement: max |p_simlab - p_shared_prefix| = {prefix_diff:.2e} over "
+         f"{len(results['shared-prefix'].probs)} rows; eval loss difference {prefix_loss_diff:.2e}; train-step loss "
+         f"difference {abs(per_row_loss - prefix_loss):.2e}; max |LoRA grad difference| {prefix_grad_diff:.2e} "
+         f"(tolerance {args.prefix_tolerance:g})")
+    for label, value in (("option probabilities", prefix_diff), ("eval losses", prefix_loss_diff),
+                         ("training-step losses", abs(per_row_loss - prefix_loss)), ("LoRA gradients", prefix_grad_diff)):
+        if not value <= args.prefix_tolerance:
+            failures.append(f"shared-prefix and per-row {label} differ by {value:.3e} > {args.prefix_tolerance:g}")
+    _log(f"wall time {time.perf_counter() - started:.0f} s")
     if failures:
-        print("BENCH FAILED: the two paths disagree: " + "; ".join(failures), file=sys.stderr, flush=True)
+        print("BENCH FAILED: the paths disagree: " + "; ".join(failures), file=sys.stderr, flush=True)
         return 1
-    _log(f"eval_speedup: {eval_speedup:.2f}")
-    _log(f"train_speedup: {train_speedup:.2f}")
+    if not args.no_reference:
+        _log(f"eval_speedup: {paired_speedup(timed['reference'], timed['simlab']):.2f}")
+        _log(f"train_speedup: {paired_speedup(train_timed['reference'], train_timed['simlab']):.2f}")
+    _log(f"prefix_eval_speedup: {prefix_eval_speedup:.2f}")
+    _log(f"prefix_train_speedup: {prefix_train_speedup:.2f}")
     return 0
 
 
@@ -586,7 +772,7 @@ def profile(bench: Bench, rows: list[int]) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    for method in (REFERENCE, SIMLAB):
+    for method in (REFERENCE, SIMLAB, SHARED):
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             evaluate(bench.model, bench.data, method, rows, bench.eval_batch, bench.autocast)
         _log(f"profile, eval, {method.name}, {len(rows)} rows:")
@@ -595,21 +781,33 @@ def profile(bench: Bench, rows: list[int]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m simlab.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=256, help="seeded sample of C1-Q2 valid rows (default 256)")
+    parser.add_argument("--rows", type=int, default=192, help="seeded sample of C1-Q2 valid rows (default 192)")
+    parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
+                        help="prompt order of the rows (default question_first: a question's rows share its prefix)")
+    parser.add_argument("--prompt-style", choices=["chat", "plain"], default="chat",
+                        help="chat: the tokenizer's chat template (the embedded model's config); plain: the paper's string")
+    parser.add_argument("--sample", choices=["questions", "rows"], default="questions",
+                        help="questions: whole questions (all their countries) up to --rows; rows: random rows")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="time simlab and the shared-prefix path only (the reference is ~5x slower than simlab)")
     parser.add_argument("--eval-repeats", type=int, default=4,
                         help="evaluation repeats: the rows are split into this many chunks, each timed with both paths")
     parser.add_argument("--train-repeats", type=int, default=3, help="training repeats, each from the same adapter")
     parser.add_argument("--train-steps", type=int, default=3, help="optimizer steps per training repeat")
-    parser.add_argument("--eval-batch", type=int, default=16, help="evaluation batch size (both paths)")
+    parser.add_argument("--eval-batch", type=int, default=48,
+                        help="evaluation batch size (every path; 48, data.eval_batch_size's default)")
     parser.add_argument("--train-batch", type=int, default=8, help="training batch size (both paths)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (both paths)")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32",
                         help="32: float32; bf16: bf16 autocast (both paths; 1e-4 agreement is not expected)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max allowed probability / loss difference")
+    parser.add_argument("--prefix-tolerance", type=float, default=1e-5,
+                        help="max allowed shared-prefix vs per-row probability / loss / LoRA-gradient difference")
+    parser.add_argument("--matmul-tokens", type=int, default=2048, help="rows of the matmul throughput measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else ../shared/data")
     parser.add_argument("--embedded", default="smollm2_135m_instruct")
-    parser.add_argument("--check-rows", type=int, default=4, help="rows of the warm-up and the training-step check")
+    parser.add_argument("--check-rows", type=int, default=8, help="rows of the warm-up and the training-step checks")
     parser.add_argument("--ablation", action="store_true", help="also time each step from the reference to simlab")
     parser.add_argument("--ablation-rows", type=int, default=32)
     parser.add_argument("--ablation-repeats", type=int, default=1)

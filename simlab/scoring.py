@@ -1,7 +1,9 @@
 """Option scores from a causal LM without building full-vocabulary logits.
 
 The decoder runs once; only the hidden state at each row's answer slot (the token '(' that ends the
-prompt) is multiplied by the output-embedding rows of that row's option letters.
+prompt) is multiplied by the output-embedding rows of that row's option letters. A batch from
+:class:`simlab.data.batching.SharedPrefixCollator` (it has ``prefix_ids``) runs each shared prefix once
+(:mod:`simlab.shared_prefix`); the scores are the same.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from .model.adapters import base_model
 def option_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, K] next-token logits of each row's option letters (padded slots hold garbage; mask them)."""
     lm = base_model(model)
-    decoder = lm.get_decoder()
-    hidden = decoder(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    answer_hidden = hidden[rows, batch["answer_index"]]  # [B, H]
+    if "prefix_ids" in batch:
+        from .shared_prefix import answer_hidden_states
+
+        answer_hidden = answer_hidden_states(lm, batch)  # [B, H]
+    else:
+        decoder = lm.get_decoder()
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        answer_hidden = hidden[rows, batch["answer_index"]]  # [B, H]
     head = lm.get_output_embeddings()
     weight = head.weight[batch["letter_ids"]]  # [B, K, H]
     logits = torch.einsum("bh,bkh->bk", answer_hidden.to(weight.dtype), weight)

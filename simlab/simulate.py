@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .data.batching import EncodedRow, PadCollator
+from .data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from .data.letters import resolve_letter_ids
 from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat
 from .losses import masked_softmax
@@ -265,8 +265,11 @@ class Simulator:
             attached in place), or the keyword arguments of :func:`simlab.model.load_language_model`
             (e.g. ``{"embedded": "smollm2_135m_instruct"}`` or ``{"path": "/models/x"}``).
         adapter: a saved peft LoRA adapter folder; None simulates with the bare model.
-        prompt_style / chat_template / answer_prefix: as the model was trained (``plain`` or ``chat``).
+        prompt_style / chat_template / answer_prefix / prompt_order: as the model was trained (``plain`` or
+            ``chat``; ``paper`` or ``question_first``).
         batch_size: prompts per forward pass (grouped by length, padded per batch).
+        shared_prefix: batch each question's countries together and compute the prompt prefix they share once
+            (:mod:`simlab.shared_prefix`; the same shares as per-row batches, to float rounding).
         device: ``cuda``, ``cpu``...; None picks CUDA when available.
         max_length: the longest prompt allowed, in tokens; None: the model's own limit. Never truncated.
         known_countries: the names a simulation may use; None reads the WVS countries from ``data_root``.
@@ -282,7 +285,9 @@ class Simulator:
         chat_template: str | None = None,
         answer_prefix: str = PAPER_ANSWER_PREFIX,
         instruction_template: str = INSTRUCTION_TEMPLATE,
-        batch_size: int = 16,
+        prompt_order: str = "paper",
+        shared_prefix: bool = False,
+        batch_size: int = 64,
         device: str | torch.device | None = None,
         max_length: int | None = None,
         data_root: str | Path | None = None,
@@ -300,7 +305,10 @@ class Simulator:
         self.model = load_adapter(lm.model, adapter) if adapter else lm.model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
-        self.prompt = PromptFormat(style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template)
+        self.prompt = PromptFormat(
+            style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
+        )
+        self.shared_prefix = bool(shared_prefix)
         self.instruction_template = instruction_template
         self.batch_size = batch_size
         self.max_length = max_length if max_length is not None else model_max_length(self.model, self.tokenizer)
@@ -311,6 +319,7 @@ class Simulator:
             "model_source": lm.source,
             "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
             "prompt_style": prompt_style,
+            "prompt_order": prompt_order,
             "caution": CAUTION,
         }
 
@@ -328,6 +337,8 @@ class Simulator:
             "prompt_style": model_cfg.get("prompt_style", "plain"),
             "chat_template": model_cfg.get("chat_template"),
             "answer_prefix": data_cfg.get("answer_prefix", PAPER_ANSWER_PREFIX),
+            "prompt_order": data_cfg.get("prompt_order", "paper"),
+            "shared_prefix": bool(data_cfg.get("shared_prefix", False)),
             "data_root": data_cfg.get("root"),
             "name": model_cfg.get("name"),
         }
@@ -395,6 +406,7 @@ class Simulator:
         context = self.prompt_text(*cells[0])
         letter_ids = resolve_letter_ids(self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens)
         encoded = []
+        groups: dict[str, int] = {}
         for question, country in cells:
             ids = self.tokenizer(self.prompt_text(question, country), add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
             if len(ids) > self.max_length:
@@ -403,18 +415,26 @@ class Simulator:
                     f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
                     f"(the model's context, or max_length); shorten the question or its options (prompts are never truncated)",
                 )
+            key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
             encoded.append(EncodedRow(input_ids=list(ids), letter_ids=[letter_ids[l] for l in question.letters],
-                                      target=[0.0] * len(question.letters)))
+                                      target=[0.0] * len(question.letters),
+                                      prefix_group=groups.setdefault(key, len(groups))))
         return encoded
 
     def _score(self, encoded: list[EncodedRow]) -> list[list[float]]:
-        collate = PadCollator(self.tokenizer.pad_token_id)
-        # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
-        order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].input_ids), i))
+        lengths = [len(e.input_ids) for e in encoded]
+        if self.shared_prefix:  # one question's countries together, its prompt prefix computed once per batch
+            sampler = PrefixGroupedBatchSampler(lengths, [e.prefix_group for e in encoded], self.batch_size,
+                                                shuffle=False, num_replicas=1, rank=0)
+            batches, collate = list(sampler), SharedPrefixCollator(self.tokenizer.pad_token_id)
+        else:
+            # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
+            order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
+            batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+            collate = PadCollator(self.tokenizer.pad_token_id)
         shares: list[list[float] | None] = [None] * len(encoded)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch_indices = order[start : start + self.batch_size]
+            for batch_indices in batches:
                 batch = collate([(i, encoded[i]) for i in batch_indices])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 probs = masked_softmax(option_logits(self.model, batch), batch["option_mask"])

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's simlab (Lightning re-runs this file per rank), whatever is installed
 
 
 def main(out_file: str, trainer_name: str, devices: int, *overrides: str) -> None:
@@ -47,9 +48,11 @@ def main(out_file: str, trainer_name: str, devices: int, *overrides: str) -> Non
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
 
     losses: dict[int, float] = {}
+    shared_prefix_batches: list[bool] = []
 
     class RecordLoss(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            shared_prefix_batches.append("prefix_ids" in batch)
             # this rank's batch_idx-th batch is batch batch_idx * world + rank of the single-process order
             losses[batch_idx * trainer.world_size + trainer.global_rank] = float(trainer.callback_metrics["train/loss"])
 
@@ -74,6 +77,7 @@ def main(out_file: str, trainer_name: str, devices: int, *overrides: str) -> Non
             "predictions": {s: {str(i): p for i, p in rows.items()} for s, rows in module.test_predictions.items()},
             "test_results": module.test_results,
             "adapter": {k: v.float().flatten().tolist() for k, v in sorted(weights.items())},
+            "shared_prefix_batches": all(shared_prefix_batches) if any(shared_prefix_batches) else False,
         }))
 
 

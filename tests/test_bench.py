@@ -102,8 +102,15 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
         "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
         "--train-batch", "4", "--data-root", str(tmp_path), "--ablation", "--ablation-rows", "4", "--threads", "1",
     ])
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
     assert code == 0
-    assert lines[-2].startswith("eval_speedup: ") and float(lines[-2].split(": ")[1]) > 0
-    assert lines[-1].startswith("train_speedup: ") and float(lines[-1].split(": ")[1]) > 0
+    assert [line.split(": ")[0] for line in lines[-4:]] == [
+        "eval_speedup", "train_speedup", "prefix_eval_speedup", "prefix_train_speedup"]
+    assert all(float(line.split(": ")[1]) > 0 for line in lines[-4:])
     assert any(line.startswith("| + torch.inference_mode = simlab |") for line in lines)
+    fractions = next(line for line in lines if line.startswith("matmul_fraction: "))
+    assert "simlab eval " in fractions and "shared-prefix eval " in fractions
+    assert any(line.startswith("| eval tokens computed per row | 512.0 |") for line in lines)
+    agreement = next(line for line in lines if line.startswith("prefix_agreement: "))
+    assert "over 8 rows" in agreement

@@ -27,12 +27,13 @@ from simlab.distributed import (
 LOSS_TOLERANCE = 1e-5
 
 
-def run_worker(out, trainer, devices, tiny_llama_dir, shared_data):
+def run_worker(out, trainer, devices, tiny_llama_dir, shared_data, extra=()):
     overrides = [
         "model=hf", f"model.path={tiny_llama_dir}", "model.loader.dtype=float32", "model.lora.lora_dropout=0",
         "module.optimizer.lr=1e-2",  # large enough that the weights, and so the losses, move step by step
         f"data.root={shared_data}", "data.limit_per_subset=64", "data.max_length=2048", "data.test_subsets=[C1-Q2]",
         "data.eval_batch_size=12",  # 64 test rows: 6 batches, 3 per rank, the last one short
+        *extra,
     ]
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "distributed_worker.py"), str(out), trainer, str(devices), *overrides],
@@ -42,14 +43,29 @@ def run_worker(out, trainer, devices, tiny_llama_dir, shared_data):
     return json.loads(out.read_text())
 
 
-def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_llama_dir, shared_data):
+@pytest.mark.parametrize("extra", [
+    (),
+    # question_first prompts with shared-prefix batches: the rows of one question share a prefix computed once
+    ("data.prompt_order=question_first", "data.shared_prefix=true"),
+], ids=["per-row", "shared-prefix"])
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_llama_dir, shared_data, extra):
+    if extra:  # whole questions (the first 64 rows of each file, in question order), so batches share prefixes
+        root = tmp_path / "data"
+        (root / "wvs7").mkdir(parents=True)
+        for name in ("sft_wvs_train.json", "sft_wvs_valid.json"):
+            rows = json.loads((shared_data / "wvs7" / name).read_text(encoding="utf-8"))
+            rows = sorted(rows, key=lambda r: int(r["id"]))[:64]
+            (root / "wvs7" / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+        extra = (*extra, "data.files=[wvs7/sft_wvs_train.json,wvs7/sft_wvs_valid.json]")
+        shared_data = root
     # one process: batch 8 x 1 device x 2 accumulated; DDP: batch 8 x 2 ranks x 1 -- both the paper's 16
-    single = run_worker(tmp_path / "single.json", "gpu", 1, tiny_llama_dir, shared_data)
-    ddp = run_worker(tmp_path / "ddp.json", "ddp", 2, tiny_llama_dir, shared_data)
+    single = run_worker(tmp_path / "single.json", "gpu", 1, tiny_llama_dir, shared_data, extra)
+    ddp = run_worker(tmp_path / "ddp.json", "ddp", 2, tiny_llama_dir, shared_data, extra)
     assert (single["world_size"], single["accumulate_grad_batches"]) == (1, 2)
     assert (ddp["world_size"], ddp["accumulate_grad_batches"]) == (2, 1)
     assert single["optimizer_steps"] == ddp["optimizer_steps"] == 4  # 64 rows / 16
     assert len(single["losses"]) == len(ddp["losses"]) == 8
+    assert single["shared_prefix_batches"] == ddp["shared_prefix_batches"] == bool(extra)
     np.testing.assert_allclose(ddp["losses"], single["losses"], rtol=0, atol=LOSS_TOLERANCE)
     # the LoRA weights (adapter written from the last checkpoint) moved, and moved the same way
     lora_b = [np.abs(v).max() for k, v in single["adapter"].items() if "lora_B" in k]
@@ -112,6 +128,17 @@ def test_trainer_configs_resolve_and_build_without_a_gpu(name, devices, accumula
     assert strategy._state_dict_type == "full"
     checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
     assert Qwen2DecoderLayer in checkpointed._module_classes
+
+
+def test_cpu_precision_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch):
+    import simlab.precision as precision
+
+    cfg = compose_config(f"paths.output_dir={tmp_path}")
+    assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
+    for has_bf16, expected in ((False, "32-true"), (True, "bf16-mixed")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: has_bf16)
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+        assert trainer.precision == expected
 
 
 def test_fsdp_needs_a_decoder_layer(tmp_path):

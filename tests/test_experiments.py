@@ -70,6 +70,18 @@ def test_table_sweeps_have_the_rows_the_paper_reports():
         "method=uniform", "method=avg_culture", "method=knn", "method=json_zs", "method=zs", "method=ft"}
 
 
+def test_prompt_order_sweep_compares_orders_and_styles_with_shared_prefix(tmp_path):
+    jobs = sweep_jobs("prompt_order")
+    assert sorted(jobs) == sorted([f"data.prompt_order={o}", f"model.prompt_style={s}"]
+                                  for o in ("paper", "question_first") for s in ("chat", "plain"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=prompt_order", *jobs[0], f"paths.output_dir={tmp_path}"])
+    assert cfg.data.shared_prefix is True and cfg.task.name == "finetune"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # the paper's models keep their path
+        paper = compose("config", overrides=["model=llama3_instruct", f"paths.output_dir={tmp_path}"])
+    assert paper.data.prompt_order == "paper" and paper.data.shared_prefix is False
+
+
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "slurm"])
 def test_launchers_compose(launcher):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

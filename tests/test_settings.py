@@ -55,7 +55,7 @@ def test_datamodule_applies_settings_and_predictions_record_them(tmp_path, tiny_
     dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
                           country_control=True, shuffle_options=True, seed=3)
     dm.setup()
-    assert dm.settings == {"country_control": True, "shuffle_options": True, "seed": 3}
+    assert dm.settings == {"country_control": True, "shuffle_options": True, "seed": 3, "prompt_order": "paper"}
     for row in dm.rows["V"]:
         assert row.prompt_country in COUNTRIES and row.prompt_country != row.country
         assert f"someone from {row.prompt_country} answer" in tiny_tokenizer.decode(dm.encode(row).input_ids)

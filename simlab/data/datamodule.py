@@ -14,7 +14,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..paths import data_root
-from .batching import EncodedDataset, EncodedRow, LengthGroupedBatchSampler, PadCollator
+from .batching import (
+    EncodedDataset,
+    EncodedRow,
+    LengthGroupedBatchSampler,
+    PadCollator,
+    PrefixGroupedBatchSampler,
+    SharedPrefixCollator,
+)
 from .letters import resolve_letter_ids
 from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
 from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
@@ -46,6 +53,10 @@ class SurveyDataModule(pl.LightningDataModule):
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
         drop_invalid: skip bad rows (logged, saved to ``invalid_rows_file``) instead of failing on the first.
         renormalize: rescale rows whose shares sum to neither 100 nor 1 (by default such a row is an error).
+        prompt_order: ``paper`` (country first, the paper's prompt) or ``question_first`` (question and options,
+            then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
+        shared_prefix: batches of rows sharing a prompt prefix (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`),
+            each prefix computed once per batch (:mod:`simlab.shared_prefix`); same scores as per-row batches.
     """
 
     def __init__(
@@ -75,6 +86,8 @@ class SurveyDataModule(pl.LightningDataModule):
         invalid_rows_file: str | None = None,
         country_control: bool = False,
         shuffle_options: bool | str = False,
+        prompt_order: str = "paper",
+        shared_prefix: bool = False,
     ):
         super().__init__()
         self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
@@ -84,7 +97,11 @@ class SurveyDataModule(pl.LightningDataModule):
         self.test_subsets = list(test_subsets)
         self.average_subsets = list(average_subsets)
         self.root, self.survey = root, survey
-        self.prompt = PromptFormat(style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template)
+        self.prompt = PromptFormat(
+            style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
+        )
+        self.shared_prefix = bool(shared_prefix)
+        self._prefix_groups: dict[str, int] = {}
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
@@ -167,7 +184,8 @@ class SurveyDataModule(pl.LightningDataModule):
     @property
     def settings(self) -> dict:
         """What was changed about the prompts, recorded in every output."""
-        return {"country_control": self.country_control, "shuffle_options": self.shuffle_options, "seed": self.seed}
+        return {"country_control": self.country_control, "shuffle_options": self.shuffle_options, "seed": self.seed,
+                "prompt_order": self.prompt.order}
 
     def _report_invalid(self) -> None:
         if not self.invalid_rows:
@@ -200,25 +218,31 @@ class SurveyDataModule(pl.LightningDataModule):
                 f"{len(input_ids)} tokens, more than data.max_length={self.max_length}; raise data.max_length "
                 f"(prompts are never truncated)"
             )
+        key = self.prompt.prefix_key(row.question, row.options)
         return EncodedRow(
-            input_ids=list(input_ids), letter_ids=[self.letter_ids[l] for l in row.letters], target=list(row.target)
+            input_ids=list(input_ids), letter_ids=[self.letter_ids[l] for l in row.letters], target=list(row.target),
+            prefix_group=self._prefix_groups.setdefault(key, len(self._prefix_groups)),
         )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, subset: str, train: bool) -> DataLoader:
         dataset = self.datasets[subset]
-        sampler = LengthGroupedBatchSampler(
-            dataset.lengths, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed
-        )
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if self.shared_prefix:
+            sampler = PrefixGroupedBatchSampler(
+                dataset.lengths, dataset.prefix_groups, batch_size, shuffle=train, seed=self.seed
+            )
+            collate = SharedPrefixCollator(self.tokenizer.pad_token_id)
+        else:
+            sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=train, seed=self.seed)
+            collate = PadCollator(self.tokenizer.pad_token_id)
         if train and self._resume_position is not None:
             sampler.resume_at(*self._resume_position)
             self._resume_position = None
         # The loader's own generator: creating its iterator draws a worker seed, which would otherwise come from
         # the global RNG that LoRA dropout uses (and shift every dropout mask after a resume or a validation).
-        return DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=PadCollator(self.tokenizer.pad_token_id),
-            num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
-        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_subset, train=True)

@@ -1,4 +1,5 @@
-"""The paper's prompt, rendered either as plain text (base models) or through a chat template."""
+"""The paper's prompt, rendered either as plain text (base models) or through a chat template, in the paper's
+order (country first) or question first (so rows of one question share everything up to the country)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from .rows import SurveyRow
 
 PAPER_ANSWER_PREFIX = " If had to select one of the options, my answer would be ("
 PAPER_OPTION_SEPARATOR = ", "
+QUESTION_FIRST_SEPARATOR = "\n\n"  # between the options and the country sentence in the question_first order
+PROMPT_ORDERS = ("paper", "question_first")
 
 
 @dataclass(frozen=True)
@@ -19,19 +22,40 @@ class PromptFormat:
     ``plain``: the paper's string exactly: instruction + question + options joined by ", " + answer prefix.
     ``chat``: instruction + question + options as the user turn of the tokenizer's chat template, then the
     same answer prefix (leading space included, as the reference code tokenizes it) opening the assistant turn.
+
+    ``order``: ``paper`` (the default, byte-identical to the paper's prompt) puts the instruction naming the
+    country first. ``question_first`` keeps the paper's wording but moves the instruction after the options:
+    question + options + "\n\n" + instruction (its trailing whitespace dropped), then the answer prefix as above.
+    Every row of one question then shares the whole question and its options as a prompt prefix, which
+    shared-prefix execution (:mod:`simlab.shared_prefix`) computes once per batch.
     """
 
     style: Literal["plain", "chat"] = "plain"
     answer_prefix: str = PAPER_ANSWER_PREFIX
     option_separator: str = PAPER_OPTION_SEPARATOR
     chat_template: str | None = None  # overrides the tokenizer's own (e.g. Vicuna v1.1, which ships none)
+    order: Literal["paper", "question_first"] = "paper"
 
     def __post_init__(self) -> None:
         if self.style not in ("plain", "chat"):
             raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.style!r}")
+        if self.order not in PROMPT_ORDERS:
+            raise ValueError(f"prompt_order must be one of {list(PROMPT_ORDERS)}, got {self.order!r}")
 
     def question_text(self, instruction: str, question: str, options: tuple[str, ...] | list[str]) -> str:
+        if self.order == "question_first":
+            return question + self.option_separator.join(options) + QUESTION_FIRST_SEPARATOR + instruction.rstrip()
         return instruction + question + self.option_separator.join(options)
+
+    def prefix_key(self, question: str, options: tuple[str, ...] | list[str]) -> str:
+        """What rows that share a prompt prefix have in common before their own part (the country): the question
+        and options in the question_first order, nothing in the paper's (the country comes first; rows still share
+        the chat template's head and the instruction's opening words). Rows with equal keys are batched together
+        by shared-prefix execution, which then shares their longest common token prefix; the key only groups,
+        exactness never depends on it."""
+        if self.order == "question_first":
+            return question + "\x1f" + "\x1f".join(options)
+        return ""
 
     def render(self, row: SurveyRow, tokenizer=None) -> str:
         return self.render_parts(row.instruction, row.question, row.options, tokenizer)

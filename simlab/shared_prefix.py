@@ -1,0 +1,150 @@
+"""Shared-prefix execution: the prompt prefix a group of rows shares runs through the decoder once, then each
+row's own tokens (its suffix) attend to the prefix's keys and values.
+
+A batch from :class:`simlab.data.batching.SharedPrefixCollator` holds G prefixes (``prefix_ids`` [G, P],
+right-padded) and B suffixes (``input_ids`` [B, S], right-padded), ``row_group`` naming each row's prefix. Two
+decoder calls:
+
+1. the prefixes, plainly causal (their right padding comes after every real token, so it changes nothing real),
+   with a cache that records each layer's keys and values;
+2. the suffixes, with a cache whose ``update`` returns, per layer, the prefix keys/values of each row's group
+   followed by the suffix's own (``expand`` to the batch when there is one group, ``index_select`` by group when
+   there are several), ``position_ids`` continuing after each row's prefix, and an explicit 4-D attention mask:
+   a row's real prefix slots and its own earlier suffix tokens.
+
+The concatenation prefix + suffix is exactly the row's prompt, so the hidden state at the answer slot is the
+per-row computation's up to float rounding (tests/test_shared_prefix.py: probabilities, loss and LoRA gradients
+to 1e-5 in float32). Gradients flow through the prefix keys/values, so a training step back-propagates through
+each shared prefix once, LoRA weights included.
+
+Copies: the cache's ``update`` concatenates (``torch.cat``) the broadcast prefix keys/values with the suffix's,
+which materialises [B, kv_heads, P + S, head_dim] per layer (sdpa then may repeat it per query head for GQA, as it
+does for any batch). That is a memory copy of O(B·P·kv_dim) per layer against O(B·S·hidden²) of matmuls; the
+bench's profile measures it. Avoiding it would need a custom attention kernel over two key blocks.
+
+Both caches are idempotent (``update`` never grows them), so a decoder layer re-run by non-reentrant activation
+checkpointing (torch's ``checkpoint_wrapper``, as the FSDP config applies it) sees what its first run saw. Two
+combinations are refused with an error: Hugging Face's own gradient checkpointing during training (its layers
+drop the cache argument, which would silently cut the suffix off its prefix) and reentrant activation
+checkpointing (its forward runs without autograd, so no gradient would reach the prefix). Attention
+implementations other than ``sdpa`` and ``eager`` (flash attention takes no 4-D mask) and sliding-window models
+are refused too.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+class SharedPrefixUnsupported(ValueError):
+    """The model or its wrapping cannot run shared-prefix batches exactly (the message says what to change)."""
+
+
+class _RecordingLayer(DynamicLayer):
+    """Keeps the key/value states of its last call and returns them unchanged (the prefix pass's cache layer)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        self.keys, self.values, self.is_initialized = key_states, value_states, True
+        self.device = key_states.device
+        return key_states, value_states
+
+
+class _PrefixLayer(DynamicLayer):
+    """Returns each row's prefix keys/values followed by the new (suffix) states; stores nothing."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, row_group: torch.Tensor | None, batch_size: int):
+        super().__init__()
+        self.prefix_keys, self.prefix_values = keys, values
+        self.row_group, self.batch_size = row_group, batch_size
+        self.keys, self.values, self.is_initialized, self.device = keys, values, True, keys.device
+
+    def _per_row(self, states: torch.Tensor) -> torch.Tensor:
+        if self.row_group is None:  # one prefix: a broadcast view, no copy
+            return states.expand(self.batch_size, -1, -1, -1)
+        return states.index_select(0, self.row_group)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys = torch.cat([self._per_row(self.prefix_keys).to(key_states.dtype), key_states], dim=-2)
+        values = torch.cat([self._per_row(self.prefix_values).to(value_states.dtype), value_states], dim=-2)
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.prefix_keys.shape[-2]
+
+
+def check_supported(decoder, config) -> None:
+    """Raise :class:`SharedPrefixUnsupported` for a model or wrapping that shared-prefix execution cannot run exactly."""
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    if implementation not in SUPPORTED_ATTENTION:
+        raise SharedPrefixUnsupported(
+            f"shared-prefix execution needs attention implementation sdpa or eager (it passes a 4-D mask), the model "
+            f"uses {implementation!r}: load it with attn_implementation='sdpa' or set data.shared_prefix=false"
+        )
+    layer_types = getattr(config, "layer_types", None)
+    sliding = any(t != "full_attention" for t in layer_types) if layer_types else (
+        getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    )
+    if sliding:
+        raise SharedPrefixUnsupported(
+            "shared-prefix execution builds a full causal mask; this model has sliding-window or non-attention "
+            "layers: set data.shared_prefix=false"
+        )
+    if not torch.is_grad_enabled():
+        return
+    for module in decoder.modules():
+        if getattr(module, "gradient_checkpointing", False) is True and module.training:
+            raise SharedPrefixUnsupported(
+                "Hugging Face gradient checkpointing drops the cache a shared-prefix batch needs during training: "
+                "use torch activation checkpointing (non-reentrant, as trainer=fsdp does) or data.shared_prefix=false"
+            )
+        impl = getattr(module, "checkpoint_impl", None)
+        if impl is not None and getattr(impl, "name", "") == "REENTRANT":
+            raise SharedPrefixUnsupported(
+                "reentrant activation checkpointing runs its forward without autograd, so no gradient would reach a "
+                "shared prefix: use CheckpointImpl.NO_REENTRANT (the default) or data.shared_prefix=false"
+            )
+
+
+def _attention_mask(batch: dict[str, torch.Tensor], dtype: torch.dtype, implementation: str) -> torch.Tensor:
+    """[B, 1, S, P + S]: a row's real prefix slots, then causal over its own suffix (right padding comes last)."""
+    row_group = batch["row_group"]
+    prefix_valid = batch["prefix_mask"].bool().index_select(0, row_group)  # [B, P]
+    size, width = batch["input_ids"].shape
+    causal = torch.ones((width, width), dtype=torch.bool, device=prefix_valid.device).tril()
+    allowed = torch.cat(
+        [prefix_valid[:, None, :].expand(size, width, -1), causal[None].expand(size, -1, -1)], dim=-1
+    )[:, None]
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, H] final hidden state at each row's answer slot, computed with each group's prefix run once."""
+    decoder = lm.get_decoder()
+    config = lm.config
+    check_supported(decoder, config)
+    ids, prefix_ids = batch["input_ids"], batch["prefix_ids"]
+    size, width = ids.shape
+    groups, prefix_width = prefix_ids.shape
+    rows = torch.arange(size, device=ids.device)
+    if prefix_width == 0:  # nothing shared: the suffixes are the whole prompts
+        hidden = decoder(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+        return hidden[rows, batch["answer_index"]]
+    layers = config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config") else config.num_hidden_layers
+    recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
+    decoder(input_ids=prefix_ids, cache=recorder, use_cache=True)
+    row_group = None if groups == 1 else batch["row_group"]
+    shared = Cache(layers=[_PrefixLayer(layer.keys, layer.values, row_group, size) for layer in recorder.layers])
+    positions = batch["prefix_lengths"].index_select(0, batch["row_group"])[:, None] + torch.arange(
+        width, device=ids.device
+    )[None]
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    mask = _attention_mask(batch, decoder.get_input_embeddings().weight.dtype, implementation)
+    hidden = decoder(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=shared, use_cache=True
+    ).last_hidden_state
+    return hidden[rows, batch["answer_index"]]

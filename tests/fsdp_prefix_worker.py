@@ -1,0 +1,95 @@
+"""FSDP on CPU (gloo, 2 ranks) with non-reentrant activation checkpointing, as trainer=fsdp wraps a model: two SGD
+steps with shared-prefix batches must give the per-row batches' losses and LoRA weights. For
+tests/test_shared_prefix.py:
+
+    python tests/fsdp_prefix_worker.py TINY_MODEL_DIR WORK_DIR OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS.parent))  # this checkout's simlab, whatever the environment has installed
+
+
+def worker(rank: int, world: int, model_dir: str, work: str, out: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(TESTS))
+    from peft import LoraConfig
+    from test_shared_prefix import datamodule
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from simlab.data.batching import PadCollator, SharedPrefixCollator
+    from simlab.distributed import clean_param_name, fsdp_auto_wrap_policy
+    from simlab.losses import KLDivergenceLoss
+    from simlab.model import attach_lora
+    from simlab.scoring import option_logits
+
+    class Scorer(torch.nn.Module):  # the root unit's forward runs the scoring, as Lightning's wrapper does
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return option_logits(self.model, batch)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows_dir = Path(work) / f"rank{rank}"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    items = list(enumerate(datamodule(rows_dir, tokenizer, prompt_order="question_first").datasets["V"].encoded))
+    results = {}
+    for name, collate in (("per-row", PadCollator(tokenizer.pad_token_id)),
+                          ("shared", SharedPrefixCollator(tokenizer.pad_token_id))):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = attach_lora(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+        with torch.no_grad():
+            for param_name, param in model.named_parameters():
+                if "lora_B" in param_name:
+                    param.normal_(std=0.1)
+        wrapped = FSDP(Scorer(model), auto_wrap_policy=fsdp_auto_wrap_policy([LlamaDecoderLayer]), use_orig_params=True,
+                       device_id=torch.device("cpu"))
+        apply_activation_checkpointing(wrapped, check_fn=lambda m: isinstance(m, LlamaDecoderLayer))
+        wrapped.eval()  # dropout off; gradients still flow
+        batch = collate(items)
+        losses = []
+        for _ in range(2):
+            logits = wrapped(batch)
+            loss = KLDivergenceLoss()(logits, batch["target"], batch["option_mask"])
+            loss.backward()
+            losses.append(loss.item())
+            with torch.no_grad():
+                for param in wrapped.parameters():
+                    if param.requires_grad and param.grad is not None:
+                        param -= 0.5 * param.grad
+            wrapped.zero_grad()
+        with FSDP.summon_full_params(wrapped):
+            weights = {clean_param_name(n): p.detach().clone() for n, p in wrapped.named_parameters() if "lora_" in n}
+        results[name] = (losses, weights)
+    if rank == 0:
+        (l1, w1), (l2, w2) = results["per-row"], results["shared"]
+        json.dump({"losses": [l1, l2], "weights": len(w1), "same_names": sorted(w1) == sorted(w2),
+                   "max_weight_difference": max(float((w1[k] - w2[k]).abs().max()) for k in w1)}, open(out, "w"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    mp.spawn(worker, args=(2, sys.argv[1], sys.argv[2], sys.argv[3], free_port), nprocs=2)
