@@ -79,15 +79,40 @@ def load_data(cfg: DictConfig):
     return datamodule
 
 
+def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object | None]:
+    """The prior-anchored simulator's prior (prior=survey|similarity), or the one saved with model.adapter (an
+    adapter trained on a prior predicts residuals to it); (its build arguments, the prior) or (None, None)."""
+    from simlab.priors import build_prior, load_prior_settings
+
+    saved = load_prior_settings(cfg.model.adapter)
+    if cfg.get("prior"):
+        build = {k: v for k, v in OmegaConf.to_container(cfg.prior, resolve=True).items() if not k.startswith("_")}
+        if saved is not None and saved["build"] != build:
+            raise ValueError(f"prior={build} differs from the prior {saved['build']} saved with {cfg.model.adapter} "
+                             f"(prior.json); drop the prior override to use the adapter's own")
+    elif saved is not None:
+        build = saved["build"]
+        log.info("using the prior saved with %s: %s", cfg.model.adapter, build)
+    else:
+        return None, None
+    countries = sorted({r.country for rows in datamodule.rows.values() for r in rows})
+    prior = build_prior(datamodule.prior_rows, model=lm.model, tokenizer=lm.tokenizer, countries=countries, **build)
+    log.info("prior from %d rows of %s: %s", len(datamodule.prior_rows), datamodule.prior_subset, prior.settings)
+    datamodule.set_prior(prior)
+    return build, prior
+
+
 def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
     from simlab.callbacks import ResumeCheckpoint
     from simlab.distributed import adapter_from_checkpoint, check_launch
+    from simlab.priors import save_prior_settings
     from simlab.results import predictions_in_row_order
 
     datamodule = load_data(cfg)
     lm = load_model(cfg)
     datamodule.set_tokenizer(lm.tokenizer)
+    prior_build, prior = attach_prior(cfg, datamodule, lm)
     datamodule.setup()
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -114,9 +139,12 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
                 adapter_from_checkpoint(module.model, checkpoint, adapter)
         else:
             module.model.save_pretrained(adapter)
+        if prior is not None and trainer.is_global_zero:
+            save_prior_settings(adapter, prior, prior_build)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
-    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter, loss=HydraConfig.get().runtime.choices.get("loss"))
+    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter, loss=HydraConfig.get().runtime.choices.get("loss"),
+                prior=prior.settings if prior is not None else None)
     return datamodule, module.test_results, predictions_in_row_order(module.test_predictions), info
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from .distributed import clean_param_name
 from .losses import masked_softmax
 from .metrics import survey_metrics
-from .scoring import option_logits
+from .scoring import simulator_logits
 
 
 class SurveyLitModule(pl.LightningModule):
@@ -51,16 +51,16 @@ class SurveyLitModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Option probabilities [B, K] (exact zeros in padded slots)."""
-        return masked_softmax(option_logits(self.model, batch), batch["option_mask"])
+        return masked_softmax(simulator_logits(self.model, batch), batch["option_mask"])
 
     def training_step(self, batch, batch_idx):
-        logits = option_logits(self.model, batch)
+        logits = simulator_logits(self.model, batch)
         loss = self.loss(logits, batch["target"], batch["option_mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = option_logits(self.model, batch)
+        logits = simulator_logits(self.model, batch)
         loss = self.loss(logits, batch["target"], batch["option_mask"])
         probs = masked_softmax(logits, batch["option_mask"])
         self.val_metrics.update(probs, batch["target"], batch["option_mask"])

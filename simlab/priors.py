@@ -45,26 +45,29 @@ class SurveyPrior:
         embeddings: country -> vector (e.g. :func:`country_embeddings`); None weighs every country equally.
         temperature: softmax temperature over cosine similarities (needs ``embeddings``).
         fallback: ``uniform`` or ``position`` (the answer-position prior) for questions nobody else answered.
+        smoothing: the weight of the uniform distribution mixed in (an option nobody chose stays possible).
     """
 
     def __init__(self, rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray] | None = None,
-                 temperature: float | None = None, fallback: str = "uniform"):
+                 temperature: float | None = None, fallback: str = "uniform", smoothing: float = 0.01):
         if fallback not in ("uniform", "position"):
             raise ValueError(f"fallback must be 'uniform' or 'position', got {fallback!r}")
         if (embeddings is None) != (temperature is None):
             raise ValueError("a similarity-weighted prior needs both embeddings and a temperature")
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.fallback = fallback
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.fallback, self.smoothing = fallback, smoothing
         self._answers: dict[QuestionKey, dict[str, np.ndarray]] = defaultdict(dict)
-        positions: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+        positions: dict[tuple[str, int], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            positions[len(row.letters)][row.country].append(np.asarray(row.target, dtype=np.float64))
+            positions[(row.survey, len(row.letters))][row.country].append(np.asarray(row.target, dtype=np.float64))
             answers = self._answers[question_key(row)]
             if row.country in answers:
                 raise ValueError(f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
             answers[row.country] = np.asarray(row.target, dtype=np.float64)
-        # per number of options, per country: the mean share of each answer position
+        # per (survey, number of options), per country: the mean share of each answer position
         self._positions = {k: {c: np.mean(ts, axis=0) for c, ts in by_country.items()} for k, by_country in positions.items()}
         self.temperature = temperature
         self.settings: dict = {"similarity": False}  # how the prior was built, recorded with the run
@@ -88,13 +91,13 @@ class SurveyPrior:
         sims = np.exp(sims - sims.max())
         return sims / sims.sum()
 
-    def prior(self, row: SurveyRow) -> np.ndarray:
-        """The row's prior in its option order (float64, sums to 1)."""
+    def prior(self, row: SurveyRow, exclude: Sequence[str] = ()) -> np.ndarray:
+        """The row's prior in its option order (float64, sums to 1, mixed with ``smoothing`` of uniform so that no
+        option is impossible), from every country but the row's own and ``exclude``."""
         answers = self._answers.get(question_key(row), {})
-        others = [c for c in answers if c != row.country]
-        if not others:
-            return self._fallback(row)
-        return self._mean(row.country, answers, others)
+        others = [c for c in answers if c != row.country and c not in exclude]
+        shares = self._mean(row.country, answers, others) if others else self._fallback(row)
+        return (1 - self.smoothing) * shares + self.smoothing / len(shares)
 
     def _mean(self, country: str, answers: Mapping[str, np.ndarray], countries: Sequence[str]) -> np.ndarray:
         mean = self.weights(country, countries) @ np.stack([answers[c] for c in countries])
@@ -102,7 +105,7 @@ class SurveyPrior:
 
     def _fallback(self, row: SurveyRow) -> np.ndarray:
         k = len(row.letters)
-        by_country = self._positions.get(k, {}) if self.fallback == "position" else {}
+        by_country = self._positions.get((row.survey, k), {}) if self.fallback == "position" else {}
         if not by_country:
             return np.full(k, 1.0 / k)
         return self._mean(row.country, by_country, list(by_country))
@@ -158,22 +161,48 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
 
 
 def build_prior(rows: Sequence[SurveyRow], model=None, tokenizer=None, similarity: bool = False,
-                fallback: str = "uniform", template: str = "People in {country}", layer: int | str = "middle",
-                grid: Sequence[float] = (0.0025, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1),
+                fallback: str = "uniform", smoothing: float = 0.01, template: str = "People in {country}",
+                layer: int | str = "middle", grid: Sequence[float] = (0.0025, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1),
                 countries: Sequence[str] = ()) -> SurveyPrior:
     """The prior from the rows with survey data (the training subset). With ``similarity`` the training countries
     are weighted by the model's country similarity, the temperature fitted on ``rows`` alone (leave one country
     out; the equal-weight prior is kept when no temperature beats it). ``countries``: the other countries that
     will ask for a prior (test countries), embedded too."""
-    if not similarity:
-        return SurveyPrior(rows, fallback=fallback)
+    if not similarity or not rows:
+        return SurveyPrior(rows, fallback=fallback, smoothing=smoothing)
     if model is None or tokenizer is None:
         raise ValueError("a similarity-weighted prior needs the model and tokenizer to embed the countries")
     names = sorted({r.country for r in rows} | set(countries))
     embeddings = country_embeddings(model, tokenizer, names, template=template, layer=layer)
     temperature, _ = fit_temperature(rows, embeddings, grid=grid)
     if temperature == float("inf"):
-        return SurveyPrior(rows, fallback=fallback)
-    prior = SurveyPrior(rows, embeddings, temperature, fallback=fallback)
+        return SurveyPrior(rows, fallback=fallback, smoothing=smoothing)
+    prior = SurveyPrior(rows, embeddings, temperature, fallback=fallback, smoothing=smoothing)
     prior.settings.update(similarity=True, template=template, layer=layer, temperature=temperature)
     return prior
+
+
+PRIOR_FILE = "prior.json"
+
+
+def save_prior_settings(adapter_dir, prior: SurveyPrior, build: Mapping) -> None:
+    """An adapter trained on a prior predicts residuals to it: its prior is part of the simulator, saved beside it
+    (how to rebuild it, and what was fitted) so evaluation and simulation anchor it the same way."""
+    from pathlib import Path
+
+    from .rundir import write_json
+
+    write_json(Path(adapter_dir) / PRIOR_FILE, {"build": dict(build), "fitted": prior.settings})
+
+
+def load_prior_settings(adapter_dir) -> dict | None:
+    """The adapter's prior.json ({build: build_prior's arguments, fitted: what was fitted}), or None."""
+    import json
+    from pathlib import Path
+
+    if not adapter_dir or not (Path(adapter_dir) / PRIOR_FILE).is_file():
+        return None
+    record = json.loads((Path(adapter_dir) / PRIOR_FILE).read_text(encoding="utf-8"))
+    if not isinstance(record, dict) or "build" not in record:
+        raise ValueError(f"{Path(adapter_dir) / PRIOR_FILE}: field 'build' missing")
+    return record

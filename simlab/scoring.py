@@ -44,3 +44,11 @@ def _model_logit_transforms(config, logits: torch.Tensor) -> torch.Tensor:
     if isinstance(cap, (int, float)) and cap > 0:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def simulator_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The simulator's option logits: the model's, plus each row's log prior when the batch carries one (the
+    prior-anchored simulator, ``q ∝ prior · exp(logits)``, :mod:`simlab.priors`). Without a prior: the model's."""
+    logits = option_logits(model, batch)
+    log_prior = batch.get("log_prior")
+    return logits if log_prior is None else logits + log_prior

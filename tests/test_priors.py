@@ -19,9 +19,12 @@ TRAIN = [make_row("A", [1.0, 0.0, 0.0]), make_row("B", [0.0, 1.0, 0.0]), make_ro
 
 
 def test_leave_one_out_prior_never_includes_the_rows_own_country():
-    prior = SurveyPrior(TRAIN)
+    prior = SurveyPrior(TRAIN, smoothing=0.0)
     assert prior.prior(TRAIN[0]) == pytest.approx([0.0, 0.5, 0.5])  # A's prior: B and C only
     assert prior.prior(make_row("Z", [0.2, 0.3, 0.5])) == pytest.approx([1 / 3] * 3)  # a new country: all three
+    assert prior.prior(TRAIN[0], exclude=("B",)) == pytest.approx([0.0, 0.0, 1.0])  # [ctrl]: the real country too
+    smoothed = SurveyPrior(TRAIN, smoothing=0.03).prior(TRAIN[0])
+    assert smoothed == pytest.approx([0.01, 0.495, 0.495])  # no option is impossible
 
 
 def test_a_question_without_other_answers_gets_the_uniform_prior():
@@ -51,7 +54,7 @@ def test_similarity_weights_favour_close_countries_and_temperature_is_fitted_on_
 
 def test_a_shuffled_rows_prior_follows_its_displayed_options():
     row = make_row("Z", [0.2, 0.3, 0.5])
-    prior = SurveyPrior(TRAIN[:2]).prior(row)  # [0.5, 0.5, 0.0]
+    prior = SurveyPrior(TRAIN[:2], smoothing=0.0).prior(row)  # [0.5, 0.5, 0.0]
     shuffled = shuffle_options(row, seed=3)
     moved = permuted(prior, shuffled.option_order)
     assert [moved[i] for i in range(3)] == [prior[j] for j in shuffled.option_order]
@@ -63,9 +66,62 @@ def test_the_position_prior_answers_an_unseen_question_with_the_countrys_respons
             make_row("B", [0.1, 0.3, 0.6])]
     unseen = make_row("A", [0.5, 0.5, 0.0], question="9")
     assert SurveyPrior(rows).prior(unseen) == pytest.approx([1 / 3] * 3)  # fallback uniform
-    equal = SurveyPrior(rows, fallback="position").prior(unseen)  # A's mean [0.7, .2, .1] and B's [.1, .3, .6]
+    equal = SurveyPrior(rows, fallback="position", smoothing=0.0).prior(unseen)  # A's mean [0.7, .2, .1] and B's [.1, .3, .6]
     assert equal == pytest.approx([0.4, 0.25, 0.35])
-    close = SurveyPrior(rows, {"A": np.array([1.0, 0.0]), "B": np.array([0.0, 1.0])}, 0.05, fallback="position")
+    close = SurveyPrior(rows, {"A": np.array([1.0, 0.0]), "B": np.array([0.0, 1.0])}, 0.05, fallback="position",
+                        smoothing=0.0)
     assert close.prior(unseen) == pytest.approx([0.7, 0.2, 0.1], abs=1e-6)  # its own answers count most
     assert SurveyPrior(rows, fallback="position").prior(make_row("A", [0.5, 0.5], question="9", letters=("A", "B"))) \
         == pytest.approx([0.5, 0.5])  # no training question with two options: uniform
+
+
+# ---------------------------------------------------------------------------------------------- in batches
+def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path, tiny_tokenizer, tiny_llama_dir):
+    """q ∝ prior · exp(logits): under a uniform prior the simulator's distribution is the plain model's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import paper_row, write_rows
+    from simlab.data import SurveyDataModule
+    from simlab.losses import masked_softmax
+    from simlab.scoring import option_logits, simulator_logits
+
+    rows = [paper_row(data_type="train", instruction=f"How would someone from {c} answer the following question:\n\n",
+                      options_dist=d)
+            for c, d in (("Andorra", {"A": 60.0, "B": 30.0, "C": 10.0}), ("Chile", {"A": 10.0, "B": 30.0, "C": 60.0}))]
+    rows.append(paper_row(id="999"))  # a valid row of a question nobody trained on: uniform prior
+    write_rows(tmp_path / "rows.json", rows)
+    dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"train": "T", "valid": "V"}, "T", "V", ["V", "T"],
+                          root=str(tmp_path), max_length=2048, prior_subset="T")
+    dm.load_rows()
+    dm.set_prior(SurveyPrior(dm.prior_rows, smoothing=0.0))
+    dm.setup()
+    train = next(iter(dm.train_dataloader()))
+    andorra = train["row_index"].tolist().index(0)
+    assert train["log_prior"][andorra].exp().tolist() == pytest.approx([0.1, 0.3, 0.6])  # Chile's answers only
+    batch = next(iter(dm.test_dataloader()[0]))
+    assert batch["log_prior"].exp()[0].tolist() == pytest.approx([1 / 3] * 3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    with torch.no_grad():
+        plain = masked_softmax(option_logits(model, batch), batch["option_mask"])
+        anchored = masked_softmax(simulator_logits(model, batch), batch["option_mask"])
+    assert torch.allclose(plain, anchored, atol=1e-6)
+
+
+def test_under_ctrl_the_prior_is_the_prompt_countrys_and_never_the_targets(tmp_path, tiny_tokenizer):
+    from conftest import paper_row, write_rows
+    from simlab.data import SurveyDataModule
+
+    countries = {"Andorra": [100.0, 0.0, 0.0], "Chile": [0.0, 100.0, 0.0], "Peru": [0.0, 0.0, 100.0]}
+    rows = [paper_row(data_type="train", instruction=f"How would someone from {c} answer the following question:\n\n",
+                      options_dist=dict(zip("ABC", d))) for c, d in countries.items()]
+    write_rows(tmp_path / "rows.json", rows + [paper_row(id="999")])
+    dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"train": "T", "valid": "V"}, "T", "V", ["V"],
+                          root=str(tmp_path), max_length=2048, prior_subset="T", country_control=True)
+    dm.load_rows()
+    dm.set_prior(SurveyPrior(dm.prior_rows, smoothing=0.0))
+    for row, source in zip(dm.rows["T"], dm.source_rows["T"]):
+        shares = np.exp(dm.log_prior(row, source))
+        real = list("ABC")[[c for c in countries].index(row.country)]
+        assert shares["ABC".index(real)] == pytest.approx(0.0)  # the real country's own answer is never the prior
+        assert shares.sum() == pytest.approx(1.0) and row.prompt_country != row.country

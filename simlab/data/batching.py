@@ -15,6 +15,7 @@ class EncodedRow:
     letter_ids: list[int]  # token id of each option letter, in option order
     target: list[float]
     prefix_group: int = 0  # rows of one group share the start of their prompt (shared-prefix batching)
+    log_prior: list[float] | None = None  # the prior-anchored simulator's log prior, in option order
 
 
 class EncodedDataset(Dataset):
@@ -129,28 +130,42 @@ class PadCollator:
 
     def __call__(self, items: list[tuple[int, EncodedRow]]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for _, e in items)
-        options = max(len(e.letter_ids) for _, e in items)
         size = len(items)
         input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((size, width), dtype=torch.long)
-        letter_ids = torch.zeros((size, options), dtype=torch.long)
-        option_mask = torch.zeros((size, options), dtype=torch.bool)
-        target = torch.zeros((size, options), dtype=torch.float32)
         for b, (_, e) in enumerate(items):
             input_ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
             attention_mask[b, : len(e.input_ids)] = 1
-            letter_ids[b, : len(e.letter_ids)] = torch.tensor(e.letter_ids)
-            option_mask[b, : len(e.letter_ids)] = True
-            target[b, : len(e.target)] = torch.tensor(e.target)
         return {
             "row_index": torch.tensor([i for i, _ in items], dtype=torch.long),
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "answer_index": attention_mask.sum(dim=1) - 1,
-            "letter_ids": letter_ids,
-            "option_mask": option_mask,
-            "target": target,
+            **option_tensors(items),
         }
+
+
+def option_tensors(items: list[tuple[int, EncodedRow]]) -> dict[str, torch.Tensor]:
+    """Each row's options padded to the batch's most: ``letter_ids``, ``option_mask``, ``target`` and, when the
+    rows carry one, ``log_prior`` (0 in padded slots)."""
+    size, options = len(items), max(len(e.letter_ids) for _, e in items)
+    letter_ids = torch.zeros((size, options), dtype=torch.long)
+    option_mask = torch.zeros((size, options), dtype=torch.bool)
+    target = torch.zeros((size, options), dtype=torch.float32)
+    with_prior = [e.log_prior is not None for _, e in items]
+    if any(with_prior) and not all(with_prior):
+        raise ValueError("a batch mixes rows with and without a prior")
+    log_prior = torch.zeros((size, options), dtype=torch.float32) if all(with_prior) else None
+    for b, (_, e) in enumerate(items):
+        letter_ids[b, : len(e.letter_ids)] = torch.tensor(e.letter_ids)
+        option_mask[b, : len(e.letter_ids)] = True
+        target[b, : len(e.target)] = torch.tensor(e.target)
+        if log_prior is not None:
+            log_prior[b, : len(e.log_prior)] = torch.tensor(e.log_prior)
+    tensors = {"letter_ids": letter_ids, "option_mask": option_mask, "target": target}
+    if log_prior is not None:
+        tensors["log_prior"] = log_prior
+    return tensors
 
 
 # ---------------------------------------------------------------------------------------------- shared prefix
@@ -284,7 +299,6 @@ class SharedPrefixCollator:
         suffixes = [e.input_ids[prefix_lengths[g]:] for (_, e), g in zip(items, row_group)]
         size, groups = len(items), len(members)
         width, prefix_width = max(len(s) for s in suffixes), max(prefix_lengths)
-        options = max(len(e.letter_ids) for _, e in items)
         prefix_ids = torch.full((groups, prefix_width), self.pad_token_id, dtype=torch.long)
         prefix_mask = torch.zeros((groups, prefix_width), dtype=torch.long)
         for g, rows in enumerate(members):
@@ -293,15 +307,9 @@ class SharedPrefixCollator:
             prefix_mask[g, :length] = 1
         input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((size, width), dtype=torch.long)
-        letter_ids = torch.zeros((size, options), dtype=torch.long)
-        option_mask = torch.zeros((size, options), dtype=torch.bool)
-        target = torch.zeros((size, options), dtype=torch.float32)
-        for b, ((_, e), suffix) in enumerate(zip(items, suffixes)):
+        for b, suffix in enumerate(suffixes):
             input_ids[b, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
             attention_mask[b, : len(suffix)] = 1
-            letter_ids[b, : len(e.letter_ids)] = torch.tensor(e.letter_ids)
-            option_mask[b, : len(e.letter_ids)] = True
-            target[b, : len(e.target)] = torch.tensor(e.target)
         return {
             "row_index": torch.tensor([i for i, _ in items], dtype=torch.long),
             "prefix_ids": prefix_ids,
@@ -311,9 +319,7 @@ class SharedPrefixCollator:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "answer_index": attention_mask.sum(dim=1) - 1,
-            "letter_ids": letter_ids,
-            "option_mask": option_mask,
-            "target": target,
+            **option_tensors(items),
         }
 
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from ..paths import data_root
+from ..priors import permuted
 from .batching import (
     EncodedDataset,
     EncodedRow,
@@ -49,7 +52,8 @@ class SurveyDataModule(pl.LightningDataModule):
             baselines fitted on it) stays whole while evaluation is cut down (the sized sweep tables).
         country_control: [ctrl]: each prompt names a random other country from the data (target unchanged).
         shuffle_options: each row's options in a seeded random order, relabelled A, B, C...; "eval" shuffles
-            the valid and test rows only (a model trained on the original order, tested on shuffled options)
+            the valid and test rows only (a model trained on the original order, tested on shuffled options);
+            "train" the training rows only (option-order augmentation), one order per question
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
         drop_invalid: skip bad rows (logged, saved to ``invalid_rows_file``) instead of failing on the first.
         renormalize: rescale rows whose shares sum to neither 100 nor 1 (by default such a row is an error).
@@ -57,6 +61,8 @@ class SurveyDataModule(pl.LightningDataModule):
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
         shared_prefix: batches of rows sharing a prompt prefix (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`),
             each prefix computed once per batch (:mod:`simlab.shared_prefix`); same scores as per-row batches.
+        prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
+            task and the limits (the training subset, C1-Q1).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class SurveyDataModule(pl.LightningDataModule):
         shuffle_options: bool | str = False,
         prompt_order: str = "paper",
         shared_prefix: bool = False,
+        prior_subset: str | None = None,
     ):
         super().__init__()
         self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
@@ -109,8 +116,9 @@ class SurveyDataModule(pl.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
-        if shuffle_options not in (False, True, "eval"):
-            raise ValueError(f"data.shuffle_options must be false, true or 'eval' (test/valid only), got {shuffle_options!r}")
+        if shuffle_options not in (False, True, "eval", "train"):
+            raise ValueError(f"data.shuffle_options must be false, true, 'eval' (valid/test only) or 'train' (training "
+                             f"rows only, one order per question), got {shuffle_options!r}")
         self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
         self.rows: dict[str, list[SurveyRow]] = {}
@@ -118,6 +126,8 @@ class SurveyDataModule(pl.LightningDataModule):
         self.letter_ids: dict[str, int] = {}
         self.invalid_rows: list[dict] = []
         self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        self.prior_subset, self.prior, self.prior_rows = prior_subset, None, []
+        self.source_rows: dict[str, list[SurveyRow]] = {}  # each subset's rows before the [ctrl]/shuffle settings
 
     # ------------------------------------------------------------------ loading
     def needed_subsets(self) -> list[str]:
@@ -156,6 +166,10 @@ class SurveyDataModule(pl.LightningDataModule):
                 by_subset.setdefault(row.subset, []).append(row)
             self.invalid_rows.extend(loaded.invalid)
         self._report_invalid()
+        if self.prior_subset:
+            if self.prior_subset not in by_subset:
+                raise ValueError(f"data.prior_subset {self.prior_subset!r} has no rows (subsets found: {sorted(by_subset)})")
+            self.prior_rows = list(by_subset[self.prior_subset])
         countries = sorted({row.country for rows in by_subset.values() for row in rows})  # the [ctrl] pool
         for subset in self.needed_subsets():
             if subset not in by_subset:
@@ -172,6 +186,7 @@ class SurveyDataModule(pl.LightningDataModule):
                 keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), limit))
                 rows = [rows[i] for i in keep]
             train = subset == self.train_subset
+            self.source_rows[subset] = rows
             self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
 
     def _apply_settings(self, row: SurveyRow, countries: list[str], train: bool) -> SurveyRow:
@@ -179,7 +194,14 @@ class SurveyDataModule(pl.LightningDataModule):
             row = replace_country(row, countries, self.seed, self.country_pattern)
         if self.shuffle_options is True or (self.shuffle_options == "eval" and not train):
             row = shuffle_options(row, self.seed)
+        elif self.shuffle_options == "train" and train:  # one order per question: its countries share a prefix
+            row = shuffle_options(row, self.seed, key=f"{row.survey}:{row.question_id}")
         return row
+
+    def set_prior(self, prior) -> None:
+        """Anchor every row's prediction on ``prior`` (a :class:`simlab.priors.SurveyPrior`; None: no prior)."""
+        self.prior = prior
+        self.datasets = {}
 
     @property
     def settings(self) -> dict:
@@ -207,9 +229,20 @@ class SurveyDataModule(pl.LightningDataModule):
             self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens
         )
         for subset, rows in self.rows.items():
-            self.datasets[subset] = EncodedDataset([self.encode(row) for row in rows])
+            self.datasets[subset] = EncodedDataset([self.encode(r, s) for r, s in zip(rows, self.source_rows[subset])])
 
-    def encode(self, row: SurveyRow) -> EncodedRow:
+    def log_prior(self, row: SurveyRow, source: SurveyRow) -> list[float] | None:
+        """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt country's, and
+        never holds the real country's own answers (its target)."""
+        if self.prior is None:
+            return None
+        if row.prompt_country:
+            shares = self.prior.prior(replace(source, country=row.prompt_country), exclude=(row.country,))
+        else:
+            shares = self.prior.prior(source)
+        return np.log(permuted(shares, row.option_order)).tolist()
+
+    def encode(self, row: SurveyRow, source: SurveyRow | None = None) -> EncodedRow:
         text = self.prompt.render(row, self.tokenizer)
         input_ids = self.tokenizer(text, add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
         if len(input_ids) > self.max_length:
@@ -222,6 +255,7 @@ class SurveyDataModule(pl.LightningDataModule):
         return EncodedRow(
             input_ids=list(input_ids), letter_ids=[self.letter_ids[l] for l in row.letters], target=list(row.target),
             prefix_group=self._prefix_groups.setdefault(key, len(self._prefix_groups)),
+            log_prior=self.log_prior(row, source if source is not None else row),
         )
 
     # ------------------------------------------------------------------ loaders

@@ -20,8 +20,9 @@ from dataclasses import replace
 from .rows import OPTION_PATTERN, SurveyRow
 
 
-def row_rng(seed: int, row: SurveyRow, purpose: str) -> random.Random:
-    return random.Random(f"{purpose}:{seed}:{row.source}:{row.index}")
+def row_rng(seed: int, row: SurveyRow, purpose: str, key: str | None = None) -> random.Random:
+    """The row's own generator; ``key`` replaces the row's identity (e.g. one draw per question)."""
+    return random.Random(f"{purpose}:{seed}:{key if key is not None else f'{row.source}:{row.index}'}")
 
 
 def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country_pattern: str) -> SurveyRow:
@@ -38,10 +39,11 @@ def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country
     return replace(row, instruction=instruction, prompt_country=new_country)
 
 
-def shuffle_options(row: SurveyRow, seed: int) -> SurveyRow:
-    """The row with its options in a seeded random order, relabelled A, B, C... and the target permuted."""
+def shuffle_options(row: SurveyRow, seed: int, key: str | None = None) -> SurveyRow:
+    """The row with its options in a seeded random order, relabelled A, B, C... and the target permuted. Rows with
+    the same ``key`` (e.g. a question) get the same order; by default each row its own."""
     order = list(range(len(row.options)))
-    row_rng(seed, row, "shuffle").shuffle(order)
+    row_rng(seed, row, "shuffle", key).shuffle(order)
     letters = tuple(string.ascii_uppercase[: len(order)])
     labels = [OPTION_PATTERN.match(row.options[i]).group("label") for i in order]  # type: ignore[union-attr]
     return replace(
