@@ -3,7 +3,8 @@
 The point of the framework: ask a question that was never surveyed, for the countries you care about, and
 read the model's predicted share of each answer option. Prompts are the paper's (the WVS instruction naming
 the country, the question, the lettered options, the answer prefix) and scoring is exactly the evaluation
-path (:func:`simlab.scoring.option_logits` + masked softmax), so a simulation means what a test score means.
+path (:func:`simlab.scoring.simulator_logits` + masked softmax, with the adapter's saved temperature and prior),
+so a simulation means what a test score means.
 
 Notebook use (no Hydra needed)::
 
@@ -28,15 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from .calibration import load_calibration
 from .data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from .data.letters import resolve_letter_ids
 from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .data.rows import SurveyRow
 from .losses import masked_softmax
 from .model import LanguageModel, base_model, load_adapter, load_language_model
 from .paths import data_root
-from .scoring import option_logits
+from .scoring import simulator_logits
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +278,9 @@ class Simulator:
         max_length: the longest prompt allowed, in tokens; None: the model's own limit. Never truncated.
         known_countries: the names a simulation may use; None reads the WVS countries from ``data_root``.
         name: the model's name in every output (default: where it was loaded from).
+        prior: the prior-anchored simulator's :class:`~simlab.priors.SurveyPrior` (an adapter trained on a prior
+            needs it); new questions are looked up as survey ``simulate``, so only observed rows inform them.
+        temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
     """
 
     def __init__(
@@ -293,6 +300,8 @@ class Simulator:
         data_root: str | Path | None = None,
         known_countries: Sequence[str] | None = None,
         name: str | None = None,
+        prior=None,
+        temperature: float | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -314,12 +323,15 @@ class Simulator:
         self.max_length = max_length if max_length is not None else model_max_length(self.model, self.tokenizer)
         self._data_root = data_root
         self._known = list(known_countries) if known_countries is not None else None
+        self.prior, self.temperature = prior, temperature
         self.provenance = {
             "model": name or lm.source,
             "model_source": lm.source,
             "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
             "prompt_style": prompt_style,
             "prompt_order": prompt_order,
+            "prior": prior.settings if prior is not None else None,
+            "temperature": temperature,
             "caution": CAUTION,
         }
 
@@ -346,7 +358,14 @@ class Simulator:
         for key in ("batch_size", "device", "max_length"):
             if simulate_cfg.get(key) is not None:
                 kwargs[key] = simulate_cfg[key]
+        observed = overrides.pop("observed", None)
         kwargs.update(overrides)
+        adapter = kwargs.get("adapter")
+        if "temperature" not in overrides and simulate_cfg.get("calibrated", True):
+            saved = load_calibration(adapter)  # the temperature is part of a calibrated simulator
+            kwargs["temperature"] = saved["temperature"] if saved else None
+        if "prior" not in overrides:
+            kwargs["prior"] = simulation_prior(cfg, lm, adapter, observed or [])
         return cls(lm, **kwargs)
 
     @classmethod
@@ -416,9 +435,12 @@ class Simulator:
                     f"(the model's context, or max_length); shorten the question or its options (prompts are never truncated)",
                 )
             key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
+            log_prior = None
+            if self.prior is not None:
+                log_prior = np.log(self.prior.prior(cell_row(question, country))).tolist()
             encoded.append(EncodedRow(input_ids=list(ids), letter_ids=[letter_ids[l] for l in question.letters],
                                       target=[0.0] * len(question.letters),
-                                      prefix_group=groups.setdefault(key, len(groups))))
+                                      prefix_group=groups.setdefault(key, len(groups)), log_prior=log_prior))
         return encoded
 
     def _score(self, encoded: list[EncodedRow]) -> list[list[float]]:
@@ -437,10 +459,97 @@ class Simulator:
             for batch_indices in batches:
                 batch = collate([(i, encoded[i]) for i in batch_indices])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                probs = masked_softmax(option_logits(self.model, batch), batch["option_mask"])
+                logits = simulator_logits(self.model, batch) / (self.temperature or 1.0)
+                probs = masked_softmax(logits, batch["option_mask"])
                 for row, row_probs, row_mask in zip(batch["row_index"].tolist(), probs, batch["option_mask"]):
                     shares[row] = row_probs[row_mask].double().cpu().tolist()
         return shares  # type: ignore[return-value]
+
+
+SIMULATED_SURVEY = "simulate"  # new questions: their ids are the user's, never a survey's question numbers
+
+
+def cell_row(question: Question, country: str, target: Sequence[float] | None = None) -> SurveyRow:
+    """A (question, country) cell as a survey row of the ``simulate`` survey (for prior lookups)."""
+    return SurveyRow(
+        subset="simulate", question_id=question.id, country=country,
+        instruction=INSTRUCTION_TEMPLATE.format(country=country), question=question.prompt_input,
+        options=question.lettered_options, letters=question.letters,
+        target=tuple(target) if target is not None else tuple([1.0 / len(question.letters)] * len(question.letters)),
+        n=None, source=question.source, index=question.index, survey=SIMULATED_SURVEY,
+    )
+
+
+def read_observed(path: str | Path, questions: Sequence[Question], known: Sequence[str]) -> list[SurveyRow]:
+    """Surveyed distributions for some (question, country) cells, from a CSV with columns question_id, country,
+    letter, share (simulation.csv's layout; option labels may be there too): the prior for the other countries.
+    Every cell must give each of its question's letters exactly once, with shares summing to 1 or 100."""
+    from .data.rows import SHARE_SCALES, SUM_TOLERANCE
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"observed distributions file {path} does not exist (simulate.observed)")
+    by_id = {q.id: q for q in questions}
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("question_id", "country", "letter", "share") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
+        for line, record in enumerate(reader, start=2):
+            def fail(field_name, message):
+                return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
+
+            question = by_id.get(record["question_id"])
+            if question is None:
+                raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
+            check_countries([record["country"]], known, f"{path}: line {line}: field 'country'")
+            if record["letter"] not in question.letters:
+                raise fail("letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
+            try:
+                share = float(record["share"])
+            except ValueError:
+                raise fail("share", f"not a number: {record['share']!r}") from None
+            if not np.isfinite(share) or share < 0:
+                raise fail("share", f"must be a finite share >= 0, got {share}")
+            cell = cells.setdefault((question.id, record["country"]), {})
+            if record["letter"] in cell:
+                raise fail("letter", f"{record['letter']} given twice for {record['country']}")
+            cell[record["letter"]] = share
+    rows = []
+    for (question_id, country), shares in cells.items():
+        question = by_id[question_id]
+        where = f"{path}: question {question_id}, {country}"
+        if set(shares) != set(question.letters):
+            raise SimulationInputError(str(path), None, question_id, "letter",
+                                       f"{country}: letters {sorted(shares)}, expected all of {list(question.letters)}")
+        total = sum(shares.values())
+        if not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
+            raise SimulationInputError(str(path), None, question_id, "share",
+                                       f"{where}: shares sum to {total:g}, neither 100 nor 1")
+        rows.append(cell_row(question, country, [shares[l] / total for l in question.letters]))
+    return rows
+
+
+def simulation_prior(cfg: Mapping[str, Any], lm, adapter: str | None, observed: Sequence[SurveyRow]):
+    """The prior a simulation anchors on: the run's (prior config, or the prior saved with the adapter), built from
+    the training rows plus the observed cells; with observed cells alone an equal-weight prior; else None."""
+    from .priors import SurveyPrior, build_prior, load_prior_settings
+
+    build = cfg.get("prior")
+    build = {k: v for k, v in build.items() if not k.startswith("_")} if build else None
+    saved = load_prior_settings(adapter)
+    if build is None and saved is not None:
+        build = saved["build"]
+    if build is None:
+        return SurveyPrior(observed) if observed else None
+    from .data import SurveyDataModule
+
+    datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
+    datamodule.load_rows()
+    countries = sorted({r.country for r in observed} | set(wvs_countries((cfg.get("data") or {}).get("root"))))
+    return build_prior([*datamodule.prior_rows, *observed], model=lm.model, tokenizer=lm.tokenizer,
+                       countries=countries, **build)
 
 
 def model_max_length(model, tokenizer) -> int:
@@ -467,7 +576,8 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     questions = read_questions(sim_cfg["input"])
     known = wvs_countries((cfg.get("data") or {}).get("root"))
     countries = check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries") else known
-    simulator = Simulator.from_config(cfg, known_countries=known)
+    observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
+    simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries")
     frame.attrs["input"] = str(Path(sim_cfg["input"]).resolve())
     paths = write_outputs(frame, out_dir)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -242,3 +243,35 @@ def test_too_long_prompt_is_an_error_never_truncated(tiny_llama_dir, shared_data
     path.write_text("- id: short\n  text: Is it?\n  options: [a, b]\n- id: long\n  text: '" + "the people think " * 3000 + "'\n  options: [a, b]\n")
     with pytest.raises(PromptTooLongError, match=rf"{path}: entry 1 \(id 'long'\): field 'text': the prompt for Japan has \d+ tokens, more than the limit of 4096"):
         sim.predict_questions(read_questions(path), ["Japan"])
+
+
+def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_data, tmp_path, questions_file):
+    """We surveyed two countries; the others are simulated around what they answered (and each surveyed country
+    is simulated from the other one's answers: its own never leaks into its prior)."""
+    from simlab.simulate import Simulator, read_observed, read_questions
+
+    observed = tmp_path / "observed.csv"
+    observed.write_text("question_id,country,letter,share\n" + "".join(
+        f"cars,{c},{l},{s}\n" for c, shares in (("Japan", (70, 20, 5, 5)), ("Kenya", (10, 20, 30, 40)))
+        for l, s in zip("ABCD", shares)), encoding="utf-8")
+    questions = read_questions(questions_file)
+    known = ["Japan", "Kenya", "Brazil"]
+    rows = read_observed(observed, questions, known)
+    assert {(r.question_id, r.country, r.survey) for r in rows} == {("cars", "Japan", "simulate"), ("cars", "Kenya", "simulate")}
+    model = {"path": str(tiny_llama_dir)}
+    plain = Simulator(model, data_root=shared_data, known_countries=known).predict_questions(questions[:1], known)
+    anchored = Simulator.from_config({"model": {"loader": {"path": str(tiny_llama_dir)}, "prompt_style": "plain"},
+                                      "data": {"root": str(shared_data)}}, known_countries=known, observed=rows)
+    frame = anchored.predict_questions(questions[:1], known)
+    share = {c: frame[frame["country"] == c]["share"].to_numpy() for c in known}
+    base = {c: plain[plain["country"] == c]["share"].to_numpy() for c in known}
+    # q ∝ prior · p_model: Brazil's prior is the mean of Japan and Kenya, Japan's is Kenya's (and vice versa)
+    for country, prior in (("Brazil", [0.4, 0.2, 0.175, 0.225]), ("Japan", [0.1, 0.2, 0.3, 0.4]), ("Kenya", [0.7, 0.2, 0.05, 0.05])):
+        expected = np.asarray(prior) * 0.99 + 0.0025
+        expected = expected * base[country] / (expected * base[country]).sum()
+        assert share[country] == pytest.approx(expected, abs=1e-5)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question_id,country,letter,share\ncars,Japan,A,50\ncars,Japan,B,20\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv: .*Japan: letters \['A', 'B'\], expected all of"):
+        read_observed(bad, questions, known)
