@@ -145,7 +145,12 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
         trainer.test(module, datamodule=datamodule, verbose=False)
     info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter, loss=HydraConfig.get().runtime.choices.get("loss"),
                 prior=prior.settings if prior is not None else None)
-    return datamodule, module.test_results, predictions_in_row_order(module.test_predictions), info
+    predictions = datamodule.merge_option_orders(predictions_in_row_order(module.test_predictions))
+    if datamodule.test_option_orders != "given":  # the module scored each option order; score the averages
+        from simlab.evaluation import score_subsets
+
+        return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
+    return datamodule, module.test_results, predictions, info
 
 
 def run_baseline(cfg: DictConfig) -> tuple:

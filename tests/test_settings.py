@@ -60,3 +60,35 @@ def test_datamodule_applies_settings_and_predictions_record_them(tmp_path, tiny_
         assert row.prompt_country in COUNTRIES and row.prompt_country != row.country
         assert f"someone from {row.prompt_country} answer" in tiny_tokenizer.decode(dm.encode(row).input_ids)
         assert row.option_order is not None
+
+
+def test_cyclic_option_orders_are_averaged_back_onto_the_right_options(tmp_path, tiny_tokenizer):
+    """Each test row is asked once per cyclic shift; merging maps every answer back to its option before averaging."""
+    import numpy as np
+
+    from conftest import paper_row, write_rows
+    from simlab.data import SurveyDataModule
+
+    write_rows(tmp_path / "rows.json", [paper_row(), paper_row(id="165", options=["(A)x", "(B)y"], options_dist={"A": 40, "B": 60})])
+    dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
+                          max_length=2048, test_option_orders="cyclic")
+    dm.setup()
+    assert len(dm.test_datasets["V"]) == 3 + 2 and len(dm.datasets["V"]) == 2
+    # a "model" that puts 0.7 on whatever option is shown first: a pure letter-position bias
+    items = []
+    for row, order in dm.test_variants["V"]:
+        k = len(order)
+        items.append([0.7] + [0.3 / (k - 1)] * (k - 1))
+    merged = dm.merge_option_orders({"V": items})["V"]
+    assert merged[0] == [1 / 3] * 3 or np.allclose(merged[0], [1 / 3] * 3)  # the bias cancels out
+    assert np.allclose(merged[1], [0.5, 0.5])
+    # an option-content "model" (it knows option y is popular) keeps its answer through every order
+    items = []
+    for row, order in dm.test_variants["V"]:
+        shown = [dm.rows["V"][row].options[i] for i in order]
+        items.append([0.9 if "y" in o else 0.1 for o in shown] if len(order) == 2 else [1 / 3] * 3)
+    assert np.allclose(dm.merge_option_orders({"V": items})["V"][1], [0.1, 0.9])
+    # the shifted items' targets are the row's target in the shown order
+    encoded = dm.test_datasets["V"].encoded
+    row, order = dm.test_variants["V"][4]
+    assert encoded[4].target == [list(dm.rows["V"][row].target)[i] for i in order]

@@ -28,7 +28,7 @@ from .batching import (
 from .letters import resolve_letter_ids
 from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
 from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
-from .settings import replace_country, shuffle_options
+from .settings import replace_country, rotate_options, shuffle_options
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class SurveyDataModule(pl.LightningDataModule):
             each prefix computed once per batch (:mod:`simlab.shared_prefix`); same scores as per-row batches.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
+        test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
+            options cyclically shifted (A first, then B first...), and the K answers, mapped back to the options,
+            are averaged (:meth:`merge_option_orders`); a letter-position bias then cancels out. Costs K passes.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class SurveyDataModule(pl.LightningDataModule):
         prompt_order: str = "paper",
         shared_prefix: bool = False,
         prior_subset: str | None = None,
+        test_option_orders: str = "given",
     ):
         super().__init__()
         self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
@@ -127,6 +131,11 @@ class SurveyDataModule(pl.LightningDataModule):
         self.invalid_rows: list[dict] = []
         self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
         self.prior_subset, self.prior, self.prior_rows = prior_subset, None, []
+        if test_option_orders not in ("given", "cyclic"):
+            raise ValueError(f"data.test_option_orders must be 'given' or 'cyclic', got {test_option_orders!r}")
+        self.test_option_orders = test_option_orders
+        self.test_datasets: dict[str, EncodedDataset] = {}
+        self.test_variants: dict[str, list[tuple[int, tuple[int, ...]]]] = {}  # (row, order shown) per test item
         self.source_rows: dict[str, list[SurveyRow]] = {}  # each subset's rows before the [ctrl]/shuffle settings
 
     # ------------------------------------------------------------------ loading
@@ -145,7 +154,7 @@ class SurveyDataModule(pl.LightningDataModule):
         if tokenizer is not None and tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        self.datasets = {}
+        self.datasets, self.test_datasets = {}, {}
 
     def load_rows(self) -> None:
         """Read, validate and sample every needed subset; the [ctrl] and shuffle settings are applied here."""
@@ -201,7 +210,7 @@ class SurveyDataModule(pl.LightningDataModule):
     def set_prior(self, prior) -> None:
         """Anchor every row's prediction on ``prior`` (a :class:`simlab.priors.SurveyPrior`; None: no prior)."""
         self.prior = prior
-        self.datasets = {}
+        self.datasets, self.test_datasets = {}, {}
 
     @property
     def settings(self) -> dict:
@@ -230,6 +239,37 @@ class SurveyDataModule(pl.LightningDataModule):
         )
         for subset, rows in self.rows.items():
             self.datasets[subset] = EncodedDataset([self.encode(r, s) for r, s in zip(rows, self.source_rows[subset])])
+        for subset in self.test_subsets:
+            self.test_datasets[subset] = self._test_dataset(subset)
+
+    def _test_dataset(self, subset: str) -> EncodedDataset:
+        if self.test_option_orders == "given":
+            self.test_variants[subset] = [(i, tuple(range(len(r.options)))) for i, r in enumerate(self.rows[subset])]
+            return self.datasets[subset]
+        variants, encoded = [], []
+        for i, (row, source) in enumerate(zip(self.rows[subset], self.source_rows[subset])):
+            k = len(row.options)
+            for shift in range(k):
+                variants.append((i, tuple((shift + j) % k for j in range(k))))
+                encoded.append(self.encode(rotate_options(row, shift), source))
+        self.test_variants[subset] = variants
+        return EncodedDataset(encoded)
+
+    def merge_option_orders(self, predictions: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
+        """Per test row, the mean of its items' predictions mapped back to the row's own option order (the test
+        items are the rows themselves when ``test_option_orders`` is ``given``)."""
+        merged: dict[str, list[list[float]]] = {}
+        for subset, items in predictions.items():
+            variants = self.test_variants[subset]
+            if len(items) != len(variants):
+                raise RuntimeError(f"subset {subset}: {len(items)} predictions for {len(variants)} test items")
+            sums = [np.zeros(len(row.options)) for row in self.rows[subset]]
+            counts = [0] * len(sums)
+            for (row, order), probs in zip(variants, items):
+                sums[row][list(order)] += np.asarray(probs)
+                counts[row] += 1
+            merged[subset] = [(total / count).tolist() for total, count in zip(sums, counts)]
+        return merged
 
     def log_prior(self, row: SurveyRow, source: SurveyRow) -> list[float] | None:
         """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt country's, and
@@ -259,8 +299,8 @@ class SurveyDataModule(pl.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, subset: str, train: bool) -> DataLoader:
-        dataset = self.datasets[subset]
+    def _loader(self, subset: str, train: bool, dataset: EncodedDataset | None = None) -> DataLoader:
+        dataset = dataset if dataset is not None else self.datasets[subset]
         batch_size = self.batch_size if train else self.eval_batch_size
         if self.shared_prefix:
             sampler = PrefixGroupedBatchSampler(
@@ -285,7 +325,7 @@ class SurveyDataModule(pl.LightningDataModule):
         return self._loader(self.valid_subset, train=False)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(subset, train=False) for subset in self.test_subsets]
+        return [self._loader(subset, train=False, dataset=self.test_datasets[subset]) for subset in self.test_subsets]
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self) -> dict:

@@ -44,6 +44,18 @@ def shuffle_options(row: SurveyRow, seed: int, key: str | None = None) -> Survey
     the same ``key`` (e.g. a question) get the same order; by default each row its own."""
     order = list(range(len(row.options)))
     row_rng(seed, row, "shuffle", key).shuffle(order)
+    return reorder_options(row, order)
+
+
+def rotate_options(row: SurveyRow, shift: int) -> SurveyRow:
+    """The row with its options cyclically shifted by ``shift`` (option ``shift`` first), relabelled A, B, C..."""
+    k = len(row.options)
+    return reorder_options(row, [(shift + i) % k for i in range(k)])
+
+
+def reorder_options(row: SurveyRow, order: Sequence[int]) -> SurveyRow:
+    """The row showing its options in ``order`` (``order[i]`` = the row's option shown at position i), relabelled
+    A, B, C..., the target permuted; ``option_order`` keeps the positions in the data's original order."""
     letters = tuple(string.ascii_uppercase[: len(order)])
     labels = [OPTION_PATTERN.match(row.options[i]).group("label") for i in order]  # type: ignore[union-attr]
     return replace(
