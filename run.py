@@ -88,8 +88,7 @@ def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object |
     if cfg.get("prior"):
         build = {k: v for k, v in OmegaConf.to_container(cfg.prior, resolve=True).items() if not k.startswith("_")}
         if saved is not None and saved["build"] != build:
-            raise ValueError(f"prior={build} differs from the prior {saved['build']} saved with {cfg.model.adapter} "
-                             f"(prior.json); drop the prior override to use the adapter's own")
+            log.warning("prior %s replaces the prior %s saved with %s (prior.json)", build, saved["build"], cfg.model.adapter)
     elif saved is not None:
         build = saved["build"]
         log.info("using the prior saved with %s: %s", cfg.model.adapter, build)
@@ -166,7 +165,11 @@ def run_baseline(cfg: DictConfig) -> tuple:
         baseline.set_language_model(lm)
         datamodule.set_tokenizer(lm.tokenizer)
     datamodule.setup()
-    baseline.fit(datamodule.rows.get(datamodule.train_subset, []) if datamodule.train_subset else [])
+    train = datamodule.rows.get(datamodule.train_subset, []) if datamodule.train_subset else []
+    if hasattr(baseline, "prior"):  # the survey prior also embeds the test countries
+        baseline.fit(train, countries=sorted({r.country for rows in datamodule.rows.values() for r in rows}))
+    else:
+        baseline.fit(train)
     predictions = {s: baseline.predict(datamodule.rows[s]) for s in datamodule.test_subsets}
     info = {"baseline": HydraConfig.get().runtime.choices.get("baseline"), "baseline_report": baseline.report()}
     if hasattr(baseline, "set_language_model"):
@@ -208,6 +211,7 @@ def run(cfg: DictConfig) -> dict:
     from simlab.rundir import CONFIG_FILE, write_json, write_text
 
     started = time.time()
+    code = git_state(Path(__file__).resolve().parent)  # at the start: the code that runs, not what is checked out later
     out = Path(cfg.paths.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
     if is_rank_zero() and not cfg.resume:  # one set of outputs per job, however many processes train it
@@ -244,7 +248,7 @@ def run(cfg: DictConfig) -> dict:
             settings=datamodule.settings,
             seed=cfg.seed,
             overrides=overrides,
-            code=git_state(Path(__file__).resolve().parent),
+            code=code,
             rows={s: len(r) for s, r in datamodule.rows.items()},
             wall_time_s=round(time.time() - started, 1),
         )

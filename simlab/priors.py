@@ -73,6 +73,7 @@ class SurveyPrior:
         self.settings: dict = {"similarity": False}  # how the prior was built, recorded with the run
         self.settings["fallback"] = fallback
         self._unit = None
+        self._weights: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
         if embeddings is not None:
             self._unit = {c: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for c, v in embeddings.items()}
 
@@ -84,6 +85,12 @@ class SurveyPrior:
         """How much each of ``others`` counts for ``country`` (sums to 1; ``country`` itself may be among them)."""
         if self._unit is None:
             return np.full(len(others), 1.0 / len(others))
+        key = (country, tuple(others))  # most questions share one set of countries: compute each set once
+        if key not in self._weights:
+            self._weights[key] = self._similarity_weights(country, others)
+        return self._weights[key]
+
+    def _similarity_weights(self, country: str, others: Sequence[str]) -> np.ndarray:
         missing = [c for c in [country, *others] if c not in self._unit]
         if missing:
             raise KeyError(f"no embedding for {missing}: embed every country the prior is asked about")

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The quality ablation of experiments/QUALITY.md on the embedded SmolLM2-135M: every row tested on the same seeded
+# 300 rows per subset (data.limit_eval_per_subset=300; C2-Q2 has 271), trained on all of C1-Q1 (one epoch).
+#   bash experiments/quality_smollm2.sh lane_paper     # the paper's FT (paper prompt, chat template): ~3 h on 1 core
+#   bash experiments/quality_smollm2.sh lane_ablation  # baselines, ZS and each ingredient one at a time: ~4 h on 1 core
+#   python experiments/quality_table.py outputs/quality > experiments/QUALITY.md
+# Each run goes to outputs/quality/<name>; a completed run is skipped, an interrupted one resumed (resume=<dir>), so
+# the script can be stopped and started again. Two lanes run side by side on a 2-core CPU (one thread each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-outputs/quality}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # two lanes on two cores: one thread each (no oversubscription)
+COMMON=(logger=csv data.limit_eval_per_subset=300 callbacks.progress.refresh_rate=50)
+
+run() {  # run NAME OVERRIDES...: start, resume or skip outputs/quality/NAME
+  local name=$1; shift
+  local dir=$OUT/$name state
+  state=$($PY -c "from simlab.rundir import read_status; s=read_status('$dir') or {}; print('dead' if s.get('dead') else s.get('status','new'))")
+  case $state in
+    completed) echo "== $name: completed, skipped"; return ;;
+    interrupted|dead|failed) echo "== $name: $state, resuming"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" "resume=$dir" ;;
+    *) echo "== $name: starting"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" ;;
+  esac
+}
+
+evaluate() {  # evaluate NAME ADAPTER_RUN OVERRIDES...: test a trained adapter under other settings (no training)
+  local name=$1 trained=$2; shift 2
+  run "$name" task=zeroshot "model.adapter=$OUT/$trained/adapter" "$@"
+}
+
+lane_paper() {
+  run ft_paper method=ft calibrate=true                                    # the paper's FT, 1 epoch
+}
+
+lane_ablation() {
+  run uniform method=uniform
+  run avg_culture method=avg_culture
+  run prior_only method=prior_only
+  run zs method=zs
+  run ft_qf method=ft_question_first calibrate=true                        # + question-first prompt (issue 11)
+  evaluate ft_qf_shuffled ft_qf data.shuffle_options=eval model.prompt_order=question_first model.prompt_style=plain
+  run ft_prior method=ft_prior calibrate=true                              # + prior-anchored (survey mean)
+  run ft_prior_sim method=ft_prior_similarity calibrate=true               # + country-similarity prior
+  evaluate ft_prior_sim_position ft_prior_sim prior=similarity prior.fallback=position \
+    model.prompt_order=question_first model.prompt_style=plain              # + answer-position prior (unseen questions)
+  evaluate ft_prior_sim_cyclic ft_prior_sim prior=similarity prior.fallback=position data.test_option_orders=cyclic \
+    model.prompt_order=question_first model.prompt_style=plain              # + test-time option-order averaging
+  evaluate ft_prior_sim_shuffled ft_prior_sim prior=similarity prior.fallback=position data.shuffle_options=eval \
+    model.prompt_order=question_first model.prompt_style=plain
+  run ft_prior_sim_aug method=ft_prior_similarity prior.fallback=position data.shuffle_options=train calibrate=true
+  evaluate ft_prior_sim_aug_shuffled ft_prior_sim_aug prior=similarity prior.fallback=position \
+    data.shuffle_options=eval model.prompt_order=question_first model.prompt_style=plain
+}
+
+"$@"
