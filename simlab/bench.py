@@ -460,6 +460,30 @@ def chunks(items: Sequence[int], count: int) -> list[list[int]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def question_chunks(data: BenchData, order: Sequence[int], count: int) -> list[list[int]]:
+    """``order`` (grouped by question) cut into ``count`` chunks of whole questions, about equal in rows, so no
+    evaluation batch mixes the end of one question with the start of another (real evaluation batches hold rows of
+    similar length; a chunk straddling a short and a long question would pad the per-row path unrealistically).
+    With fewer questions than ``count``, :func:`chunks`."""
+    runs: list[list[int]] = []
+    for position in order:
+        if runs and data.rows[runs[-1][-1]].question_id == data.rows[position].question_id:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    if len(runs) < count:
+        return chunks(order, count)
+    target = len(order) / count
+    result: list[list[int]] = [[]]
+    for index, run in enumerate(runs):
+        left = len(runs) - index  # questions still to place, the current one included
+        if result[-1] and (len(result[-1]) + len(run) / 2 > target or left <= count - len(result)) \
+                and len(result) < count:
+            result.append([])
+        result[-1].extend(run)
+    return result
+
+
 class Bench:
     """The model with a fresh LoRA adapter, the rows, and the initial adapter weights every training run restarts from."""
 
@@ -617,7 +641,7 @@ def run(args: argparse.Namespace) -> int:
     timed = {m.name: Timed() for m in paths}
     results = {m.name: EvalResult() for m in paths}
     eval_tokens = {m.name: 0 for m in paths}
-    for repeat, chunk in enumerate(chunks(order, args.eval_repeats)):
+    for repeat, chunk in enumerate(question_chunks(data, order, args.eval_repeats)):
         for method in paths[repeat % len(paths):] + paths[: repeat % len(paths)]:
             result, seconds, peak = bench.time_eval(method, chunk)
             timed[method.name].add(seconds, len(chunk), peak, bench.last_cpu_seconds)
