@@ -3,6 +3,7 @@
 # 300 rows per subset (data.limit_eval_per_subset=300; C2-Q2 has 271), trained on all of C1-Q1 (one epoch).
 #   bash experiments/quality_smollm2.sh lane_paper     # the paper's FT (paper prompt, chat template): ~3 h on 1 core
 #   bash experiments/quality_smollm2.sh lane_ablation  # baselines, ZS and each ingredient one at a time: ~4 h on 1 core
+#   (or its parts side by side: lane_baselines, lane_question_first, lane_prior, lane_more)
 #   python experiments/quality_table.py outputs/quality > experiments/QUALITY.md
 # Each run goes to outputs/quality/<name>; a completed run is skipped, an interrupted one resumed (resume=<dir>), so
 # the script can be stopped and started again. Two lanes run side by side on a 2-core CPU (one thread each).
@@ -30,27 +31,34 @@ evaluate() {  # evaluate NAME ADAPTER_RUN OVERRIDES...: test a trained adapter u
 }
 
 lane_paper() {
-  run ft_paper method=ft calibrate=true                                    # the paper's FT, 1 epoch
+  run ft_paper method=ft calibrate=true                                    # the paper's FT, 1 epoch (~3 h on 1 core)
 }
 
-lane_ablation() {
+lane_baselines() {
   run uniform method=uniform
   run avg_culture method=avg_culture
   run prior_only method=prior_only
   run zs method=zs
-  run ft_qf method=ft_question_first calibrate=true                        # + question-first prompt (issue 11)
+}
+
+lane_question_first() {  # FT with the question-first prompt (issue 11), then its letter-position test
+  run ft_qf method=ft_question_first calibrate=true
   evaluate ft_qf_shuffled ft_qf data.shuffle_options=eval model.prompt_order=question_first model.prompt_style=plain
-  run ft_prior method=ft_prior calibrate=true                              # + prior-anchored (survey mean)
-  run ft_prior_sim method=ft_prior_similarity calibrate=true               # + country-similarity prior
-  evaluate ft_prior_sim_position ft_prior_sim prior=similarity prior.fallback=position \
-    model.prompt_order=question_first model.prompt_style=plain              # + answer-position prior (unseen questions)
-  evaluate ft_prior_sim_cyclic ft_prior_sim prior=similarity prior.fallback=position data.test_option_orders=cyclic \
-    model.prompt_order=question_first model.prompt_style=plain              # + test-time option-order averaging
-  evaluate ft_prior_sim_shuffled ft_prior_sim prior=similarity prior.fallback=position data.shuffle_options=eval \
-    model.prompt_order=question_first model.prompt_style=plain
+}
+
+lane_prior() {  # the prior-anchored candidate: similarity prior, answer-position fallback, option-order augmentation
   run ft_prior_sim_aug method=ft_prior_similarity prior.fallback=position data.shuffle_options=train calibrate=true
   evaluate ft_prior_sim_aug_shuffled ft_prior_sim_aug prior=similarity prior.fallback=position \
     data.shuffle_options=eval model.prompt_order=question_first model.prompt_style=plain
+  evaluate ft_prior_sim_aug_cyclic ft_prior_sim_aug prior=similarity prior.fallback=position \
+    data.test_option_orders=cyclic model.prompt_order=question_first model.prompt_style=plain
 }
+
+lane_more() {  # one ingredient at a time: survey-mean prior, similarity prior without augmentation
+  run ft_prior method=ft_prior calibrate=true
+  run ft_prior_sim method=ft_prior_similarity prior.fallback=position calibrate=true
+}
+
+lane_ablation() { lane_baselines; lane_question_first; lane_prior; lane_more; }
 
 "$@"

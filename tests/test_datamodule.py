@@ -125,7 +125,7 @@ def test_shuffle_options_eval_leaves_training_rows_in_their_order(tmp_path, tiny
     dm.setup()
     assert all(row.option_order is None for row in dm.rows["T"])
     assert all(row.option_order is not None for row in dm.rows["V"])
-    with pytest.raises(ValueError, match="shuffle_options must be false, true or 'eval'"):
+    with pytest.raises(ValueError, match="shuffle_options must be false, true, 'eval'"):
         _small_module(tmp_path, tiny_tokenizer, _rows_with_valid(), shuffle_options="test")
 
 

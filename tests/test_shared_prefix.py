@@ -35,6 +35,12 @@ COUNTRIES = ["Andorra", "Brazil", "New Zealand", "Japan", "Kenya", "Bolivia", "C
 TOPICS = ["family", "work", "religion", "politics", "friends"]
 
 
+def percents(weights) -> dict[str, float]:
+    """Shares in percent (summing to 100, as the data checks require) from positive weights."""
+    total = sum(weights)
+    return {chr(65 + j): 100.0 * w / total for j, w in enumerate(weights)}
+
+
 def survey_rows(questions: int = 4, countries=COUNTRIES) -> list[dict]:
     """questions x countries rows in the paper's format; option counts 2-4, distinct targets."""
     rows = []
@@ -46,7 +52,7 @@ def survey_rows(questions: int = 4, countries=COUNTRIES) -> list[dict]:
                 instruction=f"How would someone from {country} answer the following question:\n\n",
                 input=f"How important is {TOPICS[q % len(TOPICS)]} in your life{' really' * q}? \nHere are the options: \n",
                 options=OPTIONS[:k],
-                options_dist={chr(65 + j): float((q + c + j) % 5 + 1) for j in range(k)},
+                options_dist=percents([(q + c + j) % 5 + 1 for j in range(k)]),
             ))
     return rows
 
