@@ -47,11 +47,14 @@ lane_question_first() {  # FT with the question-first prompt (issue 11), then it
 }
 
 lane_prior() {  # the prior-anchored candidate: similarity prior, answer-position fallback, option-order augmentation
+  # the same config as method=prior_anchored (conf/method/prior_anchored.yaml)
   run ft_prior_sim_aug method=ft_prior_similarity prior.fallback=position data.shuffle_options=train calibrate=true
   evaluate ft_prior_sim_aug_shuffled ft_prior_sim_aug prior=similarity prior.fallback=position \
     data.shuffle_options=eval model.prompt_order=question_first model.prompt_style=plain
   evaluate ft_prior_sim_aug_cyclic ft_prior_sim_aug prior=similarity prior.fallback=position \
     data.test_option_orders=cyclic model.prompt_order=question_first model.prompt_style=plain
+  evaluate ft_prior_sim_aug_ctrl ft_prior_sim_aug prior=similarity prior.fallback=position \
+    data.country_control=true model.prompt_order=question_first model.prompt_style=plain
 }
 
 lane_more() {  # one ingredient at a time: survey-mean prior, similarity prior without augmentation

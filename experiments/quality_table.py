@@ -1,0 +1,96 @@
+"""Write experiments/QUALITY.md's tables from the runs of experiments/quality_smollm2.sh.
+
+    python experiments/quality_table.py outputs/quality [--default outputs/make_run] > experiments/QUALITY.md.part
+
+Every row comes from one run folder (status completed, predictions complete); a calibrated fine-tune gives two
+rows (before and after its temperature). Each row names the command (its overrides) and the commit it ran at.
+The diversity columns are the mean pairwise 1-JSD between the countries' distributions of a question, averaged
+over questions (people vs the row's model): higher means the countries look more alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from simlab.report.breakdown import diversity
+from simlab.report.collect import collect_jobs
+
+SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
+# run folder -> the row's label, in table order
+ROWS = {
+    "uniform": "uniform",
+    "avg_culture": "Avg_Culture",
+    "prior_only": "survey prior alone (similarity + answer position)",
+    "zs": "ZS (paper prompt)",
+    "ft_paper": "FT, the paper's (paper prompt, 1 epoch)",
+    "ft_qf": "FT, question-first prompt",
+    "ft_qf_shuffled": "  the same, tested on shuffled options",
+    "ft_prior": "FT question-first + prior-anchored (survey mean)",
+    "ft_prior_sim": "FT question-first + similarity prior + answer-position prior",
+    "ft_prior_sim_aug": "method=prior_anchored: + option-order augmentation in training",
+    "ft_prior_sim_aug_shuffled": "  the same, tested on shuffled options",
+    "ft_prior_sim_aug_cyclic": "  the same, + test-time averaging over cyclic option orders",
+    "ft_prior_sim_aug_ctrl": "  the same, tested under [ctrl] (prompt and prior name a random other country)",
+}
+
+
+def fmt(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def rows_of(job, label: str) -> list[tuple[str, dict, dict | None]]:
+    """(label, subsets, paper average) rows of one run: the simulator's numbers, and before calibration."""
+    metrics = job.metrics
+    if metrics.get("uncalibrated"):
+        t = metrics["calibration"]["temperature"]
+        return [(label, metrics["uncalibrated"]["subsets"], metrics["uncalibrated"].get("paper_average")),
+                (f"{label}, calibrated (T={t:.2f} on C1-Q2)", metrics["subsets"], metrics.get("paper_average"))]
+    return [(label, metrics["subsets"], metrics.get("paper_average"))]
+
+
+def command(job) -> str:
+    overrides = [o for o in (job.metrics.get("overrides") or []) if not o.startswith(("hydra.", "resume="))]
+    commit = ((job.metrics.get("code") or {}).get("commit") or "?")[:7]
+    return f"`python run.py {' '.join(overrides)}` @ {commit}"
+
+
+def diversity_of(job) -> tuple[float, float]:
+    points = diversity(job.predictions())
+    return statistics.mean(p["human"] for p in points), statistics.mean(p["model"] for p in points)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="the folder holding the runs (outputs/quality)")
+    args = parser.parse_args(argv)
+    jobs = {j.path.name: j for j in collect_jobs([args.folder])}
+    missing = [name for name in ROWS if name not in jobs or not jobs[name].ok]
+    header = "| row | " + " | ".join(SUBSETS) + " | paper avg | diversity people / model |"
+    lines = [header, "|---|" + "---:|" * (len(SUBSETS) + 2)]
+    commands = []
+    for name, label in ROWS.items():
+        job = jobs.get(name)
+        if job is None or not job.ok:
+            continue
+        human, model = diversity_of(job)
+        for row_label, subsets, average in rows_of(job, label):
+            cells = [fmt(subsets.get(s, {}).get("one_minus_jsd")) for s in SUBSETS]
+            lines.append(f"| {row_label} | " + " | ".join(cells) + f" | {fmt((average or {}).get('one_minus_jsd'))} | "
+                         f"{human:.3f} / {model:.3f} |")
+        commands.append(f"* {label.strip()}: {command(job)}")
+    rows = {name: jobs[name].metrics["subsets"]["C1-Q2"]["n"] for name in ROWS if name in jobs and jobs[name].ok}
+    print("\n".join(lines))
+    print()
+    print(f"Rows of C1-Q2 per run: {sorted(set(rows.values()))}; every run tests the same seeded sample of each subset.")
+    print()
+    print("\n".join(commands))
+    if missing:
+        print(f"\nNot (yet) completed: {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
