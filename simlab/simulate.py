@@ -35,7 +35,7 @@ import torch
 from .calibration import load_calibration
 from .data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from .data.letters import resolve_letter_ids
-from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from .data.rows import SurveyRow
 from .losses import masked_softmax
 from .model import LanguageModel, base_model, load_adapter, load_language_model
@@ -62,14 +62,19 @@ class SimulationInputError(ValueError):
 
     def __init__(self, source: str, index: int | None, question_id: str | None, field_name: str | None, message: str):
         self.source, self.index, self.question_id, self.field_name = source, index, question_id, field_name
-        where = source
-        if index is not None:
-            where += f": entry {index}"
-            if question_id is not None:
-                where += f" (id {question_id!r})"
-        if field_name is not None:
-            where += f": field '{field_name}'"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{input_location(source, index, question_id, field_name)}: {message}")
+
+
+def input_location(source: str, index: int | None, question_id: str | None, field_name: str | None) -> str:
+    """``source: entry 1 (id 'x'): field 'text'``, each part only where known."""
+    where = source
+    if index is not None:
+        where += f": entry {index}"
+        if question_id is not None:
+            where += f" (id {question_id!r})"
+    if field_name is not None:
+        where += f": field '{field_name}'"
+    return where
 
 
 # ---------------------------------------------------------------------------------------------- questions
@@ -257,10 +262,6 @@ def check_countries(countries: Sequence[str], known: Sequence[str], where: str =
 
 
 # ---------------------------------------------------------------------------------------------- simulator
-class PromptTooLongError(SimulationInputError):
-    pass
-
-
 class Simulator:
     """A language model (plus an optional LoRA adapter) that predicts answer distributions per country.
 
@@ -430,7 +431,7 @@ class Simulator:
             ids = self.tokenizer(self.prompt_text(question, country), add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
             if len(ids) > self.max_length:
                 raise PromptTooLongError(
-                    question.source, question.index, question.id, "text",
+                    f"{input_location(question.source, question.index, question.id, 'text')}: "
                     f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
                     f"(the model's context, or max_length); shorten the question or its options (prompts are never truncated)",
                 )

@@ -82,6 +82,16 @@ def test_too_long_prompt_is_an_error_naming_the_row(tmp_path, tiny_tokenizer):
         dm.setup()
 
 
+def test_one_prompt_too_long_error_class():
+    """The DataModule and the Simulator raise the same class (catching one catches both)."""
+    import simlab.data.datamodule
+    import simlab.data.prompts
+    import simlab.simulate
+
+    assert simlab.simulate.PromptTooLongError is simlab.data.datamodule.PromptTooLongError is PromptTooLongError
+    assert PromptTooLongError is simlab.data.prompts.PromptTooLongError and issubclass(PromptTooLongError, ValueError)
+
+
 def test_limit_per_subset_is_a_seeded_fixed_sample(tmp_path, tiny_tokenizer):
     a = _small_module(tmp_path, tiny_tokenizer, _made_up_rows(), limit_per_subset=3, seed=1)
     b = _small_module(tmp_path, tiny_tokenizer, _made_up_rows(), limit_per_subset=3, seed=1)

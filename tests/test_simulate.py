@@ -235,7 +235,8 @@ def test_cli_unknown_country_is_a_clear_error(tiny_llama_dir, questions_file, sh
 
 
 def test_too_long_prompt_is_an_error_never_truncated(tiny_llama_dir, shared_data, tmp_path):
-    from simlab.simulate import PromptTooLongError, Simulator, read_questions
+    from simlab.data import PromptTooLongError  # the DataModule's class: one class for both raise-sites
+    from simlab.simulate import Simulator, read_questions
 
     sim = Simulator({"path": str(tiny_llama_dir)}, data_root=shared_data)
     assert sim.max_length == 4096  # the tiny model's max_position_embeddings

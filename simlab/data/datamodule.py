@@ -26,15 +26,11 @@ from .batching import (
     SharedPrefixCollator,
 )
 from .letters import resolve_letter_ids
-from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .prompts import PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
 from .settings import replace_country, rotate_options, shuffle_options
 
 log = logging.getLogger(__name__)
-
-
-class PromptTooLongError(ValueError):
-    pass
 
 
 class SurveyDataModule(pl.LightningDataModule):

@@ -15,6 +15,11 @@ QUESTION_FIRST_SEPARATOR = "\n\n"  # between the options and the country sentenc
 PROMPT_ORDERS = ("paper", "question_first")
 
 
+class PromptTooLongError(ValueError):
+    """A prompt with more tokens than the limit (data.max_length, or the model's context); prompts are never
+    truncated. The one class raised by the DataModule and by the Simulator."""
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How a row becomes model input.
