@@ -35,7 +35,7 @@ import torch
 from .calibration import load_calibration
 from .data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from .data.letters import resolve_letter_ids
-from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
+from .data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
 from .data.rows import SurveyRow
 from .losses import masked_softmax
 from .model import LanguageModel, base_model, load_adapter, load_language_model
@@ -49,7 +49,6 @@ CAUTION = (
     "diverse across countries than real survey responses (Cao et al., NAACL 2025): read differences between "
     "countries as understated, and treat every number as a hypothesis to check against real data."
 )
-INSTRUCTION_TEMPLATE = "How would someone from {country} answer the following question:\n\n"
 OPTIONS_INTRO = " \nHere are the options: \n"  # how every WVS question text ends in the paper's data
 LETTERS = string.ascii_uppercase
 QUESTION_FIELDS = ("id", "text", "options")
@@ -292,7 +291,7 @@ class Simulator:
         prompt_style: str = "plain",
         chat_template: str | None = None,
         answer_prefix: str = PAPER_ANSWER_PREFIX,
-        instruction_template: str = INSTRUCTION_TEMPLATE,
+        instruction_template: str = PAPER_INSTRUCTION,
         prompt_order: str = "paper",
         shared_prefix: bool = False,
         batch_size: int = 64,
@@ -474,7 +473,7 @@ def cell_row(question: Question, country: str, target: Sequence[float] | None = 
     """A (question, country) cell as a survey row of the ``simulate`` survey (for prior lookups)."""
     return SurveyRow(
         subset="simulate", question_id=question.id, country=country,
-        instruction=INSTRUCTION_TEMPLATE.format(country=country), question=question.prompt_input,
+        instruction=PAPER_INSTRUCTION.format(country=country), question=question.prompt_input,
         options=question.lettered_options, letters=question.letters,
         target=tuple(target) if target is not None else tuple([1.0 / len(question.letters)] * len(question.letters)),
         n=None, source=question.source, index=question.index, survey=SIMULATED_SURVEY,

@@ -26,8 +26,8 @@ from .batching import (
     SharedPrefixCollator,
 )
 from .letters import resolve_letter_ids
-from .prompts import PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
-from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
+from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
+from .rows import RowError, SurveyRow, read_rows
 from .settings import replace_country, rotate_options, shuffle_options
 
 log = logging.getLogger(__name__)

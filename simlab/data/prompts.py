@@ -4,11 +4,17 @@ order (country first) or question first (so rows of one question share everythin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .letters import tokenizer_name
-from .rows import SurveyRow
 
+if TYPE_CHECKING:  # rows imports this module's country pattern
+    from .rows import SurveyRow
+
+# The paper's instruction naming the country (the WVS rows carry it formatted; build_wvs and the Simulator format
+# it), and the pattern that reads the country back out of it (data.country_pattern of conf/data/wvs_en.yaml).
+PAPER_INSTRUCTION = "How would someone from {country} answer the following question:\n\n"
+ENGLISH_COUNTRY_PATTERN = PAPER_INSTRUCTION.split(":")[0].replace("{country}", "(?P<country>.+?)")
 PAPER_ANSWER_PREFIX = " If had to select one of the options, my answer would be ("
 PAPER_OPTION_SEPARATOR = ", "
 QUESTION_FIRST_SEPARATOR = "\n\n"  # between the options and the country sentence in the question_first order

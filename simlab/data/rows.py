@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .prompts import ENGLISH_COUNTRY_PATTERN
+
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
-ENGLISH_COUNTRY_PATTERN = r"How would someone from (?P<country>.+?) answer the following question"
 REQUIRED_FIELDS = ("id", "instruction", "input", "options", "options_dist", "data_type")
 MAX_OPTIONS = 26  # letters A..Z
 SHARE_SCALES = (100.0, 1.0)  # percents (the WVS files) or proportions (the Pew files)
