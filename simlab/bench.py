@@ -593,9 +593,7 @@ def matmul_peak(model, tokens: int = 2048, repeats: int = 5, autocast: bool = Fa
 
 
 def run(args: argparse.Namespace) -> int:
-    from peft import LoraConfig
-
-    from .model import attach_lora, load_language_model
+    from .model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -604,9 +602,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_language_model(embedded=args.embedded, dtype="float32")
     if lm.tokenizer.pad_token_id is None:
         lm.tokenizer.pad_token = lm.tokenizer.eos_token
-    model = attach_lora(lm.model, LoraConfig(
-        task_type="CAUSAL_LM", r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]
-    ))
+    model = attach_lora(lm.model, paper_lora_config())
     data = load_bench_data(lm.tokenizer, root=args.data_root, rows=args.rows, seed=args.seed,
                            prompt_style=args.prompt_style, prompt_order=args.prompt_order, sample=args.sample)
     bench = Bench(model, data, lr=1e-4, eval_batch=args.eval_batch, train_batch=args.train_batch,
@@ -618,7 +614,7 @@ def run(args: argparse.Namespace) -> int:
         f"questions ({args.prompt_style} {args.prompt_order} prompts, sampled by {args.sample}, seed {args.seed}; prompt tokens min "
         f"{min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)}), precision {args.precision}, "
         f"{torch.get_num_threads()} threads, eval batch {args.eval_batch}, train batch {args.train_batch}, "
-        f"LoRA r8/alpha32 on q_proj,v_proj"
+        f"LoRA r{PAPER_LORA['r']}/alpha{PAPER_LORA['lora_alpha']} on {','.join(PAPER_LORA['target_modules'])}"
     )
     _log(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}")
     order = grouped_order(data, args.seed)
