@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data.rows import SurveyRow
 from .ceiling import one_minus_jsd
+from .data.rows import SurveyRow
 
 log = logging.getLogger(__name__)
 

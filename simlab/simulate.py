@@ -497,7 +497,7 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
         if missing:
             raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
         for line, record in enumerate(reader, start=2):
-            def fail(field_name, message):
+            def fail(field_name, message, line=line, record=record):
                 return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
 
             question = by_id.get(record["question_id"])

@@ -3,11 +3,11 @@ step between them) must give the same predictions and losses; nothing here is ti
 
 import pytest
 import torch
+from conftest import paper_row, write_rows
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 import simlab.model
-from conftest import paper_row, write_rows
 from simlab import bench
 from simlab.model import LanguageModel, attach_lora
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import paper_row, write_rows
+
 from simlab.data import PromptTooLongError, SurveyDataModule
 from simlab.data.batching import LengthGroupedBatchSampler
 

@@ -136,7 +136,7 @@ def test_cpu_precision_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch)
     cfg = compose_config(f"paths.output_dir={tmp_path}")
     assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
     for has_bf16, expected in ((False, "32-true"), (True, "bf16-mixed")):
-        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: has_bf16)
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda has_bf16=has_bf16: has_bf16)
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.precision == expected
 

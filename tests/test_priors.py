@@ -79,9 +79,9 @@ def test_the_position_prior_answers_an_unseen_question_with_the_countrys_respons
 def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path, tiny_tokenizer, tiny_llama_dir):
     """q ∝ prior · exp(logits): under a uniform prior the simulator's distribution is the plain model's."""
     import torch
+    from conftest import paper_row, write_rows
     from transformers import AutoModelForCausalLM
 
-    from conftest import paper_row, write_rows
     from simlab.data import SurveyDataModule
     from simlab.losses import masked_softmax
     from simlab.scoring import option_logits, simulator_logits
@@ -110,6 +110,7 @@ def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path,
 
 def test_under_ctrl_the_prior_is_the_prompt_countrys_and_never_the_targets(tmp_path, tiny_tokenizer):
     from conftest import paper_row, write_rows
+
     from simlab.data import SurveyDataModule
 
     countries = {"Andorra": [100.0, 0.0, 0.0], "Chile": [0.0, 100.0, 0.0], "Peru": [0.0, 0.0, 100.0]}

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 # 12 optimizer steps of 4 rows, validation after steps 6 and 12, a resume checkpoint every 2 steps

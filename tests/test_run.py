@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import jensenshannon
-
 from conftest import REPO
+from scipy.spatial.distance import jensenshannon
 
 SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
 

@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO
+
 from simlab.rundir import RunDirError, atomic_writer, claim, read_status, unique_run_dir, write_json, write_status
 
 

@@ -280,13 +280,13 @@ def test_eager_attention_and_inference_mode(tmp_path, tiny_tokenizer, tiny_llama
 
 def test_activation_checkpointing_non_reentrant_is_exact_and_reentrant_is_refused(tmp_path, tiny_tokenizer,
                                                                                  tiny_llama_dir):
+    from functools import partial
+
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
         CheckpointImpl,
         apply_activation_checkpointing,
         checkpoint_wrapper,
     )
-    from functools import partial
-
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from simlab.report import collect_jobs
 from simlab.report.build import write_report
 

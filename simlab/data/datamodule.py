@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
