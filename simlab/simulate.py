@@ -110,7 +110,8 @@ def make_question(text: Any, options: Any, id: Any = None, *, source: str = "<ap
     qid = None if id is None else id
     if qid is not None:
         if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-            raise SimulationInputError(source, index, None, "id", f"must be a non-empty string or an integer, got {qid!r}")
+            raise SimulationInputError(
+                source, index, None, "id", f"must be a non-empty string or an integer, got {qid!r}")
         qid = str(qid).strip()
 
     def fail(field_name: str, message: str) -> SimulationInputError:
@@ -140,7 +141,8 @@ def make_question(text: Any, options: Any, id: Any = None, *, source: str = "<ap
         if not label:
             raise fail("options", f"option {position} is empty")
         if label[:1] == "(" and label[2:3] == ")" and label[1:2] in LETTERS:
-            raise fail("options", f"option {position} {label!r} has a '(L)' prefix: give plain labels, letters are assigned")
+            raise fail(
+                "options", f"option {position} {label!r} has a '(L)' prefix: give plain labels, letters are assigned")
         if label in labels:
             raise fail("options", f"option {label!r} is repeated (positions {labels.index(label)} and {position})")
         labels.append(label)
@@ -172,10 +174,12 @@ def read_questions(path: str | Path) -> list[Question]:
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise SimulationInputError(source, index, None, None, f"must be a mapping with text and options, got {type(entry).__name__}")
+            raise SimulationInputError(
+                source, index, None, None, f"must be a mapping with text and options, got {type(entry).__name__}")
         unknown = sorted(set(entry) - set(QUESTION_FIELDS))
         if unknown:
-            raise SimulationInputError(source, index, None, unknown[0], f"unknown field; known fields are {list(QUESTION_FIELDS)}")
+            raise SimulationInputError(
+                source, index, None, unknown[0], f"unknown field; known fields are {list(QUESTION_FIELDS)}")
         question = make_question(entry.get("text"), entry.get("options"), entry.get("id"), source=source, index=index)
         if question.id in seen:
             raise SimulationInputError(source, index, question.id, "id", f"repeats the id of entry {seen[question.id]}")
@@ -190,7 +194,9 @@ def _structured_entries(path: Path, suffix: str) -> list:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SimulationInputError(str(path), None, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+            raise SimulationInputError(
+                str(path), None, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+            ) from err
     else:
         import yaml
 
@@ -201,7 +207,8 @@ def _structured_entries(path: Path, suffix: str) -> list:
     if isinstance(data, Mapping) and set(data) == {"questions"}:
         data = data["questions"]
     if not isinstance(data, list):
-        raise SimulationInputError(str(path), None, None, None, "expected a list of questions (or a mapping with only 'questions:')")
+        raise SimulationInputError(
+            str(path), None, None, None, "expected a list of questions (or a mapping with only 'questions:')")
     return data
 
 
@@ -212,10 +219,12 @@ def _csv_entries(path: Path) -> list[dict]:
         option_columns = [c for c in header if c.startswith("option_")]
         unknown = [c for c in header if c not in ("id", "text") and c not in option_columns]
         if unknown:
-            raise SimulationInputError(str(path), None, None, unknown[0], "unknown CSV column; use id, text, option_1, option_2, ...")
+            raise SimulationInputError(
+                str(path), None, None, unknown[0], "unknown CSV column; use id, text, option_1, option_2, ...")
         order = sorted(option_columns, key=lambda c: int(c[7:]) if c[7:].isdigit() else -1)
         if order and (not order[0][7:].isdigit() or [int(c[7:]) for c in order] != list(range(1, len(order) + 1))):
-            raise SimulationInputError(str(path), None, None, None, f"option columns must be option_1..option_N, got {option_columns}")
+            raise SimulationInputError(
+                str(path), None, None, None, f"option columns must be option_1..option_N, got {option_columns}")
         entries = []
         for index, record in enumerate(reader):
             cells = [(record.get(c) or "").strip() for c in order]
@@ -225,7 +234,8 @@ def _csv_entries(path: Path) -> list[dict]:
             if record.get("id"):
                 entry["id"] = record["id"]
             if None in record:  # more cells than header columns
-                raise SimulationInputError(str(path), index, record.get("id") or None, None, "has more cells than the header has columns")
+                raise SimulationInputError(
+                    str(path), index, record.get("id") or None, None, "has more cells than the header has columns")
             entries.append(entry)
     return entries
 
@@ -243,7 +253,8 @@ def wvs_countries(root: str | Path | None = None) -> list[str]:
 def check_countries(countries: Sequence[str], known: Sequence[str], where: str = "countries") -> list[str]:
     """The countries, each checked against the known names; an unknown one gets the closest names suggested."""
     if isinstance(countries, str):
-        raise SimulationInputError(where, None, None, None, f"must be a list of country names, got the string {countries!r}")
+        raise SimulationInputError(
+            where, None, None, None, f"must be a list of country names, got the string {countries!r}")
     if len(countries) == 0:
         raise SimulationInputError(where, None, None, None, "is empty: name at least one country")
     checked: list[str] = []
@@ -253,7 +264,8 @@ def check_countries(countries: Sequence[str], known: Sequence[str], where: str =
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             close += [k for k in known if k.lower() == name.lower() and k not in close]
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
-            raise SimulationInputError(where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
+            raise SimulationInputError(
+                where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
         if name in checked:
             raise SimulationInputError(where, None, None, None, f"country {name!r} is listed twice")
         checked.append(name)
@@ -380,7 +392,8 @@ class Simulator:
         cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
         if "adapter" not in overrides:
             trained = run_dir / "adapter"
-            overrides["adapter"] = str(trained) if (trained / "adapter_config.json").is_file() else cfg["model"].get("adapter")
+            overrides["adapter"] = (str(trained) if (trained / "adapter_config.json").is_file()
+                                    else cfg["model"].get("adapter"))
         return cls.from_config(cfg, **overrides)
 
     # ------------------------------------------------------------------ prediction
@@ -389,8 +402,10 @@ class Simulator:
             self._known = wvs_countries(self._data_root)
         return self._known
 
-    def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None, id: str | None = None):
-        """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option, share)."""
+    def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
+                id: str | None = None):
+        """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
+        share)."""
         return self.predict_questions([make_question(question, options, id)], countries)
 
     def predict_questions(self, questions: Sequence[Question], countries: Sequence[str] | None = None,
@@ -423,16 +438,19 @@ class Simulator:
     def _encode(self, cells: list[tuple[Question, str]]) -> list[EncodedRow]:
         letters = LETTERS[: max(len(q.options) for q, _ in cells)]
         context = self.prompt_text(*cells[0])
-        letter_ids = resolve_letter_ids(self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens)
+        letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
+                                        add_special_tokens=self.prompt.add_special_tokens)
         encoded = []
         groups: dict[str, int] = {}
         for question, country in cells:
-            ids = self.tokenizer(self.prompt_text(question, country), add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
+            ids = self.tokenizer(self.prompt_text(question, country),
+                                 add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
             if len(ids) > self.max_length:
                 raise PromptTooLongError(
                     f"{input_location(question.source, question.index, question.id, 'text')}: "
                     f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
-                    f"(the model's context, or max_length); shorten the question or its options (prompts are never truncated)",
+                    f"(the model's context, or max_length); shorten the question or its options "
+                    f"(prompts are never truncated)",
                 )
             key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
             log_prior = None
@@ -450,7 +468,8 @@ class Simulator:
                                                 shuffle=False, num_replicas=1, rank=0)
             batches, collate = list(sampler), SharedPrefixCollator(self.tokenizer.pad_token_id)
         else:
-            # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
+            # longest first, as evaluation batches (little padding, memory problems show at once); every row, one
+            # process
             order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
             batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
             collate = PadCollator(self.tokenizer.pad_token_id)
@@ -505,7 +524,8 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
                 raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
             check_countries([record["country"]], known, f"{path}: line {line}: field 'country'")
             if record["letter"] not in question.letters:
-                raise fail("letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
+                raise fail(
+                    "letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
             try:
                 share = float(record["share"])
             except ValueError:
@@ -575,7 +595,8 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
         raise ValueError("task=simulate needs simulate.input=FILE (YAML, JSON or CSV questions)")
     questions = read_questions(sim_cfg["input"])
     known = wvs_countries((cfg.get("data") or {}).get("root"))
-    countries = check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries") else known
+    countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
+                 else known)
     observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries")

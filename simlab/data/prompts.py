@@ -83,7 +83,8 @@ class PromptFormat:
         template = self.chat_template or getattr(tokenizer, "chat_template", None)
         if not template:
             raise ValueError(
-                f"tokenizer {tokenizer_name(tokenizer)!r} has no chat template: use prompt_style=plain or give model.chat_template"
+                f"tokenizer {tokenizer_name(tokenizer)!r} has no chat template: use prompt_style=plain "
+                f"or give model.chat_template"
             )
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": user}], chat_template=template, tokenize=False, add_generation_prompt=True

@@ -181,7 +181,8 @@ def _read_json_rows(path: Path) -> list[Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        raise RowError(path, None, None, f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
+        raise RowError(path, None, None,
+                       f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
     if path.suffix == ".jsonl":
         raw_rows = []
         for line_number, line in enumerate(text.splitlines(), start=1):
