@@ -21,7 +21,8 @@ def _rows(count=10):
         counts = {chr(65 + j): float((i + j) % 4 + (j == 0)) for j in range(k)}
         dist = {letter: 100 * c / sum(counts.values()) for letter, c in counts.items()}  # percents
         rows.append(paper_row(
-            id=str(164 + i), input="How important is family " + "in your life " * (i % 5) + "? \nHere are the options: \n",
+            id=str(164 + i),
+            input="How important is family " + "in your life " * (i % 5) + "? \nHere are the options: \n",
             options=OPTIONS[:k], options_dist=dist,
         ))
     return rows

@@ -154,7 +154,8 @@ def test_one_instruction_constant():
 
     assert PAPER_INSTRUCTION == "How would someone from {country} answer the following question:\n\n"
     assert ENGLISH_COUNTRY_PATTERN == r"How would someone from (?P<country>.+?) answer the following question"
-    assert re.match(ENGLISH_COUNTRY_PATTERN, PAPER_INSTRUCTION.format(country="New Zealand"))["country"] == "New Zealand"
+    match = re.match(ENGLISH_COUNTRY_PATTERN, PAPER_INSTRUCTION.format(country="New Zealand"))
+    assert match["country"] == "New Zealand"
     assert OmegaConf.load(REPO / "conf/data/wvs_en.yaml").country_pattern == ENGLISH_COUNTRY_PATTERN
     assert build_wvs.PAPER_INSTRUCTION is PAPER_INSTRUCTION
     assert inspect.signature(simulate.Simulator).parameters["instruction_template"].default is PAPER_INSTRUCTION

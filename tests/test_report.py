@@ -38,7 +38,8 @@ def test_only_a_completed_run_with_every_prediction_is_reported(tmp_path):
     import subprocess
     import sys
 
-    records = [rec("A", "1", [1.0, 0.0], [0.6, 0.4], subset="C2-Q1"), rec("B", "1", [0.0, 1.0], [0.6, 0.4], subset="C2-Q1")]
+    records = [rec("A", "1", [1.0, 0.0], [0.6, 0.4], subset="C2-Q1"),
+               rec("B", "1", [0.0, 1.0], [0.6, 0.4], subset="C2-Q1")]
     make_run(tmp_path / "0_good", ["seed=0"], {"C2-Q1": 0.7}, records=records)
     short = make_run(tmp_path / "1_short", ["seed=1"], {"C2-Q1": 0.7}, records=records)
     (short / "predictions.jsonl").write_text(json.dumps(records[0]) + "\n")  # killed while writing (old code)

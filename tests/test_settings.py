@@ -69,7 +69,8 @@ def test_cyclic_option_orders_are_averaged_back_onto_the_right_options(tmp_path,
 
     from simlab.data import SurveyDataModule
 
-    write_rows(tmp_path / "rows.json", [paper_row(), paper_row(id="165", options=["(A)x", "(B)y"], options_dist={"A": 40, "B": 60})])
+    write_rows(tmp_path / "rows.json",
+               [paper_row(), paper_row(id="165", options=["(A)x", "(B)y"], options_dist={"A": 40, "B": 60})])
     dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
                           max_length=2048, test_option_orders="cyclic")
     dm.setup()
