@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install run test test-all smoke zeroshot bench faults clean
+.PHONY: install run test test-all lint smoke zeroshot bench faults clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q $(ARGS)
+
+# ruff (pinned in the dev extra; rules in pyproject.toml [tool.ruff]): lint errors, import order, lines over 120.
+# ARGS passes options, e.g. ARGS="--fix" for the safe automatic fixes.
+lint: install
+	$(VENV)/bin/ruff check $(ARGS) .
 
 # Throughput of simlab against the reference method (padding to 512, full-vocabulary logits, per-row Python
 # loop) and of the shared-prefix path against simlab's, on 256 question_first C1-Q2 rows (whole questions); ~30 min

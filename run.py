@@ -88,7 +88,8 @@ def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object |
     if cfg.get("prior"):
         build = {k: v for k, v in OmegaConf.to_container(cfg.prior, resolve=True).items() if not k.startswith("_")}
         if saved is not None and saved["build"] != build:
-            log.warning("prior %s replaces the prior %s saved with %s (prior.json)", build, saved["build"], cfg.model.adapter)
+            log.warning("prior %s replaces the prior %s saved with %s (prior.json)", build, saved["build"],
+                        cfg.model.adapter)
     elif saved is not None:
         build = saved["build"]
         log.info("using the prior saved with %s: %s", cfg.model.adapter, build)
@@ -133,7 +134,8 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
             checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")
             if not checkpoint:
-                raise ValueError("multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
+                raise ValueError(
+                    "multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
             if trainer.is_global_zero:
                 adapter_from_checkpoint(module.model, checkpoint, adapter)
         else:
@@ -142,8 +144,8 @@ def run_model(cfg: DictConfig, out: Path, loggers: list) -> tuple:
             save_prior_settings(adapter, prior, prior_build)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
-    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter, loss=HydraConfig.get().runtime.choices.get("loss"),
-                prior=prior.settings if prior is not None else None)
+    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter,
+                loss=HydraConfig.get().runtime.choices.get("loss"), prior=prior.settings if prior is not None else None)
     predictions = datamodule.merge_option_orders(predictions_in_row_order(module.test_predictions))
     if datamodule.test_option_orders != "given":  # the module scored each option order; score the averages
         from simlab.evaluation import score_subsets
@@ -227,7 +229,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         if cfg.task.name == "baseline":
             datamodule, test_results, predictions, info = run_baseline(cfg)
-            log_metrics(loggers, {f"test/{s}/{m}": v for s, vs in test_results.items() for m, v in vs.items() if m != "n"})
+            log_metrics(loggers,
+                        {f"test/{s}/{m}": v for s, vs in test_results.items() for m, v in vs.items() if m != "n"})
         else:
             datamodule, test_results, predictions, info = run_model(cfg, out, loggers)
         if not is_rank_zero():  # every rank holds the gathered predictions; rank 0 alone writes them
@@ -357,7 +360,8 @@ def main(cfg: DictConfig) -> None:
             return
         _log_to_files(f"run failed: {type(err).__name__}: {err}")
         if owner:
-            write_status(out, "failed", overrides, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            write_status(out, "failed", overrides, error=f"{type(err).__name__}: {err}",
+                         traceback=traceback.format_exc())
         raise
     if owner:
         write_status(out, "completed", overrides)

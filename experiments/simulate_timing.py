@@ -50,7 +50,8 @@ def main() -> None:
             wall[k].append(time.perf_counter() - started)
             cpu[k].append(time.process_time() - cpu_started)
     countries = len(frames[next(iter(CONFIGS))]) // len(question[0].options)
-    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads; 1 question ({question[0].id}) x {countries} countries")
+    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads; "
+          f"1 question ({question[0].id}) x {countries} countries")
     print("| configuration | wall s (median) | CPU s (median) | wall s per repeat |")
     print("|---|---:|---:|---|")
     for k in CONFIGS:

@@ -26,8 +26,9 @@ if [[ "${1:-}" == "--prepare" ]]; then
 fi
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  site=$(mktemp -d)  # the device's pure-Python extras, outside the repository
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  export PYTHONPATH=$site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 SIMLAB_DATA=${SIMLAB_DATA:-$PWD/.device/data}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -95,9 +95,9 @@ class AvgCultureBaseline:
     """The paper's Avg_Culture: the mean distribution of a question over the training countries.
 
     A row whose question (its survey and ``question_id``: a Pew id can equal a WVS question number) was seen in
-    training gets the mean of the training rows of that question whose option letters equal its own (the same letters in the same order). A seen question whose
-    training rows all have other letters is counted as ``letter_mismatch`` and gets uniform; an unseen question
-    gets uniform (``unseen``).
+    training gets the mean of the training rows of that question whose option letters equal its own (the same
+    letters in the same order). A seen question whose training rows all have other letters is counted as
+    ``letter_mismatch`` and gets uniform; an unseen question gets uniform (``unseen``).
     """
 
     name = "avg_culture"
@@ -112,7 +112,8 @@ class AvgCultureBaseline:
         groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[float, ...]]] = defaultdict(list)
         for row in train_rows:
             groups[(row.survey, row.question_id, row.letters)].append(row.target)
-        self._means = {key: _normalised(np.mean(np.asarray(ts, dtype=np.float64), axis=0)) for key, ts in groups.items()}
+        self._means = {key: _normalised(np.mean(np.asarray(ts, dtype=np.float64), axis=0))
+                       for key, ts in groups.items()}
         self._countries = {key: len(ts) for key, ts in groups.items()}
         self._seen_questions = {(row.survey, row.question_id) for row in train_rows}
         log.info("avg_culture: %d training rows, %d questions", len(train_rows), len(self._seen_questions))
@@ -186,7 +187,8 @@ class SurveyPriorBaseline:
         return predictions
 
     def report(self) -> dict[str, Any]:
-        return {"baseline": self.name, **self.prior.settings, **self._counts.as_dict(["rows", "question_prior", "fallback"])}
+        return {"baseline": self.name, **self.prior.settings,
+                **self._counts.as_dict(["rows", "question_prior", "fallback"])}
 
 
 # ------------------------------------------------------------------------------------------------------ KNN
@@ -495,7 +497,8 @@ class JsonZeroShotBaseline:
         import torch
 
         if self.language_model is None:
-            raise RuntimeError("json_zs needs a language model: JsonZeroShotBaseline(language_model=...) or set_language_model")
+            raise RuntimeError(
+                "json_zs needs a language model: JsonZeroShotBaseline(language_model=...) or set_language_model")
         model, tokenizer = self.language_model.model, self.language_model.tokenizer
         if tokenizer.pad_token_id is None:  # batching needs a pad token; as in the datamodule, reuse eos
             if tokenizer.eos_token is None:

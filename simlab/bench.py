@@ -485,7 +485,8 @@ def question_chunks(data: BenchData, order: Sequence[int], count: int) -> list[l
 
 
 class Bench:
-    """The model with a fresh LoRA adapter, the rows, and the initial adapter weights every training run restarts from."""
+    """The model with a fresh LoRA adapter, the rows, and the initial adapter weights every training run restarts
+    from."""
 
     def __init__(self, model, data: BenchData, *, lr: float, eval_batch: int, train_batch: int, autocast: bool):
         self.model, self.data, self.lr = model, data, lr
@@ -593,9 +594,7 @@ def matmul_peak(model, tokens: int = 2048, repeats: int = 5, autocast: bool = Fa
 
 
 def run(args: argparse.Namespace) -> int:
-    from peft import LoraConfig
-
-    from .model import attach_lora, load_language_model
+    from .model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -604,9 +603,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_language_model(embedded=args.embedded, dtype="float32")
     if lm.tokenizer.pad_token_id is None:
         lm.tokenizer.pad_token = lm.tokenizer.eos_token
-    model = attach_lora(lm.model, LoraConfig(
-        task_type="CAUSAL_LM", r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]
-    ))
+    model = attach_lora(lm.model, paper_lora_config())
     data = load_bench_data(lm.tokenizer, root=args.data_root, rows=args.rows, seed=args.seed,
                            prompt_style=args.prompt_style, prompt_order=args.prompt_order, sample=args.sample)
     bench = Bench(model, data, lr=1e-4, eval_batch=args.eval_batch, train_batch=args.train_batch,
@@ -615,10 +612,11 @@ def run(args: argparse.Namespace) -> int:
     paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED]
     _log(
         f"simlab bench: {lm.source}, {len(data)} {data.subset} rows of {len({r.question_id for r in data.rows})} "
-        f"questions ({args.prompt_style} {args.prompt_order} prompts, sampled by {args.sample}, seed {args.seed}; prompt tokens min "
-        f"{min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)}), precision {args.precision}, "
+        f"questions ({args.prompt_style} {args.prompt_order} prompts, sampled by {args.sample}, seed {args.seed}; "
+        f"prompt tokens min {min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)}), "
+        f"precision {args.precision}, "
         f"{torch.get_num_threads()} threads, eval batch {args.eval_batch}, train batch {args.train_batch}, "
-        f"LoRA r8/alpha32 on q_proj,v_proj"
+        f"LoRA r{PAPER_LORA['r']}/alpha{PAPER_LORA['lora_alpha']} on {','.join(PAPER_LORA['target_modules'])}"
     )
     _log(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}")
     order = grouped_order(data, args.seed)
@@ -649,7 +647,8 @@ def run(args: argparse.Namespace) -> int:
             results[method.name].loss_sum += result.loss_sum
             eval_tokens[method.name] += path_tokens(data, method, chunk, args.eval_batch, train=False)
             _log(f"  eval repeat {repeat + 1}: {method.name:13s} {len(chunk)} rows in {seconds:7.1f} s "
-                 f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, CPU share {bench.last_cpu_share:.0%}")
+                 f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, "
+                 f"CPU share {bench.last_cpu_share:.0%}")
 
     # Training: `train_repeats` runs of `train_steps` steps on consecutive rows of the question-grouped order, each
     # from the same initial adapter.
@@ -664,7 +663,8 @@ def run(args: argparse.Namespace) -> int:
             train_tokens[method.name] += path_tokens(data, method, rows, args.train_batch, train=True,
                                                      seed=args.seed + repeat)
             _log(f"  train repeat {repeat + 1}: {method.name:13s} {len(rows)} rows in {seconds:7.1f} s "
-                 f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, CPU share {bench.last_cpu_share:.0%}, losses "
+                 f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, "
+                 f"CPU share {bench.last_cpu_share:.0%}, losses "
                  + " ".join(f"{v:.4f}" for v in losses))
 
     peak_gflops = matmul_peak(model, tokens=args.matmul_tokens, autocast=bench.autocast)
@@ -745,7 +745,8 @@ def run(args: argparse.Namespace) -> int:
          f"difference {abs(per_row_loss - prefix_loss):.2e}; max |LoRA grad difference| {prefix_grad_diff:.2e} "
          f"(tolerance {args.prefix_tolerance:g})")
     for label, value in (("option probabilities", prefix_diff), ("eval losses", prefix_loss_diff),
-                         ("training-step losses", abs(per_row_loss - prefix_loss)), ("LoRA gradients", prefix_grad_diff)):
+                         ("training-step losses", abs(per_row_loss - prefix_loss)),
+                         ("LoRA gradients", prefix_grad_diff)):
         if not value <= args.prefix_tolerance:
             failures.append(f"shared-prefix and per-row {label} differ by {value:.3e} > {args.prefix_tolerance:g}")
     _log(f"wall time {time.perf_counter() - started:.0f} s")
@@ -809,7 +810,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
                         help="prompt order of the rows (default question_first: a question's rows share its prefix)")
     parser.add_argument("--prompt-style", choices=["chat", "plain"], default="chat",
-                        help="chat: the tokenizer's chat template (the embedded model's config); plain: the paper's string")
+                        help="chat: the tokenizer's chat template (the embedded model's config); "
+                             "plain: the paper's string")
     parser.add_argument("--sample", choices=["questions", "rows"], default="questions",
                         help="questions: whole questions (all their countries) up to --rows; rows: random rows")
     parser.add_argument("--no-reference", action="store_true",

@@ -161,7 +161,8 @@ def calibrate_predictions(
     return temperature, rescale_predictions(test_pred, temperature)
 
 
-def rescale_predictions(predictions: Mapping[str, Sequence[Sequence[float]]], temperature: float) -> dict[str, list[list[float]]]:
+def rescale_predictions(predictions: Mapping[str, Sequence[Sequence[float]]],
+                        temperature: float) -> dict[str, list[list[float]]]:
     """softmax(log p / T) for every row of every subset (ragged rows, same keys and order)."""
     rescaled: dict[str, list[list[float]]] = {}
     for subset, rows in predictions.items():

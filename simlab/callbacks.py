@@ -102,7 +102,8 @@ class ResumeCheckpoint(Checkpoint):
     def _on_signal(self, signum, frame) -> None:
         if self.requested is not None:
             checkpoint = str(self.path) if self.path.is_file() else None
-            raise RunInterrupted(signum, checkpoint, detail="second signal: stopped at once; steps after the checkpoint are lost")
+            raise RunInterrupted(signum, checkpoint,
+                                 detail="second signal: stopped at once; steps after the checkpoint are lost")
         self.requested = signum
         log.warning("received %s: stopping after this training step (a checkpoint is saved first); send it again to "
                     "stop at once", signal_name(signum))

@@ -158,7 +158,8 @@ def fsdp_strategy(
     precision = None
     if mixed_precision is not None:
         if mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)} or null, got {mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {sorted(MIXED_PRECISION)} or null, got {mixed_precision!r}")
         dtype = MIXED_PRECISION[mixed_precision]
         precision = MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=dtype)
     return FSDPStrategy(

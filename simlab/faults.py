@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +98,8 @@ def wait_for(path: Path, process, timeout: float = 1800) -> bool:
 def adapter_difference(a: Path, b: Path) -> float:
     from safetensors.torch import load_file
 
-    left, right = load_file(str(a / "adapter" / "adapter_model.safetensors")), load_file(str(b / "adapter" / "adapter_model.safetensors"))
+    left, right = (load_file(str(a / "adapter" / "adapter_model.safetensors")),
+                   load_file(str(b / "adapter" / "adapter_model.safetensors")))
     if left.keys() != right.keys():
         return float("inf")
     return max(float((left[k] - right[k]).abs().max()) for k in left)
@@ -110,7 +110,8 @@ def prediction_difference(a: Path, b: Path) -> float:
         return [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
     left, right = load(a), load(b)
-    if len(left) != len(right) or any((x["country"], x["question_id"]) != (y["country"], y["question_id"]) for x, y in zip(left, right)):
+    if len(left) != len(right) or any((x["country"], x["question_id"]) != (y["country"], y["question_id"])
+                                      for x, y in zip(left, right)):
         return float("inf")
     return max(abs(p - q) for x, y in zip(left, right) for p, q in zip(x["predicted"], y["predicted"]))
 
@@ -132,7 +133,8 @@ def kill_and_resume(out: Path, reference: Path, name: str, signum: int) -> list[
     if signum == signal.SIGKILL:
         ok = process.returncode == -signal.SIGKILL and status.get("status") == "running" and status.get("dead")
         outcomes.append(Outcome(f"{label} after the first mid-epoch checkpoint", "killed; status running, process dead",
-                                f"rc {process.returncode}, status {status.get('status')}, dead {status.get('dead')}", bool(ok)))
+                                f"rc {process.returncode}, status {status.get('status')}, dead {status.get('dead')}",
+                                bool(ok)))
     else:
         ok = process.returncode == 128 + signum and status.get("status") == "interrupted" and status.get("checkpoint")
         outcomes.append(Outcome(f"{label} mid-epoch", "stops within a step: rc 143, status interrupted + checkpoint",
@@ -142,7 +144,8 @@ def kill_and_resume(out: Path, reference: Path, name: str, signum: int) -> list[
     final = read_status(run_dir) or {}
     if resumed.returncode or final.get("status") != "completed":
         outcomes.append(Outcome(f"resume after {label}", "completes, equals the uninterrupted run to 1e-6",
-                                f"rc {resumed.returncode}, status {final.get('status')}: {resumed.output[-300:]}", False))
+                                f"rc {resumed.returncode}, status {final.get('status')}: {resumed.output[-300:]}",
+                                False))
         return outcomes
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     weights, probs = adapter_difference(reference, run_dir), prediction_difference(reference, run_dir)
@@ -163,7 +166,8 @@ def same_second(out: Path) -> Outcome:
     folders = [_outputs_folder(p.output) for p in processes]
     states = [(read_status(f) or {}).get("status") if f else None for f in folders]
     seconds = {f.name.rsplit("_", 1)[0] for f in folders if f}
-    ok = all(p.returncode == 0 for p in processes) and None not in folders and len(set(folders)) == 2 and states == ["completed"] * 2
+    ok = (all(p.returncode == 0 for p in processes) and None not in folders and len(set(folders)) == 2
+          and states == ["completed"] * 2)
     return Outcome("two runs started together", "two folders, both completed",
                    f"rc {[p.returncode for p in processes]}, {len(set(folders))} folders "
                    f"({'same second' if len(seconds) == 1 else 'different seconds'}), {states}", ok)
@@ -185,7 +189,8 @@ def killed_while_writing(out: Path) -> Outcome:
     job = load_job(run_dir)
     ok = process.returncode == -signal.SIGKILL and (run_dir / "metrics.json").is_file() and not job.ok
     return Outcome("kill -9 right after metrics.json is written", "the report does not count it completed",
-                   f"rc {process.returncode}, metrics.json {'there' if (run_dir / 'metrics.json').is_file() else 'absent'}, "
+                   f"rc {process.returncode}, "
+                   f"metrics.json {'there' if (run_dir / 'metrics.json').is_file() else 'absent'}, "
                    f"report status {job.status}", ok)
 
 
@@ -201,7 +206,8 @@ def reused_folder(out: Path, finished: Path) -> list[Outcome]:
     forced = run_py(["task=baseline", "baseline=uniform", "logger=none", f"hydra.run.dir={copy}", "overwrite=true"])
     left = [name for name in ("adapter", "checkpoints") if (copy / name).exists()]
     second = Outcome("the same with overwrite=true", "the old run's outputs removed, baseline completed",
-                     f"rc {forced.returncode}, status {(read_status(copy) or {}).get('status')}, old outputs left: {left or 'none'}",
+                     f"rc {forced.returncode}, status {(read_status(copy) or {}).get('status')}, "
+                     f"old outputs left: {left or 'none'}",
                      forced.returncode == 0 and not left and (read_status(copy) or {}).get("status") == "completed")
     return [first, second]
 
@@ -249,7 +255,8 @@ def precision_logged(output: str) -> Outcome:
 def markdown(outcomes: list[Outcome]) -> str:
     lines = ["| fault | expected | observed | result |", "|---|---|---|---|"]
     for o in outcomes:
-        lines.append(f"| {o.fault} | {o.expected} | {o.observed.replace('|', '/')} | {'pass' if o.passed else 'FAIL'} |")
+        lines.append(f"| {o.fault} | {o.expected} | {o.observed.replace('|', '/')} | "
+                     f"{'pass' if o.passed else 'FAIL'} |")
     return "\n".join(lines)
 
 

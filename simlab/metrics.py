@@ -8,7 +8,7 @@ and as a torchmetrics ``Metric`` averaging those rows across batches and devices
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -38,7 +38,8 @@ class SurveyLitModule(pl.LightningModule):
     ):
         super().__init__()
         self.model = model
-        self.model.train()  # transformers loads in eval mode; Lightning keeps submodule modes, so LoRA dropout needs this
+        # transformers loads in eval mode; Lightning keeps submodule modes, so LoRA dropout needs this
+        self.model.train()
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.test_subsets = list(test_subsets)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 def position_bias(human: Sequence[Sequence[float]], predicted: Sequence[Sequence[float]]) -> dict:
     if len(human) != len(predicted) or not human:
-        raise ValueError(f"position bias needs matching, non-empty rows ({len(human)} human, {len(predicted)} predicted)")
+        raise ValueError(
+            f"position bias needs matching, non-empty rows ({len(human)} human, {len(predicted)} predicted)")
     width = max(len(h) for h in human)
     sums_pred, sums_human, counts = [0.0] * width, [0.0] * width, [0] * width
     first_pred = first_human = 0

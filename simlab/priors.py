@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data.rows import SurveyRow
 from .ceiling import one_minus_jsd
+from .data.rows import SurveyRow
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,12 @@ class SurveyPrior:
             positions[(row.survey, len(row.letters))][row.country].append(np.asarray(row.target, dtype=np.float64))
             answers = self._answers[question_key(row)]
             if row.country in answers:
-                raise ValueError(f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
+                raise ValueError(
+                    f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
             answers[row.country] = np.asarray(row.target, dtype=np.float64)
         # per (survey, number of options), per country: the mean share of each answer position
-        self._positions = {k: {c: np.mean(ts, axis=0) for c, ts in by_country.items()} for k, by_country in positions.items()}
+        self._positions = {k: {c: np.mean(ts, axis=0) for c, ts in by_country.items()}
+                           for k, by_country in positions.items()}
         self.temperature = temperature
         self.settings: dict = {"similarity": False}  # how the prior was built, recorded with the run
         self.settings["fallback"] = fallback
@@ -128,7 +130,8 @@ def permuted(prior: np.ndarray, option_order: Sequence[int] | None) -> np.ndarra
 
 
 def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray],
-                    grid: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)) -> tuple[float, dict[float, float]]:
+                    grid: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0),
+                    ) -> tuple[float, dict[float, float]]:
     """The temperature whose leave-one-country-out prior is closest to the rows' own distributions (mean 1−JSD),
     with the score of every temperature tried; the equal-weight prior's score is under key ``inf``."""
     scores = {float("inf"): _loo_score(SurveyPrior(rows), rows)}

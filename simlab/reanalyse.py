@@ -50,7 +50,8 @@ def load_predictions(run_dir: Path, rows: dict) -> dict[str, list[list[float]]]:
                 raise ValueError(f"{path}: line {line_number}: subset {subset!r} is not in the run's data config")
             index = len(predictions.setdefault(subset, []))
             if index >= len(rows[subset]):
-                raise ValueError(f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
+                raise ValueError(
+                    f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
             row = rows[subset][index]
             for field, expected in (("country", row.country), ("question_id", row.question_id),
                                     ("letters", list(row.letters))):

@@ -78,8 +78,9 @@ def results_table(summary: dict) -> str:
     lines += _metrics_table(summary, summary.get("noise_ceiling"))
     calibration, uncalibrated = summary.get("calibration"), summary.get("uncalibrated")
     if calibration and uncalibrated:
-        lines[2:2] = [f"The calibrated simulator: T = {calibration['temperature']:.3f} ({calibration['source']}; fitted "
-                      f"on {calibration['fitted_on']}); the numbers before calibration follow the table.", ""]
+        lines[2:2] = [f"The calibrated simulator: T = {calibration['temperature']:.3f} "
+                      f"({calibration['source']}; fitted on {calibration['fitted_on']}); "
+                      f"the numbers before calibration follow the table.", ""]
         lines += ["", "## Before calibration", ""] + _metrics_table(uncalibrated, None)
     calibrated = summary.get("calibrated")
     if calibrated:

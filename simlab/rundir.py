@@ -188,7 +188,8 @@ def claim(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> 
 def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: old -> new`` for every dotted key whose value differs (``ignore``: top-level keys to skip)."""
     flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted((set(flat_old) | set(flat_new)) - {k for k in set(flat_old) | set(flat_new) if k.split(".")[0] in ignore})
+    keys = sorted((set(flat_old) | set(flat_new))
+                  - {k for k in set(flat_old) | set(flat_new) if k.split(".")[0] in ignore})
     missing = object()
     return [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
             for k in keys if flat_old.get(k, missing) != flat_new.get(k, missing)]

@@ -13,7 +13,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, StepLR
 
 
-def paper_step(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, gamma: float = 0.85) -> tuple[LRScheduler, str]:
+def paper_step(optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
+               gamma: float = 0.85) -> tuple[LRScheduler, str]:
     """The paper's StepLR: the learning rate times ``gamma`` after every epoch."""
     return StepLR(optimizer, step_size=1, gamma=gamma), "epoch"
 
@@ -22,7 +23,8 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, 
                   final_ratio: float = 0.0) -> tuple[LRScheduler, str]:
     """Linear warm-up over ``warmup_fraction`` of the steps, then a cosine decay to ``final_ratio`` of the rate."""
     if not 0 <= warmup_fraction < 1 or not 0 <= final_ratio <= 1:
-        raise ValueError(f"warmup_fraction must be in [0, 1) and final_ratio in [0, 1], got {warmup_fraction}, {final_ratio}")
+        raise ValueError(
+            f"warmup_fraction must be in [0, 1) and final_ratio in [0, 1], got {warmup_fraction}, {final_ratio}")
     total = max(1, int(total_steps))
     warmup = int(round(warmup_fraction * total))
 

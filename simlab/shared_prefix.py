@@ -76,7 +76,8 @@ class _PrefixLayer(DynamicLayer):
 
 
 def check_supported(decoder, config) -> None:
-    """Raise :class:`SharedPrefixUnsupported` for a model or wrapping that shared-prefix execution cannot run exactly."""
+    """Raise :class:`SharedPrefixUnsupported` for a model or wrapping that shared-prefix execution cannot run
+    exactly."""
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     if implementation not in SUPPORTED_ATTENTION:
         raise SharedPrefixUnsupported(
@@ -134,7 +135,8 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if prefix_width == 0:  # nothing shared: the suffixes are the whole prompts
         hidden = decoder(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
         return hidden[rows, batch["answer_index"]]
-    layers = config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config") else config.num_hidden_layers
+    layers = (config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config")
+              else config.num_hidden_layers)
     recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
     decoder(input_ids=prefix_ids, cache=recorder, use_cache=True)
     row_group = None if groups == 1 else batch["row_group"]

@@ -35,7 +35,7 @@ import torch
 from .calibration import load_calibration
 from .data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from .data.letters import resolve_letter_ids
-from .data.prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
 from .data.rows import SurveyRow
 from .losses import masked_softmax
 from .model import LanguageModel, base_model, load_adapter, load_language_model
@@ -49,7 +49,6 @@ CAUTION = (
     "diverse across countries than real survey responses (Cao et al., NAACL 2025): read differences between "
     "countries as understated, and treat every number as a hypothesis to check against real data."
 )
-INSTRUCTION_TEMPLATE = "How would someone from {country} answer the following question:\n\n"
 OPTIONS_INTRO = " \nHere are the options: \n"  # how every WVS question text ends in the paper's data
 LETTERS = string.ascii_uppercase
 QUESTION_FIELDS = ("id", "text", "options")
@@ -62,14 +61,19 @@ class SimulationInputError(ValueError):
 
     def __init__(self, source: str, index: int | None, question_id: str | None, field_name: str | None, message: str):
         self.source, self.index, self.question_id, self.field_name = source, index, question_id, field_name
-        where = source
-        if index is not None:
-            where += f": entry {index}"
-            if question_id is not None:
-                where += f" (id {question_id!r})"
-        if field_name is not None:
-            where += f": field '{field_name}'"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{input_location(source, index, question_id, field_name)}: {message}")
+
+
+def input_location(source: str, index: int | None, question_id: str | None, field_name: str | None) -> str:
+    """``source: entry 1 (id 'x'): field 'text'``, each part only where known."""
+    where = source
+    if index is not None:
+        where += f": entry {index}"
+        if question_id is not None:
+            where += f" (id {question_id!r})"
+    if field_name is not None:
+        where += f": field '{field_name}'"
+    return where
 
 
 # ---------------------------------------------------------------------------------------------- questions
@@ -106,7 +110,8 @@ def make_question(text: Any, options: Any, id: Any = None, *, source: str = "<ap
     qid = None if id is None else id
     if qid is not None:
         if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-            raise SimulationInputError(source, index, None, "id", f"must be a non-empty string or an integer, got {qid!r}")
+            raise SimulationInputError(
+                source, index, None, "id", f"must be a non-empty string or an integer, got {qid!r}")
         qid = str(qid).strip()
 
     def fail(field_name: str, message: str) -> SimulationInputError:
@@ -136,7 +141,8 @@ def make_question(text: Any, options: Any, id: Any = None, *, source: str = "<ap
         if not label:
             raise fail("options", f"option {position} is empty")
         if label[:1] == "(" and label[2:3] == ")" and label[1:2] in LETTERS:
-            raise fail("options", f"option {position} {label!r} has a '(L)' prefix: give plain labels, letters are assigned")
+            raise fail(
+                "options", f"option {position} {label!r} has a '(L)' prefix: give plain labels, letters are assigned")
         if label in labels:
             raise fail("options", f"option {label!r} is repeated (positions {labels.index(label)} and {position})")
         labels.append(label)
@@ -168,10 +174,12 @@ def read_questions(path: str | Path) -> list[Question]:
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise SimulationInputError(source, index, None, None, f"must be a mapping with text and options, got {type(entry).__name__}")
+            raise SimulationInputError(
+                source, index, None, None, f"must be a mapping with text and options, got {type(entry).__name__}")
         unknown = sorted(set(entry) - set(QUESTION_FIELDS))
         if unknown:
-            raise SimulationInputError(source, index, None, unknown[0], f"unknown field; known fields are {list(QUESTION_FIELDS)}")
+            raise SimulationInputError(
+                source, index, None, unknown[0], f"unknown field; known fields are {list(QUESTION_FIELDS)}")
         question = make_question(entry.get("text"), entry.get("options"), entry.get("id"), source=source, index=index)
         if question.id in seen:
             raise SimulationInputError(source, index, question.id, "id", f"repeats the id of entry {seen[question.id]}")
@@ -186,7 +194,9 @@ def _structured_entries(path: Path, suffix: str) -> list:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SimulationInputError(str(path), None, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+            raise SimulationInputError(
+                str(path), None, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+            ) from err
     else:
         import yaml
 
@@ -197,7 +207,8 @@ def _structured_entries(path: Path, suffix: str) -> list:
     if isinstance(data, Mapping) and set(data) == {"questions"}:
         data = data["questions"]
     if not isinstance(data, list):
-        raise SimulationInputError(str(path), None, None, None, "expected a list of questions (or a mapping with only 'questions:')")
+        raise SimulationInputError(
+            str(path), None, None, None, "expected a list of questions (or a mapping with only 'questions:')")
     return data
 
 
@@ -208,10 +219,12 @@ def _csv_entries(path: Path) -> list[dict]:
         option_columns = [c for c in header if c.startswith("option_")]
         unknown = [c for c in header if c not in ("id", "text") and c not in option_columns]
         if unknown:
-            raise SimulationInputError(str(path), None, None, unknown[0], "unknown CSV column; use id, text, option_1, option_2, ...")
+            raise SimulationInputError(
+                str(path), None, None, unknown[0], "unknown CSV column; use id, text, option_1, option_2, ...")
         order = sorted(option_columns, key=lambda c: int(c[7:]) if c[7:].isdigit() else -1)
         if order and (not order[0][7:].isdigit() or [int(c[7:]) for c in order] != list(range(1, len(order) + 1))):
-            raise SimulationInputError(str(path), None, None, None, f"option columns must be option_1..option_N, got {option_columns}")
+            raise SimulationInputError(
+                str(path), None, None, None, f"option columns must be option_1..option_N, got {option_columns}")
         entries = []
         for index, record in enumerate(reader):
             cells = [(record.get(c) or "").strip() for c in order]
@@ -221,7 +234,8 @@ def _csv_entries(path: Path) -> list[dict]:
             if record.get("id"):
                 entry["id"] = record["id"]
             if None in record:  # more cells than header columns
-                raise SimulationInputError(str(path), index, record.get("id") or None, None, "has more cells than the header has columns")
+                raise SimulationInputError(
+                    str(path), index, record.get("id") or None, None, "has more cells than the header has columns")
             entries.append(entry)
     return entries
 
@@ -239,7 +253,8 @@ def wvs_countries(root: str | Path | None = None) -> list[str]:
 def check_countries(countries: Sequence[str], known: Sequence[str], where: str = "countries") -> list[str]:
     """The countries, each checked against the known names; an unknown one gets the closest names suggested."""
     if isinstance(countries, str):
-        raise SimulationInputError(where, None, None, None, f"must be a list of country names, got the string {countries!r}")
+        raise SimulationInputError(
+            where, None, None, None, f"must be a list of country names, got the string {countries!r}")
     if len(countries) == 0:
         raise SimulationInputError(where, None, None, None, "is empty: name at least one country")
     checked: list[str] = []
@@ -249,7 +264,8 @@ def check_countries(countries: Sequence[str], known: Sequence[str], where: str =
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             close += [k for k in known if k.lower() == name.lower() and k not in close]
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
-            raise SimulationInputError(where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
+            raise SimulationInputError(
+                where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
         if name in checked:
             raise SimulationInputError(where, None, None, None, f"country {name!r} is listed twice")
         checked.append(name)
@@ -257,10 +273,6 @@ def check_countries(countries: Sequence[str], known: Sequence[str], where: str =
 
 
 # ---------------------------------------------------------------------------------------------- simulator
-class PromptTooLongError(SimulationInputError):
-    pass
-
-
 class Simulator:
     """A language model (plus an optional LoRA adapter) that predicts answer distributions per country.
 
@@ -291,7 +303,7 @@ class Simulator:
         prompt_style: str = "plain",
         chat_template: str | None = None,
         answer_prefix: str = PAPER_ANSWER_PREFIX,
-        instruction_template: str = INSTRUCTION_TEMPLATE,
+        instruction_template: str = PAPER_INSTRUCTION,
         prompt_order: str = "paper",
         shared_prefix: bool = False,
         batch_size: int = 64,
@@ -380,7 +392,8 @@ class Simulator:
         cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
         if "adapter" not in overrides:
             trained = run_dir / "adapter"
-            overrides["adapter"] = str(trained) if (trained / "adapter_config.json").is_file() else cfg["model"].get("adapter")
+            overrides["adapter"] = (str(trained) if (trained / "adapter_config.json").is_file()
+                                    else cfg["model"].get("adapter"))
         return cls.from_config(cfg, **overrides)
 
     # ------------------------------------------------------------------ prediction
@@ -389,8 +402,10 @@ class Simulator:
             self._known = wvs_countries(self._data_root)
         return self._known
 
-    def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None, id: str | None = None):
-        """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option, share)."""
+    def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
+                id: str | None = None):
+        """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
+        share)."""
         return self.predict_questions([make_question(question, options, id)], countries)
 
     def predict_questions(self, questions: Sequence[Question], countries: Sequence[str] | None = None,
@@ -423,16 +438,19 @@ class Simulator:
     def _encode(self, cells: list[tuple[Question, str]]) -> list[EncodedRow]:
         letters = LETTERS[: max(len(q.options) for q, _ in cells)]
         context = self.prompt_text(*cells[0])
-        letter_ids = resolve_letter_ids(self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens)
+        letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
+                                        add_special_tokens=self.prompt.add_special_tokens)
         encoded = []
         groups: dict[str, int] = {}
         for question, country in cells:
-            ids = self.tokenizer(self.prompt_text(question, country), add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
+            ids = self.tokenizer(self.prompt_text(question, country),
+                                 add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
             if len(ids) > self.max_length:
                 raise PromptTooLongError(
-                    question.source, question.index, question.id, "text",
+                    f"{input_location(question.source, question.index, question.id, 'text')}: "
                     f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
-                    f"(the model's context, or max_length); shorten the question or its options (prompts are never truncated)",
+                    f"(the model's context, or max_length); shorten the question or its options "
+                    f"(prompts are never truncated)",
                 )
             key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
             log_prior = None
@@ -450,7 +468,8 @@ class Simulator:
                                                 shuffle=False, num_replicas=1, rank=0)
             batches, collate = list(sampler), SharedPrefixCollator(self.tokenizer.pad_token_id)
         else:
-            # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
+            # longest first, as evaluation batches (little padding, memory problems show at once); every row, one
+            # process
             order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
             batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
             collate = PadCollator(self.tokenizer.pad_token_id)
@@ -473,7 +492,7 @@ def cell_row(question: Question, country: str, target: Sequence[float] | None = 
     """A (question, country) cell as a survey row of the ``simulate`` survey (for prior lookups)."""
     return SurveyRow(
         subset="simulate", question_id=question.id, country=country,
-        instruction=INSTRUCTION_TEMPLATE.format(country=country), question=question.prompt_input,
+        instruction=PAPER_INSTRUCTION.format(country=country), question=question.prompt_input,
         options=question.lettered_options, letters=question.letters,
         target=tuple(target) if target is not None else tuple([1.0 / len(question.letters)] * len(question.letters)),
         n=None, source=question.source, index=question.index, survey=SIMULATED_SURVEY,
@@ -497,7 +516,7 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
         if missing:
             raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
         for line, record in enumerate(reader, start=2):
-            def fail(field_name, message):
+            def fail(field_name, message, line=line, record=record):
                 return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
 
             question = by_id.get(record["question_id"])
@@ -505,7 +524,8 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
                 raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
             check_countries([record["country"]], known, f"{path}: line {line}: field 'country'")
             if record["letter"] not in question.letters:
-                raise fail("letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
+                raise fail(
+                    "letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
             try:
                 share = float(record["share"])
             except ValueError:
@@ -575,7 +595,8 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
         raise ValueError("task=simulate needs simulate.input=FILE (YAML, JSON or CSV questions)")
     questions = read_questions(sim_cfg["input"])
     known = wvs_countries((cfg.get("data") or {}).get("root"))
-    countries = check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries") else known
+    countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
+                 else known)
     observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries")

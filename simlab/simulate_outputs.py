@@ -22,7 +22,8 @@ def country_order(frame, question_id: str) -> list[str]:
 def wide_table(frame, question_id: str):
     """countries x options (columns 'A: label') for one question, countries in :func:`country_order`."""
     sub = frame[frame["question_id"] == question_id]
-    table = sub.assign(column=sub["letter"] + ": " + sub["option"]).pivot(index="country", columns="column", values="share")
+    table = (sub.assign(column=sub["letter"] + ": " + sub["option"])
+             .pivot(index="country", columns="column", values="share"))
     columns = list(dict.fromkeys(sub["letter"] + ": " + sub["option"]))
     return table.loc[country_order(frame, question_id), columns]
 

@@ -121,7 +121,8 @@ DEEPSEEK_R1_TEMPLATE = (
     "message['content'] + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endfor %}"
     "{% if add_generation_prompt %}{{'<｜Assistant｜><think>\\n'}}{% endif %}"
 )
-FAMILY_CORPUS = CORPUS + ["A B C D E F G H I J K L M N O P Q R S T U V W X Y Z USER ASSISTANT system user assistant"] * 10
+FAMILY_CORPUS = CORPUS + [
+    "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z USER ASSISTANT system user assistant"] * 10
 
 
 def build_byte_bpe(special_tokens, bos: str, eos: str, pad: str, chat_template: str | None, add_bos: bool):
@@ -171,7 +172,8 @@ def save_tiny_causal_lm(folder: Path, tokenizer, architecture: str = "llama") ->
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
+                             "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
     torch.manual_seed(0)
     config = config_cls(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -197,7 +199,8 @@ def tiny_llama3(folder: Path) -> Path:
 
 
 def tiny_dsqwen(folder: Path) -> Path:
-    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]
+    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",
+               "<think>", "</think>"]
     tokenizer = build_byte_bpe(
         special, "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜end▁of▁sentence｜>", DEEPSEEK_R1_TEMPLATE, True
     )

@@ -3,11 +3,11 @@ step between them) must give the same predictions and losses; nothing here is ti
 
 import pytest
 import torch
+from conftest import paper_row, write_rows
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 import simlab.model
-from conftest import paper_row, write_rows
 from simlab import bench
 from simlab.model import LanguageModel, attach_lora
 
@@ -21,7 +21,8 @@ def _rows(count=10):
         counts = {chr(65 + j): float((i + j) % 4 + (j == 0)) for j in range(k)}
         dist = {letter: 100 * c / sum(counts.values()) for letter, c in counts.items()}  # percents
         rows.append(paper_row(
-            id=str(164 + i), input="How important is family " + "in your life " * (i % 5) + "? \nHere are the options: \n",
+            id=str(164 + i),
+            input="How important is family " + "in your life " * (i % 5) + "? \nHere are the options: \n",
             options=OPTIONS[:k], options_dist=dist,
         ))
     return rows

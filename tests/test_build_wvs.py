@@ -290,4 +290,5 @@ def test_a_questionnaire_that_is_not_json_or_lacks_countries_is_an_error(inputs,
     from simlab.data.build_wvs import main
 
     with pytest.raises(BuildError):  # the CLI turns it into `error: ...` and exit code 1 (see __main__)
-        main(["--csv", str(csv_path), "--questionnaire", str(inputs / "questionnaire_en.json"), "--out", str(tmp_path / "o")])
+        main(["--csv", str(csv_path), "--questionnaire", str(inputs / "questionnaire_en.json"),
+              "--out", str(tmp_path / "o")])

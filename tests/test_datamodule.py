@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import paper_row, write_rows
+
 from simlab.data import PromptTooLongError, SurveyDataModule
 from simlab.data.batching import LengthGroupedBatchSampler
 
@@ -80,6 +80,16 @@ def test_too_long_prompt_is_an_error_naming_the_row(tmp_path, tiny_tokenizer):
     dm = _small_module(tmp_path, tiny_tokenizer, _made_up_rows(), max_length=40)
     with pytest.raises(PromptTooLongError, match=r"rows.json: row \d+ \(id \d+, Andorra\).*max_length=40"):
         dm.setup()
+
+
+def test_one_prompt_too_long_error_class():
+    """The DataModule and the Simulator raise the same class (catching one catches both)."""
+    import simlab.data.datamodule
+    import simlab.data.prompts
+    import simlab.simulate
+
+    assert simlab.simulate.PromptTooLongError is simlab.data.datamodule.PromptTooLongError is PromptTooLongError
+    assert PromptTooLongError is simlab.data.prompts.PromptTooLongError and issubclass(PromptTooLongError, ValueError)
 
 
 def test_limit_per_subset_is_a_seeded_fixed_sample(tmp_path, tiny_tokenizer):

@@ -74,18 +74,21 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_llama_dir, share
     for key in single["adapter"]:
         np.testing.assert_allclose(ddp["adapter"][key], single["adapter"][key], rtol=0, atol=LOSS_TOLERANCE)
     # testing is sharded across ranks (uneven shares) and gathered back: every row once, same predictions
-    assert set(ddp["predictions"]["C1-Q2"]) == set(single["predictions"]["C1-Q2"]) and len(single["predictions"]["C1-Q2"]) == 64
+    assert (set(ddp["predictions"]["C1-Q2"]) == set(single["predictions"]["C1-Q2"])
+            and len(single["predictions"]["C1-Q2"]) == 64)
     for row, probs in single["predictions"]["C1-Q2"].items():
         np.testing.assert_allclose(ddp["predictions"]["C1-Q2"][row], probs, rtol=0, atol=1e-6)
     assert ddp["test_results"]["C1-Q2"]["n"] == 64
-    assert ddp["test_results"]["C1-Q2"]["one_minus_jsd"] == pytest.approx(single["test_results"]["C1-Q2"]["one_minus_jsd"], abs=1e-6)
+    assert ddp["test_results"]["C1-Q2"]["one_minus_jsd"] == pytest.approx(
+        single["test_results"]["C1-Q2"]["one_minus_jsd"], abs=1e-6)
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_sampler_shards_batches_across_ranks(shuffle):
     lengths = [(i * 7) % 23 + 1 for i in range(45)]  # 45 rows, batch 4: 12 batches, the last one short
     whole = list(LengthGroupedBatchSampler(lengths, 4, shuffle=shuffle, seed=3))
-    shards = [list(LengthGroupedBatchSampler(lengths, 4, shuffle=shuffle, seed=3, num_replicas=5, rank=r)) for r in range(5)]
+    shards = [list(LengthGroupedBatchSampler(lengths, 4, shuffle=shuffle, seed=3, num_replicas=5, rank=r))
+              for r in range(5)]
     for r, shard in enumerate(shards):
         assert len(shard) == len(LengthGroupedBatchSampler(lengths, 4, shuffle=shuffle, num_replicas=5, rank=r))
     if shuffle:  # training: the same number of steps on every rank, batch r, r + 5, ... of the one-process order
@@ -124,7 +127,8 @@ def test_trainer_configs_resolve_and_build_without_a_gpu(name, devices, accumula
         return
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.kwargs["use_orig_params"] is True
-    assert strategy.mixed_precision.param_dtype == torch.bfloat16 and strategy.mixed_precision.reduce_dtype == torch.float32
+    assert (strategy.mixed_precision.param_dtype == torch.bfloat16
+            and strategy.mixed_precision.reduce_dtype == torch.float32)
     assert strategy._state_dict_type == "full"
     checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
     assert Qwen2DecoderLayer in checkpointed._module_classes
@@ -136,7 +140,7 @@ def test_cpu_precision_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch)
     cfg = compose_config(f"paths.output_dir={tmp_path}")
     assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
     for has_bf16, expected in ((False, "32-true"), (True, "bf16-mixed")):
-        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: has_bf16)
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda has_bf16=has_bf16: has_bf16)
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.precision == expected
 
@@ -157,7 +161,8 @@ def _tiny_peft_module(tiny_llama_dir):
     from simlab.module import SurveyLitModule
 
     lm = load_language_model(path=str(tiny_llama_dir))
-    model = attach_lora(lm.model, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    model = attach_lora(lm.model,
+                        LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     for name, p in model.named_parameters():  # non-zero LoRA B, so the saved adapter is not trivially zero
         if "lora_B" in name:
             torch.nn.init.normal_(p)
@@ -175,7 +180,8 @@ def test_fsdp_wrap_policy_units(tiny_llama_dir):
     assert len(layers) == 2 and len(lora) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B)
     assert wrapped == layers | lora  # frozen bf16 base and fp32 LoRA weights never share a flat parameter
     only_layers = fsdp_auto_wrap_policy([LlamaDecoderLayer], wrap_trainable_leaves=False)
-    assert {n for n, m in module.named_modules() if n and only_layers(module=m, recurse=False, nonwrapped_numel=0)} == layers
+    assert {n for n, m in module.named_modules()
+            if n and only_layers(module=m, recurse=False, nonwrapped_numel=0)} == layers
 
 
 def test_checkpoint_keeps_lora_weights_under_wrapper_names(tiny_llama_dir, tmp_path):
@@ -197,7 +203,8 @@ def test_checkpoint_keeps_lora_weights_under_wrapper_names(tiny_llama_dir, tmp_p
     adapter = adapter_from_checkpoint(module.model, tmp_path / "last.ckpt", tmp_path / "adapter")
     from safetensors.torch import load_file
 
-    ours, peft_own = load_file(adapter / "adapter_model.safetensors"), load_file(tmp_path / "peft" / "adapter_model.safetensors")
+    ours, peft_own = (load_file(adapter / "adapter_model.safetensors"),
+                      load_file(tmp_path / "peft" / "adapter_model.safetensors"))
     assert ours and ours.keys() == peft_own.keys() and all(torch.equal(ours[k], peft_own[k]) for k in ours)
     from simlab.model import load_adapter, load_language_model
 

@@ -1,20 +1,17 @@
 """The embedded SmolLM2 (slow: converts the GGUF on first use, then loads from the cache)."""
 
 import json
+import re
 
 import pytest
 import torch
 
 from simlab.data import PromptFormat, resolve_letter_ids
 from simlab.data.batching import EncodedRow, PadCollator
-from simlab.data.rows import parse_row
+from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
+from simlab.losses import masked_softmax
 from simlab.model import embedded_gguf_file, load_language_model
 from simlab.scoring import option_logits
-from simlab.losses import masked_softmax
-
-import re
-
-from simlab.data.rows import ENGLISH_COUNTRY_PATTERN
 
 
 def test_embedded_file_is_found():

@@ -2,15 +2,13 @@
 data module without loading rows, the loss, the trainer, callbacks and baseline; no weights, no training)."""
 
 import itertools
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from conftest import REPO
 
 CONF = REPO / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

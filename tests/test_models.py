@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from simlab.data.prompts import PAPER_ANSWER_PREFIX
 from simlab.distributed import import_class
-from simlab.model import ModelNotAvailable, attach_lora, load_language_model
+from simlab.model import PAPER_LORA, ModelNotAvailable, attach_lora, load_language_model, paper_lora_config
 
 PAPER_MODELS = {
     # config: (hub id, prompt style, architecture class, decoder layer class name)
@@ -43,6 +43,21 @@ def test_paper_model_config_composes(name, tmp_path):
         assert "USER: " in model.chat_template and "ASSISTANT:" in model.chat_template
     if name.startswith("dsqwen"):
         assert "</think>" in model.chat_template
+
+
+@pytest.mark.parametrize("name", [*sorted(PAPER_MODELS), "smollm2_135m", "hf"])
+def test_every_model_takes_the_one_paper_lora(name, tmp_path):
+    """conf/model/lora/paper.yaml is the model configs' LoRA, with the values simlab.bench uses (PAPER_LORA)."""
+    from conftest import REPO
+    from omegaconf import OmegaConf
+
+    shared = OmegaConf.to_container(OmegaConf.load(REPO / "conf/model/lora/paper.yaml"))
+    assert shared == {"_target_": "peft.LoraConfig", **PAPER_LORA}
+    cfg = compose_config(f"model={name}", "model.path=/models/x", f"paths.output_dir={tmp_path}")
+    expected = {**shared, "target_modules": "all-linear"} if name == "hf" else shared
+    assert OmegaConf.to_container(cfg.model.lora) == expected
+    if name != "hf":
+        assert instantiate(cfg.model.lora, _convert_="all") == paper_lora_config()
 
 
 def test_missing_paper_model_names_the_hub_id(tmp_path):

@@ -42,7 +42,8 @@ def test_a_pew_row_whose_id_equals_a_wvs_question_gets_no_wvs_prior():
 
 
 def test_similarity_weights_favour_close_countries_and_temperature_is_fitted_on_the_rows():
-    embeddings = {"A": np.array([1.0, 0.0]), "B": np.array([0.9, 0.1]), "C": np.array([0.0, 1.0]), "Z": np.array([1.0, 0.05])}
+    embeddings = {"A": np.array([1.0, 0.0]), "B": np.array([0.9, 0.1]), "C": np.array([0.0, 1.0]),
+                  "Z": np.array([1.0, 0.05])}
     prior = SurveyPrior(TRAIN, embeddings, temperature=0.05)
     z = prior.prior(make_row("Z", [1.0, 0.0, 0.0]))
     assert z[0] > z[1] > z[2] and z.sum() == pytest.approx(1.0)
@@ -66,7 +67,8 @@ def test_the_position_prior_answers_an_unseen_question_with_the_countrys_respons
             make_row("B", [0.1, 0.3, 0.6])]
     unseen = make_row("A", [0.5, 0.5, 0.0], question="9")
     assert SurveyPrior(rows).prior(unseen) == pytest.approx([1 / 3] * 3)  # fallback uniform
-    equal = SurveyPrior(rows, fallback="position", smoothing=0.0).prior(unseen)  # A's mean [0.7, .2, .1] and B's [.1, .3, .6]
+    # A's mean [0.7, .2, .1] and B's [.1, .3, .6]
+    equal = SurveyPrior(rows, fallback="position", smoothing=0.0).prior(unseen)
     assert equal == pytest.approx([0.4, 0.25, 0.35])
     close = SurveyPrior(rows, {"A": np.array([1.0, 0.0]), "B": np.array([0.0, 1.0])}, 0.05, fallback="position",
                         smoothing=0.0)
@@ -79,9 +81,9 @@ def test_the_position_prior_answers_an_unseen_question_with_the_countrys_respons
 def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path, tiny_tokenizer, tiny_llama_dir):
     """q ∝ prior · exp(logits): under a uniform prior the simulator's distribution is the plain model's."""
     import torch
+    from conftest import paper_row, write_rows
     from transformers import AutoModelForCausalLM
 
-    from conftest import paper_row, write_rows
     from simlab.data import SurveyDataModule
     from simlab.losses import masked_softmax
     from simlab.scoring import option_logits, simulator_logits
@@ -110,6 +112,7 @@ def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path,
 
 def test_under_ctrl_the_prior_is_the_prompt_countrys_and_never_the_targets(tmp_path, tiny_tokenizer):
     from conftest import paper_row, write_rows
+
     from simlab.data import SurveyDataModule
 
     countries = {"Andorra": [100.0, 0.0, 0.0], "Chile": [0.0, 100.0, 0.0], "Peru": [0.0, 0.0, 100.0]}

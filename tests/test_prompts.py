@@ -138,3 +138,26 @@ def test_add_special_tokens():
 def test_invalid_style(style):
     with pytest.raises(ValueError, match="prompt_style"):
         PromptFormat(style=style)
+
+
+def test_one_instruction_constant():
+    """The instruction naming the country is written once (prompts.PAPER_INSTRUCTION), literally the paper's; the
+    country pattern, the WVS builder, the Simulator and conf/data/wvs_en.yaml all follow it."""
+    import inspect
+
+    from conftest import REPO
+    from omegaconf import OmegaConf
+
+    from simlab import simulate
+    from simlab.data import build_wvs
+    from simlab.data.prompts import PAPER_INSTRUCTION
+
+    assert PAPER_INSTRUCTION == "How would someone from {country} answer the following question:\n\n"
+    assert ENGLISH_COUNTRY_PATTERN == r"How would someone from (?P<country>.+?) answer the following question"
+    match = re.match(ENGLISH_COUNTRY_PATTERN, PAPER_INSTRUCTION.format(country="New Zealand"))
+    assert match["country"] == "New Zealand"
+    assert OmegaConf.load(REPO / "conf/data/wvs_en.yaml").country_pattern == ENGLISH_COUNTRY_PATTERN
+    assert build_wvs.PAPER_INSTRUCTION is PAPER_INSTRUCTION
+    assert inspect.signature(simulate.Simulator).parameters["instruction_template"].default is PAPER_INSTRUCTION
+    for module in (simulate, build_wvs):
+        assert "How would someone from" not in inspect.getsource(module)

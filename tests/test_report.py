@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from simlab.rundir import write_status
 from simlab.report import collect_jobs, metric_table
 from simlab.report.breakdown import diversity, per_country, per_dimension
+from simlab.rundir import write_status
 
 
 def make_run(folder, overrides, subsets, status="completed", records=()):
@@ -38,8 +38,9 @@ def test_only_a_completed_run_with_every_prediction_is_reported(tmp_path):
     import subprocess
     import sys
 
-    records = [rec("A", "1", [1.0, 0.0], [0.6, 0.4], subset="C2-Q1"), rec("B", "1", [0.0, 1.0], [0.6, 0.4], subset="C2-Q1")]
-    good = make_run(tmp_path / "0_good", ["seed=0"], {"C2-Q1": 0.7}, records=records)
+    records = [rec("A", "1", [1.0, 0.0], [0.6, 0.4], subset="C2-Q1"),
+               rec("B", "1", [0.0, 1.0], [0.6, 0.4], subset="C2-Q1")]
+    make_run(tmp_path / "0_good", ["seed=0"], {"C2-Q1": 0.7}, records=records)
     short = make_run(tmp_path / "1_short", ["seed=1"], {"C2-Q1": 0.7}, records=records)
     (short / "predictions.jsonl").write_text(json.dumps(records[0]) + "\n")  # killed while writing (old code)
     no_status = make_run(tmp_path / "2_nostatus", ["seed=2"], {"C2-Q1": 0.7}, records=records)

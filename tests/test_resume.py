@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 # 12 optimizer steps of 4 rows, validation after steps 6 and 12, a resume checkpoint every 2 steps
@@ -22,8 +21,8 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model runs fastest
 
 
 def run_py(*overrides, expect: int = 0):
-    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env=ONE_THREAD)
+    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, capture_output=True, text=True,
+                            timeout=600, env=ONE_THREAD)
     assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -58,7 +57,8 @@ def assert_same_result(reference, resumed):
     assert max(float((ref[k] - got[k]).abs().max()) for k in ref) <= 1e-6
     lines = [json.loads(l) for l in (reference / "predictions.jsonl").read_text().splitlines()]
     again = [json.loads(l) for l in (resumed / "predictions.jsonl").read_text().splitlines()]
-    assert [(l["subset"], l["country"], l["question_id"]) for l in lines] == [(l["subset"], l["country"], l["question_id"]) for l in again]
+    assert ([(l["subset"], l["country"], l["question_id"]) for l in lines]
+            == [(l["subset"], l["country"], l["question_id"]) for l in again])
     assert max(abs(p - q) for a, b in zip(lines, again) for p, q in zip(a["predicted"], b["predicted"])) <= 1e-6
     ref_metrics, got_metrics = (json.loads((f / "metrics.json").read_text()) for f in (reference, resumed))
     for subset, values in ref_metrics["subsets"].items():
@@ -89,7 +89,8 @@ def test_sigterm_stops_with_a_checkpoint_and_resumes_exactly(base, reference, tm
     stopped = run_py(*base, *fault(step, "SIGTERM", phase), f"hydra.run.dir={out}", expect=128 + signal.SIGTERM)
     record = status(out)
     assert record["status"] == "interrupted" and record["signal"] == "SIGTERM" and record["step"] == stopped_at
-    assert record["checkpoint"] == str(out / "checkpoints" / "last.ckpt") and f"resume={out}" in record["resume_command"]
+    assert (record["checkpoint"] == str(out / "checkpoints" / "last.ckpt")
+            and f"resume={out}" in record["resume_command"])
     assert "Resume with: python run.py" in stopped.stderr + stopped.stdout
     run_py(*base, *fault(step, "SIGTERM", phase), f"hydra.run.dir={out}", f"resume={out}")
     assert json.loads((out / "metrics.json").read_text())["resumed_from"]["global_step"] == stopped_at

@@ -19,7 +19,8 @@ def _read(path, **kwargs):
 
 
 def _parse(raw, path="rows.json", index=0):
-    return parse_row(raw, path=path, index=index, subset_names=SUBSETS, country_pattern=re.compile(ENGLISH_COUNTRY_PATTERN))
+    return parse_row(raw, path=path, index=index, subset_names=SUBSETS,
+                     country_pattern=re.compile(ENGLISH_COUNTRY_PATTERN))
 
 
 # ---------------------------------------------------------------------------------------------- valid rows
@@ -73,7 +74,8 @@ def test_integer_shares_and_zero_share_are_fine():
     assert row.target == pytest.approx((0.75, 0.0, 0.25), abs=1e-12)
 
 
-@pytest.mark.parametrize("dist, total", [({"A": 25.0, "B": 15.0, "C": 10.0}, "50"), ({"A": 0.6, "B": 0.3, "C": 0.17}, "1.07"),
+@pytest.mark.parametrize("dist, total", [({"A": 25.0, "B": 15.0, "C": 10.0}, "50"),
+                                         ({"A": 0.6, "B": 0.3, "C": 0.17}, "1.07"),
                                          ({"A": 3, "B": 0, "C": 1}, "4")])
 def test_shares_that_sum_to_neither_100_nor_1_are_an_error(dist, total):
     with pytest.raises(RowError, match=rf"row 0: field 'options_dist': shares sum to {total}, neither 100"):

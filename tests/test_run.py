@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import jensenshannon
-
 from conftest import REPO
+from scipy.spatial.distance import jensenshannon
 
 SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
 
@@ -132,7 +131,8 @@ def test_the_temperature_is_saved_with_the_adapter_and_applied_when_it_is_loaded
     again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
     assert again["calibration"]["temperature"] == saved["temperature"]
     assert again["calibration"]["source"].endswith("calibration.json")
-    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
+    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
+        tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
     assert again["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
         tuned["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
 
@@ -147,8 +147,9 @@ def test_a_prior_anchored_fine_tune_saves_its_prior_and_evaluation_reuses_it(tin
     tuned = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert tuned["prior"] == {"similarity": False, "fallback": "position"}
     # evaluating the adapter anchors on the same prior without being told (its predictions are residuals to it)
-    result = run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]",
-                    f"hydra.run.dir={tmp_path / 'zs'}")
+    result = run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}",
+                    "data.test_subsets=[C2-Q1]", f"hydra.run.dir={tmp_path / 'zs'}")
     assert "using the prior saved with" in result.stderr + result.stdout + (tmp_path / "zs" / "run.log").read_text()
     again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
-    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
+    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
+        tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)

@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO
+
 from simlab.rundir import RunDirError, atomic_writer, claim, read_status, unique_run_dir, write_json, write_status
 
 
@@ -48,8 +48,8 @@ def test_claiming_a_folder(tmp_path):
     write_status(out, "completed", ["task=finetune"])
     (out / "adapter").mkdir()
     (out / "metrics.json").write_text("{}")
-    with pytest.raises(RunDirError, match=r"already holds another run's outputs \(completed: status.json, metrics.json, "
-                                          r"adapter\).*resume=.*overwrite=true"):
+    with pytest.raises(RunDirError, match=r"already holds another run's outputs \(completed: status.json, "
+                                          r"metrics.json, adapter\).*resume=.*overwrite=true"):
         claim(out)
     with pytest.raises(RunDirError, match="already completed; nothing to resume"):
         claim(out, resume=True)

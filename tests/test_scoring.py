@@ -50,7 +50,8 @@ def test_padding_does_not_change_scores(model, tiny_tokenizer):
 
 def test_lora_training_step_moves_only_adapter_weights(tiny_llama_dir, tiny_tokenizer):
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    peft_model = attach_lora(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
+    peft_model = attach_lora(base,
+                             LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
     module = SurveyLitModule(peft_model, KLDivergenceLoss(), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     rows = _rows(tiny_tokenizer, ["one (", "two words (", "three more words ("])
     batch = PadCollator(tiny_tokenizer.pad_token_id)(list(enumerate(rows)))

@@ -3,8 +3,8 @@
 import re
 
 import pytest
-
 from conftest import paper_row, write_rows
+
 from simlab.data import SurveyDataModule
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
 from simlab.data.settings import replace_country, shuffle_options
@@ -65,18 +65,19 @@ def test_datamodule_applies_settings_and_predictions_record_them(tmp_path, tiny_
 def test_cyclic_option_orders_are_averaged_back_onto_the_right_options(tmp_path, tiny_tokenizer):
     """Each test row is asked once per cyclic shift; merging maps every answer back to its option before averaging."""
     import numpy as np
-
     from conftest import paper_row, write_rows
+
     from simlab.data import SurveyDataModule
 
-    write_rows(tmp_path / "rows.json", [paper_row(), paper_row(id="165", options=["(A)x", "(B)y"], options_dist={"A": 40, "B": 60})])
+    write_rows(tmp_path / "rows.json",
+               [paper_row(), paper_row(id="165", options=["(A)x", "(B)y"], options_dist={"A": 40, "B": 60})])
     dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
                           max_length=2048, test_option_orders="cyclic")
     dm.setup()
     assert len(dm.test_datasets["V"]) == 3 + 2 and len(dm.datasets["V"]) == 2
     # a "model" that puts 0.7 on whatever option is shown first: a pure letter-position bias
     items = []
-    for row, order in dm.test_variants["V"]:
+    for _row, order in dm.test_variants["V"]:
         k = len(order)
         items.append([0.7] + [0.3 / (k - 1)] * (k - 1))
     merged = dm.merge_option_orders({"V": items})["V"]

@@ -50,7 +50,8 @@ def survey_rows(questions: int = 4, countries=COUNTRIES) -> list[dict]:
             rows.append(paper_row(
                 id=str(164 + q),
                 instruction=f"How would someone from {country} answer the following question:\n\n",
-                input=f"How important is {TOPICS[q % len(TOPICS)]} in your life{' really' * q}? \nHere are the options: \n",
+                input=f"How important is {TOPICS[q % len(TOPICS)]} in your life{' really' * q}? "
+                      f"\nHere are the options: \n",
                 options=OPTIONS[:k],
                 options_dist=percents([(q + c + j) % 5 + 1 for j in range(k)]),
             ))
@@ -132,7 +133,8 @@ def test_prefix_key_groups_by_question_and_options_only_in_question_first():
 
 # ---------------------------------------------------------------------------------------------- grouping
 def _encoded(groups_and_ids):
-    return [EncodedRow(input_ids=ids, letter_ids=[5, 6], target=[0.5, 0.5], prefix_group=g) for g, ids in groups_and_ids]
+    return [EncodedRow(input_ids=ids, letter_ids=[5, 6], target=[0.5, 0.5], prefix_group=g)
+            for g, ids in groups_and_ids]
 
 
 def test_collator_splits_each_group_at_its_common_prefix_and_never_mixes_groups():
@@ -280,13 +282,13 @@ def test_eager_attention_and_inference_mode(tmp_path, tiny_tokenizer, tiny_llama
 
 def test_activation_checkpointing_non_reentrant_is_exact_and_reentrant_is_refused(tmp_path, tiny_tokenizer,
                                                                                  tiny_llama_dir):
+    from functools import partial
+
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
         CheckpointImpl,
         apply_activation_checkpointing,
         checkpoint_wrapper,
     )
-    from functools import partial
-
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
@@ -372,7 +374,8 @@ def test_simulator_renders_like_training_and_shared_prefix_gives_the_per_row_sha
     per_row = Simulator(lm, shared_prefix=False, batch_size=3, **kwargs)
     shared = Simulator(lm, shared_prefix=True, batch_size=16, **kwargs)  # both questions in one batch: two prefixes
     text = shared.prompt_text(questions[0], "Japan")
-    assert "Here are the options: \n(A)Yes, (B)No\n\nHow would someone from Japan answer the following question:" in text
+    assert ("Here are the options: \n(A)Yes, (B)No\n\n"
+            "How would someone from Japan answer the following question:") in text
     assert text == PromptFormat(style="chat", order="question_first").render_parts(
         "How would someone from Japan answer the following question:\n\n", questions[0].prompt_input,
         questions[0].lettered_options, lm.tokenizer)  # the datamodule's rendering of the same row

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 QUESTIONS_YAML = """\
@@ -42,7 +41,8 @@ def random_adapter(tmp_path_factory, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                        init_lora_weights=False)
     folder = tmp_path_factory.mktemp("adapter")
     get_peft_model(model, config).save_pretrained(folder)
     return folder
@@ -102,7 +102,8 @@ def test_api_returns_the_cli_numbers(simulate_dir, questions_file, tiny_llama_di
     from_run = Simulator.from_run(simulate_dir, batch_size=1)  # another batching, same numbers
     api = from_run.predict_questions(read_questions(questions_file), COUNTRIES)
     assert api.attrs["adapter"] == str(random_adapter.resolve()) and "less diverse" in api.attrs["caution"]
-    assert api[["question_id", "country", "letter", "option"]].equals(cli[["question_id", "country", "letter", "option"]])
+    columns = ["question_id", "country", "letter", "option"]
+    assert api[columns].equals(cli[columns])
     assert api["share"].to_numpy() == pytest.approx(cli["share"].to_numpy(), abs=1e-6)
 
     direct = Simulator({"path": str(tiny_llama_dir)}, adapter=random_adapter, data_root=shared_data, device="cpu")
@@ -141,7 +142,8 @@ def test_prompt_is_the_papers(shared_data, tiny_tokenizer):
 
     for style in ("plain", "chat"):
         sim = Simulator(LanguageModel(Stub(), tiny_tokenizer, "stub"), prompt_style=style, known_countries=["Andorra"])
-        expected = PromptFormat(style=style).render_parts(row["instruction"], row["input"], row["options"], tiny_tokenizer)
+        expected = PromptFormat(style=style).render_parts(row["instruction"], row["input"], row["options"],
+                                                          tiny_tokenizer)
         assert sim.prompt_text(question, "Andorra") == expected
 
 
@@ -166,7 +168,8 @@ def test_json_and_csv_inputs_read_like_yaml(tmp_path, questions_file):
     with open(tmp_path / "q.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "option_1", "option_2", "option_3", "option_4"])
-        writer.writerow(["cars", "Should cities ban private cars from their centres?", "Agree strongly", "Agree", "Disagree", "Disagree strongly"])
+        writer.writerow(["cars", "Should cities ban private cars from their centres?", "Agree strongly", "Agree",
+                         "Disagree", "Disagree strongly"])
         writer.writerow(["", "Would you trust a computer to decide | for you?", "Yes", "No", "It depends", ""])
     for name in ("q.json", "q.csv"):
         assert [(q.id, q.text, q.options) for q in read_questions(tmp_path / name)] == expected
@@ -199,7 +202,8 @@ def test_bad_options_name_the_entry(tmp_path, options_line, message):
     ("- id: x\n  options: [a, b]\n", "entry 0 (id 'x'): field 'text': missing"),
     ("- id: x\n  text: Is it?\n", "entry 0 (id 'x'): field 'options': missing"),
     ("- id: x\n  text: Is it?\n  options: [a, b]\n  answer: a\n", "entry 0: field 'answer': unknown field"),
-    ("- id: x\n  text: A?\n  options: [a, b]\n- id: x\n  text: B?\n  options: [a, b]\n", "entry 1 (id 'x'): field 'id': repeats the id of entry 0"),
+    ("- id: x\n  text: A?\n  options: [a, b]\n- id: x\n  text: B?\n  options: [a, b]\n",
+     "entry 1 (id 'x'): field 'id': repeats the id of entry 0"),
     ("[]\n", "has no questions"),
 ])
 def test_bad_entries_name_the_entry_and_field(tmp_path, content, message):
@@ -235,13 +239,16 @@ def test_cli_unknown_country_is_a_clear_error(tiny_llama_dir, questions_file, sh
 
 
 def test_too_long_prompt_is_an_error_never_truncated(tiny_llama_dir, shared_data, tmp_path):
-    from simlab.simulate import PromptTooLongError, Simulator, read_questions
+    from simlab.data import PromptTooLongError  # the DataModule's class: one class for both raise-sites
+    from simlab.simulate import Simulator, read_questions
 
     sim = Simulator({"path": str(tiny_llama_dir)}, data_root=shared_data)
     assert sim.max_length == 4096  # the tiny model's max_position_embeddings
     path = tmp_path / "long.yaml"
-    path.write_text("- id: short\n  text: Is it?\n  options: [a, b]\n- id: long\n  text: '" + "the people think " * 3000 + "'\n  options: [a, b]\n")
-    with pytest.raises(PromptTooLongError, match=rf"{path}: entry 1 \(id 'long'\): field 'text': the prompt for Japan has \d+ tokens, more than the limit of 4096"):
+    path.write_text("- id: short\n  text: Is it?\n  options: [a, b]\n- id: long\n  text: '"
+                    + "the people think " * 3000 + "'\n  options: [a, b]\n")
+    with pytest.raises(PromptTooLongError, match=rf"{path}: entry 1 \(id 'long'\): field 'text': the prompt for Japan "
+                                                 r"has \d+ tokens, more than the limit of 4096"):
         sim.predict_questions(read_questions(path), ["Japan"])
 
 
@@ -257,7 +264,8 @@ def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_
     questions = read_questions(questions_file)
     known = ["Japan", "Kenya", "Brazil"]
     rows = read_observed(observed, questions, known)
-    assert {(r.question_id, r.country, r.survey) for r in rows} == {("cars", "Japan", "simulate"), ("cars", "Kenya", "simulate")}
+    assert {(r.question_id, r.country, r.survey) for r in rows} == {("cars", "Japan", "simulate"),
+                                                                    ("cars", "Kenya", "simulate")}
     model = {"path": str(tiny_llama_dir)}
     plain = Simulator(model, data_root=shared_data, known_countries=known).predict_questions(questions[:1], known)
     anchored = Simulator.from_config({"model": {"loader": {"path": str(tiny_llama_dir)}, "prompt_style": "plain"},
@@ -266,7 +274,8 @@ def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_
     share = {c: frame[frame["country"] == c]["share"].to_numpy() for c in known}
     base = {c: plain[plain["country"] == c]["share"].to_numpy() for c in known}
     # q ∝ prior · p_model: Brazil's prior is the mean of Japan and Kenya, Japan's is Kenya's (and vice versa)
-    for country, prior in (("Brazil", [0.4, 0.2, 0.175, 0.225]), ("Japan", [0.1, 0.2, 0.3, 0.4]), ("Kenya", [0.7, 0.2, 0.05, 0.05])):
+    for country, prior in (("Brazil", [0.4, 0.2, 0.175, 0.225]), ("Japan", [0.1, 0.2, 0.3, 0.4]),
+                           ("Kenya", [0.7, 0.2, 0.05, 0.05])):
         expected = np.asarray(prior) * 0.99 + 0.0025
         expected = expected * base[country] / (expected * base[country]).sum()
         assert share[country] == pytest.approx(expected, abs=1e-5)

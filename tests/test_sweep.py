@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from simlab.report import collect_jobs
 from simlab.report.build import write_report
 
@@ -47,7 +47,8 @@ def test_failing_job_does_not_stop_the_sweep(sweep_with_a_failure):
 def test_report_shows_the_failed_row(sweep_with_a_failure, tmp_path):
     sweep, _ = sweep_with_a_failure
     jobs = collect_jobs([sweep])
-    assert [(j.label, j.status) for j in jobs] == [("data.max_length=2048", "completed"), ("data.max_length=16", "failed")]
+    assert [(j.label, j.status) for j in jobs] == [("data.max_length=2048", "completed"),
+                                                   ("data.max_length=16", "failed")]
     report = write_report(jobs, tmp_path / "report", questionnaire=None).read_text()
     assert "| data.max_length=16 | failed |\n" in report  # the metric tables: one subset column
     assert "| data.max_length=16 | failed | PromptTooLongError" in report  # the jobs table, with the reason

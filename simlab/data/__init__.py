@@ -1,8 +1,8 @@
 """Survey data: rows in the paper's format, prompts, option letters and the C x Q DataModule."""
 
-from .datamodule import PromptTooLongError, SurveyDataModule
+from .datamodule import SurveyDataModule
 from .letters import LetterResolutionError, resolve_letter_ids
-from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
+from .prompts import PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from .rows import RowError, SurveyRow, read_rows
 
 __all__ = [

@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from ..rundir import write_text
+from .prompts import PAPER_INSTRUCTION
 
 COUNTRY_COLUMN = "B_COUNTRY"
-INSTRUCTION = "How would someone from {country} answer the following question:\n\n"
 MISSING = -99  # blank cells become this code, i.e. missing like the official negative codes
 
 # (data_type, country group, question group, output file key), in output order.
@@ -259,7 +259,7 @@ def group_countries(countries: dict[str, dict[str, Any]], group: str) -> list[tu
 def make_row(entry: dict[str, Any], country: str, dist: dict[str, float], n: int, data_type: str) -> dict[str, Any]:
     return {
         "id": str(entry["id"]),
-        "instruction": INSTRUCTION.format(country=country),
+        "instruction": PAPER_INSTRUCTION.format(country=country),
         "input": entry["input"],
         "options": entry["options"],
         "options_dist": dist,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +26,11 @@ from .batching import (
     SharedPrefixCollator,
 )
 from .letters import resolve_letter_ids
-from .prompts import PAPER_ANSWER_PREFIX, PromptFormat
-from .rows import ENGLISH_COUNTRY_PATTERN, RowError, SurveyRow, read_rows
+from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
+from .rows import RowError, SurveyRow, read_rows
 from .settings import replace_country, rotate_options, shuffle_options
 
 log = logging.getLogger(__name__)
-
-
-class PromptTooLongError(ValueError):
-    pass
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -59,8 +55,9 @@ class SurveyDataModule(pl.LightningDataModule):
         renormalize: rescale rows whose shares sum to neither 100 nor 1 (by default such a row is an error).
         prompt_order: ``paper`` (country first, the paper's prompt) or ``question_first`` (question and options,
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
-        shared_prefix: batches of rows sharing a prompt prefix (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`),
-            each prefix computed once per batch (:mod:`simlab.shared_prefix`); same scores as per-row batches.
+        shared_prefix: batches of rows sharing a prompt prefix
+            (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
+            (:mod:`simlab.shared_prefix`); same scores as per-row batches.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
         test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
@@ -117,7 +114,8 @@ class SurveyDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                           ("max_length", max_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
         if shuffle_options not in (False, True, "eval", "train"):
@@ -161,7 +159,8 @@ class SurveyDataModule(pl.LightningDataModule):
         if self.rows:
             return
         root = data_root(self.root)
-        missing = [name for name in self.files if not (Path(name) if Path(name).is_absolute() else root / name).is_file()]
+        missing = [name for name in self.files
+                   if not (Path(name) if Path(name).is_absolute() else root / name).is_file()]
         if missing:
             raise FileNotFoundError(f"data files not found under {root}: {missing} (data.files, data.root)")
         by_subset: dict[str, list[SurveyRow]] = {}
@@ -177,7 +176,8 @@ class SurveyDataModule(pl.LightningDataModule):
         self._report_invalid()
         if self.prior_subset:
             if self.prior_subset not in by_subset:
-                raise ValueError(f"data.prior_subset {self.prior_subset!r} has no rows (subsets found: {sorted(by_subset)})")
+                raise ValueError(
+                    f"data.prior_subset {self.prior_subset!r} has no rows (subsets found: {sorted(by_subset)})")
             self.prior_rows = list(by_subset[self.prior_subset])
         countries = sorted({row.country for rows in by_subset.values() for row in rows})  # the [ctrl] pool
         for subset in self.needed_subsets():

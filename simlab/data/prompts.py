@@ -4,15 +4,26 @@ order (country first) or question first (so rows of one question share everythin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .letters import tokenizer_name
-from .rows import SurveyRow
 
+if TYPE_CHECKING:  # rows imports this module's country pattern
+    from .rows import SurveyRow
+
+# The paper's instruction naming the country (the WVS rows carry it formatted; build_wvs and the Simulator format
+# it), and the pattern that reads the country back out of it (data.country_pattern of conf/data/wvs_en.yaml).
+PAPER_INSTRUCTION = "How would someone from {country} answer the following question:\n\n"
+ENGLISH_COUNTRY_PATTERN = PAPER_INSTRUCTION.split(":")[0].replace("{country}", "(?P<country>.+?)")
 PAPER_ANSWER_PREFIX = " If had to select one of the options, my answer would be ("
 PAPER_OPTION_SEPARATOR = ", "
 QUESTION_FIRST_SEPARATOR = "\n\n"  # between the options and the country sentence in the question_first order
 PROMPT_ORDERS = ("paper", "question_first")
+
+
+class PromptTooLongError(ValueError):
+    """A prompt with more tokens than the limit (data.max_length, or the model's context); prompts are never
+    truncated. The one class raised by the DataModule and by the Simulator."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,8 @@ class PromptFormat:
         template = self.chat_template or getattr(tokenizer, "chat_template", None)
         if not template:
             raise ValueError(
-                f"tokenizer {tokenizer_name(tokenizer)!r} has no chat template: use prompt_style=plain or give model.chat_template"
+                f"tokenizer {tokenizer_name(tokenizer)!r} has no chat template: use prompt_style=plain "
+                f"or give model.chat_template"
             )
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": user}], chat_template=template, tokenize=False, add_generation_prompt=True

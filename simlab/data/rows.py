@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .prompts import ENGLISH_COUNTRY_PATTERN
+
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
-ENGLISH_COUNTRY_PATTERN = r"How would someone from (?P<country>.+?) answer the following question"
 REQUIRED_FIELDS = ("id", "instruction", "input", "options", "options_dist", "data_type")
 MAX_OPTIONS = 26  # letters A..Z
 SHARE_SCALES = (100.0, 1.0)  # percents (the WVS files) or proportions (the Pew files)
@@ -180,7 +181,8 @@ def _read_json_rows(path: Path) -> list[Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        raise RowError(path, None, None, f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
+        raise RowError(path, None, None,
+                       f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
     if path.suffix == ".jsonl":
         raw_rows = []
         for line_number, line in enumerate(text.splitlines(), start=1):

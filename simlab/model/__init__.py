@@ -1,10 +1,11 @@
 """Language models: loading (local, cached hub id, embedded GGUF) and LoRA adapters."""
 
-from .adapters import attach_lora, base_model, load_adapter
+from .adapters import PAPER_LORA, attach_lora, base_model, load_adapter, paper_lora_config
 from .embedded import embedded_gguf_file, embedded_model_dir
 from .loading import LanguageModel, ModelNotAvailable, load_language_model
 
 __all__ = [
+    "PAPER_LORA",
     "LanguageModel",
     "ModelNotAvailable",
     "attach_lora",
@@ -13,4 +14,5 @@ __all__ = [
     "embedded_model_dir",
     "load_adapter",
     "load_language_model",
+    "paper_lora_config",
 ]

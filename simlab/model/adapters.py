@@ -6,6 +6,16 @@ from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 
+# The paper's LoRA, as conf/model/lora/paper.yaml writes it for run.py (tests/test_models.py checks they agree);
+# simlab.bench takes it from here.
+PAPER_LORA = {"task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 32, "lora_dropout": 0.05,
+              "target_modules": ["q_proj", "v_proj"]}
+
+
+def paper_lora_config() -> LoraConfig:
+    """A fresh peft LoraConfig with the paper's values (:data:`PAPER_LORA`)."""
+    return LoraConfig(**{k: list(v) if isinstance(v, list) else v for k, v in PAPER_LORA.items()})
+
 
 def attach_lora(model, config: LoraConfig) -> PeftModel:
     """Freeze the base model and add trainable LoRA weights (the paper: r 8, alpha 32, dropout 0.05)."""

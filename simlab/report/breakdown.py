@@ -8,7 +8,6 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
-
 from ..evaluation import pad_distributions
 from ..metrics import accuracy_rows, one_minus_jsd_rows
 

@@ -18,7 +18,8 @@ def _grouped_bars(ax, categories: list[str], series: dict[str, list[float]]) -> 
     x = np.arange(len(categories))
     for i, (name, values) in enumerate(series.items()):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(x, categories, rotation=45 if len(categories) > 8 else 0, ha="right" if len(categories) > 8 else "center")
+    ax.set_xticks(x, categories, rotation=45 if len(categories) > 8 else 0,
+                  ha="right" if len(categories) > 8 else "center")
 
 
 def _legend(ax, n: int) -> None:
