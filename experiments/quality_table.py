@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 from simlab.report.breakdown import diversity
 from simlab.report.collect import collect_jobs
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: jobs[name].metrics["subsets"]["C1-Q2"]["n"] for name in ROWS if name in jobs and jobs[name].ok}
     print("\n".join(lines))
     print()
-    print(f"Rows of C1-Q2 per run: {sorted(set(rows.values()))}; every run tests the same seeded sample of each subset.")
+    print(f"Rows of C1-Q2 per run: {sorted(set(rows.values()))}; every run tests the same seeded sample per subset.")
     print()
     print("\n".join(commands))
     if missing:
