@@ -88,3 +88,25 @@ def test_launchers_compose(launcher):
     assert {"basic": "BasicLauncher", "joblib": "JoblibLauncher", "slurm": "SlurmLauncher"}[launcher] in target
     if launcher == "slurm":
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 720
+
+
+def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_path):
+    """make run's method=prior_anchored is the configuration the quality table measured (experiments/QUALITY.md:
+    ft_prior_similarity + answer-position fallback + option-order augmentation + calibration); method=ft keeps the
+    paper's prompt, no prior, no augmentation, no calibration."""
+    def resolved(*overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[*overrides, "logger=none", f"paths.output_dir={tmp_path}"])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    anchored = resolved("method=prior_anchored")
+    measured = resolved("method=ft_prior_similarity", "prior.fallback=position", "data.shuffle_options=train",
+                        "calibrate=true")
+    assert anchored == measured
+    assert anchored["task"]["name"] == "finetune" and anchored["calibrate"] is True
+    assert anchored["data"]["prompt_order"] == "question_first" and anchored["data"]["shared_prefix"] is True
+    assert anchored["prior"]["similarity"] is True and anchored["prior"]["fallback"] == "position"
+    paper = resolved("method=ft")
+    assert paper["task"]["name"] == "finetune" and paper["prior"] is None and paper["calibrate"] is False
+    assert paper["data"]["prompt_order"] == "paper" and paper["data"]["shuffle_options"] is False
+    assert "method=prior_anchored" in (REPO / "Makefile").read_text().replace("$(RUN_METHOD)", "prior_anchored")
