@@ -61,6 +61,29 @@ def diversity_of(job) -> tuple[float, float]:
     return statistics.mean(p["human"] for p in points), statistics.mean(p["model"] for p in points)
 
 
+def one_minus_jsd(p, q) -> float:
+    from scipy.spatial.distance import jensenshannon
+
+    return 1.0 - float(jensenshannon(p, q))
+
+
+def moved_from(job, base) -> list[str]:
+    """How far a run's predictions are from another run's on the same rows (per subset: mean 1-JSD between the
+    two predictions, and the change in 1-JSD to the people): what the fine-tuned model adds to the prior."""
+    before = {(r["subset"], r["country"], r["question_id"]): r for r in base.predictions()}
+    per: dict[str, list[tuple[float, float]]] = {}
+    for r in job.predictions():
+        b = before[(r["subset"], r["country"], r["question_id"])]
+        gain = one_minus_jsd(r["human"], r["predicted"]) - one_minus_jsd(b["human"], b["predicted"])
+        per.setdefault(r["subset"], []).append((one_minus_jsd(b["predicted"], r["predicted"]), gain))
+    lines = ["| | " + " | ".join(SUBSETS) + " |", "|---|" + "---:|" * len(SUBSETS)]
+    lines.append("| mean 1-JSD(prior alone, model) | " + " | ".join(
+        fmt(statistics.mean(a for a, _ in per[s])) if s in per else "" for s in SUBSETS) + " |")
+    lines.append("| 1-JSD to people: model - prior alone | " + " | ".join(
+        f"{statistics.mean(g for _, g in per[s]):+.3f}" if s in per else "" for s in SUBSETS) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the folder holding the runs (outputs/quality)")
@@ -86,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Rows of C1-Q2 per run: {sorted(set(rows.values()))}; every run tests the same seeded sample per subset.")
     print()
     print("\n".join(commands))
+    if "prior_only" in jobs and "ft_prior_sim_aug" in jobs and jobs["ft_prior_sim_aug"].ok:
+        print()
+        print("What the fine-tuned model adds to the prior (method=prior_anchored against the prior alone, same rows):")
+        print()
+        print("\n".join(moved_from(jobs["ft_prior_sim_aug"], jobs["prior_only"])))
     if missing:
         print(f"\nNot (yet) completed: {', '.join(missing)}", file=sys.stderr)
     return 0
