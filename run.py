@@ -203,6 +203,18 @@ def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | Non
     return predictions, calibrated, record
 
 
+def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
+    """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
+    null (default): apply a saved one only, never fit; false: the raw option probabilities."""
+    from simlab.calibration import load_calibration
+
+    if cfg.task.name == "baseline" or cfg.calibrate is False:
+        return False
+    if cfg.calibrate:
+        return True
+    return not cfg.task.fit and load_calibration(adapter) is not None
+
+
 def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
@@ -237,7 +249,7 @@ def run(cfg: DictConfig) -> dict:
             failed = False
             return {}
         raw = None
-        if cfg.calibrate and cfg.task.name != "baseline":  # the temperature is part of the simulator
+        if wants_calibration(cfg, info.get("adapter")):  # the temperature is part of the simulator
             raw, predictions, info["calibration"] = calibrate(cfg, datamodule, predictions, info.get("adapter"))
             info["uncalibrated"] = summarize(score_subsets(datamodule.rows, raw), datamodule.average_subsets)
             test_results = score_subsets(datamodule.rows, predictions)

@@ -107,6 +107,6 @@ def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_pa
     assert anchored["data"]["prompt_order"] == "question_first" and anchored["data"]["shared_prefix"] is True
     assert anchored["prior"]["similarity"] is True and anchored["prior"]["fallback"] == "position"
     paper = resolved("method=ft")
-    assert paper["task"]["name"] == "finetune" and paper["prior"] is None and paper["calibrate"] is False
+    assert paper["task"]["name"] == "finetune" and paper["prior"] is None and not paper["calibrate"]
     assert paper["data"]["prompt_order"] == "paper" and paper["data"]["shuffle_options"] is False
     assert "method=prior_anchored" in (REPO / "Makefile").read_text().replace("$(RUN_METHOD)", "prior_anchored")

@@ -136,6 +136,19 @@ def test_the_temperature_is_saved_with_the_adapter_and_applied_when_it_is_loaded
     assert again["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
         tuned["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
 
+    # by default (calibrate unset) evaluation applies the saved temperature too; calibrate=false turns it off
+    plain = [o for o in common if o != "calibrate=true"]
+    evaluate = ["task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]"]
+    run_py(*plain, *evaluate, f"hydra.run.dir={tmp_path / 'default'}")
+    default = json.loads((tmp_path / "default" / "metrics.json").read_text())
+    assert default["calibration"]["temperature"] == saved["temperature"]
+    assert default["subsets"] == again["subsets"]
+    run_py(*plain, *evaluate, "calibrate=false", f"hydra.run.dir={tmp_path / 'off'}")
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert "calibration" not in off or off["calibration"] is None
+    assert off["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
+        tuned["uncalibrated"]["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
+
 
 def test_a_prior_anchored_fine_tune_saves_its_prior_and_evaluation_reuses_it(tiny_llama_dir, shared_data, tmp_path):
     common = ["model=hf", f"model.path={tiny_llama_dir}", "logger=none", "data.limit_per_subset=8",
