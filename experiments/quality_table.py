@@ -47,6 +47,8 @@ def rows_of(job, label: str) -> list[tuple[str, dict, dict | None]]:
         t = metrics["calibration"]["temperature"]
         return [(label, metrics["uncalibrated"]["subsets"], metrics["uncalibrated"].get("paper_average")),
                 (f"{label}, calibrated (T={t:.2f} on C1-Q2)", metrics["subsets"], metrics.get("paper_average"))]
+    if metrics.get("adapter"):  # an adapter evaluated without its saved temperature
+        label = f"{label} (uncalibrated)"
     return [(label, metrics["subsets"], metrics.get("paper_average"))]
 
 
