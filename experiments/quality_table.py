@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [fmt(subsets.get(s, {}).get("one_minus_jsd")) for s in SUBSETS]
             lines.append(f"| {row_label} | " + " | ".join(cells) + f" | {fmt((average or {}).get('one_minus_jsd'))} | "
                          f"{human:.3f} / {model:.3f} |")
-        commands.append(f"* {label.strip()}: {command(job)}")
+        commands.append(f"* `{name}` ({label.strip()}): {command(job)}")
     rows = {name: jobs[name].metrics["subsets"]["C1-Q2"]["n"] for name in ROWS if name in jobs and jobs[name].ok}
     print("\n".join(lines))
     print()
