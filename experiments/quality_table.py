@@ -29,7 +29,8 @@ ROWS = {
     "ft_qf_shuffled": "  the same, tested on shuffled options",
     "ft_prior": "FT question-first + prior-anchored (survey mean)",
     "ft_prior_sim": "FT question-first + similarity prior + answer-position prior",
-    "ft_prior_sim_aug": "method=prior_anchored: + option-order augmentation in training",
+    "ft_prior_sim_aug": "method=prior_anchored (FT question-first + similarity prior + answer-position prior"
+                        " + option-order augmentation)",
     "ft_prior_sim_aug_shuffled": "  the same, tested on shuffled options",
     "ft_prior_sim_aug_cyclic": "  the same, + test-time averaging over cyclic option orders",
     "ft_prior_sim_aug_ctrl": "  the same, tested under [ctrl] (prompt and prior name a random other country)",
