@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 RUN_METHOD ?= prior_anchored
 run: install
 	@start=$$(date +%s); $(PY) run.py method=$(RUN_METHOD) $(ARGS); status=$$?; \
-	echo "make run: wall time $$(( $$(date +%s) - start )) s on $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($$(nproc) CPUs), exit $$status"; \
+	echo "make run: wall time $$(( $$(date +%s) - start )) s on $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($$(nproc --all) CPUs), exit $$status"; \
 	exit $$status
 
 zeroshot: install
