@@ -4,12 +4,14 @@ loading path (from_pretrained on a folder) is exercised without any downloaded w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# the survey data as simlab finds it: $SIMLAB_DATA, else ../shared/data beside the repository
+SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO.parent / "shared" / "data")
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
