@@ -14,6 +14,8 @@ import argparse
 import statistics
 import sys
 
+import numpy as np
+
 from simlab.report.breakdown import diversity
 from simlab.report.collect import collect_jobs
 
@@ -65,9 +67,9 @@ def diversity_of(job) -> tuple[float, float]:
 
 
 def one_minus_jsd(p, q) -> float:
-    from scipy.spatial.distance import jensenshannon
+    from simlab.ceiling import one_minus_jsd as ceiling_one_minus_jsd  # after simlab.report (import order)
 
-    return 1.0 - float(jensenshannon(p, q))
+    return float(ceiling_one_minus_jsd(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)))
 
 
 def moved_from(job, base) -> list[str]:
