@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from simlab.data.build_wvs import BuildError, build, main
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA  # $SIMLAB_DATA, else ../shared/data (conftest)
 
 OPTIONS_4 = ["(A)Very", "(B)Rather", "(C)Not very", "(D)Not at all"]
 CODES_4 = {"1": "A", "2": "B", "3": "C", "4": "D"}
