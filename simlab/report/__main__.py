@@ -1,4 +1,4 @@
-"""python -m simlab.report RUN_OR_SWEEP_DIR [...] [--out DIR] [--subset C2-Q1] [--names ...]"""
+"""python -m simlab.report RUN_OR_SWEEP_DIR [...] [--out DIR] [--subset C2-Q1] [--names ...] [--wandb]"""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", help="subset for the per-country, diversity and position-bias figures")
     parser.add_argument("--names", nargs="+", help="row labels, one per job found (default: the varying overrides)")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the report (tables, figures) as one W&B run in the jobs' group (offline unless "
+                             "--wandb-online); `wandb sync` uploads it")
+    parser.add_argument("--wandb-online", action="store_true", help="with --wandb: log online (after `wandb login`)")
     parser.add_argument("--questionnaire", default=None,
                         help="questionnaire JSON with a 'dimension' per question (default: <data root>/wvs7/"
                              "questionnaire_en.json; 'none' to skip the breakdown)")
@@ -33,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     path = write_report(jobs, out, subset=args.subset, questionnaire=questionnaire,
                         title=args.title or f"simlab report: {', '.join(args.dirs)}")
+    if args.wandb:
+        from ..dashboard import log_report
+
+        log_report(out, jobs, offline=not args.wandb_online)
     print(path)
 
 

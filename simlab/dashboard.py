@@ -1,0 +1,242 @@
+"""What a W&B run shows beyond scalars: the results table, a sample of predictions against what people answered,
+the report's figures for the run, and the trained adapter as an artifact a later run can name.
+
+Everything is built from the run's own outputs (metrics.json's summary, the rows and predictions) by the same code
+as ``simlab.report``, so the dashboard and the files on disk cannot disagree. ``model.adapter=wandb:NAME[:ALIAS]``
+is resolved by :func:`resolve_adapter` from the offline run files on this machine, else from the W&B server.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data.rows import SurveyRow
+
+log = logging.getLogger(__name__)
+
+WANDB_PREFIX = "wandb:"
+PREDICTION_SAMPLE = 200  # rows per run in the predictions table: enough to filter by country or question
+FIGURES_DIR = "figures"
+
+
+def _metric_names() -> list[str]:
+    from .results import METRIC_ORDER
+
+    return list(METRIC_ORDER)
+
+
+def results_rows(summary: dict) -> tuple[list[str], list[list]]:
+    """(columns, rows): one row per tested subset and one for the paper average, every metric of metrics.json;
+    with the uncalibrated 1-JSD when the simulator was calibrated and the noise ceiling where computed."""
+    metrics = _metric_names()
+    uncalibrated = (summary.get("uncalibrated") or {}).get("subsets") or {}
+    ceiling = summary.get("noise_ceiling") or {}
+    columns = ["subset", "n", *metrics]
+    if uncalibrated:
+        columns.append("one_minus_jsd_uncalibrated")
+    if ceiling:
+        columns.append("one_minus_jsd_ceiling")
+    rows = []
+    for subset, values in summary.get("subsets", {}).items():
+        row = [subset, values.get("n"), *[values.get(m) for m in metrics]]
+        if uncalibrated:
+            row.append((uncalibrated.get(subset) or {}).get("one_minus_jsd"))
+        if ceiling:
+            row.append((ceiling.get(subset) or {}).get("one_minus_jsd"))
+        rows.append(row)
+    average = summary.get("paper_average")
+    if average:
+        row = ["paper average", None, *[average.get(m) for m in metrics]]
+        if uncalibrated:
+            row.append(((summary.get("uncalibrated") or {}).get("paper_average") or {}).get("one_minus_jsd"))
+        if ceiling:
+            row.append(None)
+        rows.append(row)
+    return columns, rows
+
+
+def _shares(letters: Sequence[str], values: Sequence[float]) -> str:
+    return " ".join(f"{letter}:{value:.2f}" for letter, value in zip(letters, values))
+
+
+def prediction_rows(rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]],
+                    sample: int = PREDICTION_SAMPLE, seed: int = 0) -> tuple[list[str], list[list]]:
+    """(columns, rows) for a seeded sample of tested rows: who, which question, what people answered, what the
+    simulator predicted, and their 1-JSD (the same per-row metric as metrics.json)."""
+    import torch
+
+    from .evaluation import pad_distributions
+    from .metrics import one_minus_jsd_rows
+
+    cells = [(subset, index) for subset in predictions for index in range(len(predictions[subset]))]
+    chosen = sorted(random.Random(seed).sample(range(len(cells)), min(sample, len(cells))))
+    columns = ["subset", "country", "question_id", "question", "options", "human", "predicted",
+               "human_majority", "predicted_majority", "one_minus_jsd"]
+    table = []
+    if not chosen:
+        return columns, table
+    picked = [(rows[s][i], predictions[s][i]) for s, i in (cells[c] for c in chosen)]
+    target, mask = pad_distributions([row.target for row, _ in picked])
+    predicted, _ = pad_distributions([p for _, p in picked])
+    scores = one_minus_jsd_rows(predicted, target, mask).tolist()
+    for (row, p), score in zip(picked, scores):
+        table.append([
+            row.subset, row.country, row.question_id, row.question.strip(), " | ".join(row.options),
+            _shares(row.letters, row.target), _shares(row.letters, p),
+            row.letters[int(torch.tensor(row.target).argmax())], row.letters[int(torch.tensor(p).argmax())],
+            round(float(score), 6),
+        ])
+    return columns, table
+
+
+def run_figures(run_dir: str | Path) -> list[Path]:
+    """The report's figures for one completed run (per-subset bars, diversity across countries, position bias),
+    written to ``<run dir>/figures/`` by ``simlab.report``'s own functions."""
+    from .report import figures
+    from .report.breakdown import diversity
+    from .report.collect import load_job
+
+    run_dir = Path(run_dir)
+    job = load_job(run_dir)
+    job.label = job.metrics.get("model") or job.metrics.get("baseline") or run_dir.name if job.metrics else run_dir.name
+    job.status = "completed" if job.metrics and job.metrics.get("subsets") else job.status
+    if not job.metrics or not job.metrics.get("subsets"):
+        return []
+    out = run_dir / FIGURES_DIR
+    out.mkdir(exist_ok=True)
+    made = [
+        figures.metric_by_subset([job], "one_minus_jsd", out / "one_minus_jsd_by_subset.png", "1-JSD per subset"),
+        figures.metric_by_subset([job], "accuracy", out / "accuracy_by_subset.png",
+                                 "Accuracy (argmax = human majority) per subset"),
+    ]
+    subsets = list(job.metrics["subsets"])
+    subset = next((s for s in ("C2-Q1", "C3-Q1") if s in subsets), subsets[0])
+    points = diversity(job.predictions(), subset)
+    if points:
+        made.append(figures.diversity_scatter({job.label: points}, out / f"diversity_{subset}.png", subset))
+    made.append(figures.position_bias_bars([job], subset, out / f"position_bias_{subset}.png"))
+    return made
+
+
+def adapter_artifact_name(model_name: str) -> str:
+    """W&B artifact names allow letters, digits, '-', '_' and '.'; one name per model, versions per run."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_name)
+    return f"adapter-{safe}"
+
+
+def log_run(experiment, run_dir: str | Path, summary: dict, rows: dict[str, list[SurveyRow]],
+            predictions: dict[str, list[list[float]]], *, adapter: str | None = None, seed: int = 0,
+            sample: int = PREDICTION_SAMPLE) -> None:
+    """Log the results table, the predictions sample, the figures and (for a fine-tune) the adapter artifact to
+    the W&B run ``experiment`` (a ``wandb.Run``, e.g. ``WandbLogger.experiment``)."""
+    import wandb
+
+    columns, data = results_rows(summary)
+    payload = {"results": wandb.Table(columns=columns, data=data)}
+    columns, data = prediction_rows(rows, predictions, sample=sample, seed=seed)
+    payload["predictions"] = wandb.Table(columns=columns, data=data)
+    for path in run_figures(run_dir):
+        payload[f"figures/{path.stem}"] = wandb.Image(str(path))
+    experiment.log(payload)
+    if adapter and summary.get("task") == "finetune" and Path(adapter).is_dir():
+        metadata = {
+            "model": summary.get("model"),
+            "loss": summary.get("loss"),
+            "paper_average": summary.get("paper_average"),
+            "calibration": summary.get("calibration"),
+            "prior": summary.get("prior"),
+            "overrides": summary.get("overrides"),
+            "commit": (summary.get("code") or {}).get("commit"),
+        }
+        artifact = wandb.Artifact(adapter_artifact_name(str(summary.get("model") or "model")), type="model",
+                                  metadata=metadata)
+        artifact.add_dir(str(adapter))
+        experiment.log_artifact(artifact)
+
+
+def is_wandb_reference(adapter: str | None) -> bool:
+    return bool(adapter) and str(adapter).startswith(WANDB_PREFIX)
+
+
+def resolve_adapter(reference: str, search: Sequence[str | Path] = ("outputs", "multirun"),
+                    cache: str | Path = "outputs/wandb_artifacts") -> str:
+    """``wandb:NAME[:ALIAS]`` -> a local adapter folder. The newest offline run under ``search`` that logged
+    artifact NAME is used when there is one (its staged files are copied into ``cache``); otherwise the W&B server
+    (``wandb.Api().artifact``, needs ``wandb login``; ALIAS defaults to ``latest``)."""
+    from .wandb_offline import read_run, run_files
+
+    spec = reference[len(WANDB_PREFIX):]
+    name, _, alias = spec.partition(":")
+    if not name:
+        raise ValueError(f"model.adapter={reference}: give wandb:<artifact name>[:<alias>]")
+    if alias in ("", "latest"):
+        for folder in search:
+            for run_file in reversed(run_files(folder) if Path(folder).is_dir() else []):
+                for artifact in reversed(read_run(run_file)["artifacts"]):
+                    if artifact["name"] != name:
+                        continue
+                    missing = [p for p in artifact["files"].values() if not Path(p).is_file()]
+                    if missing:
+                        log.warning("%s logged %s, but its staged files are gone (synced?)", run_file, name)
+                        continue
+                    target = Path(cache) / f"{name}-{run_file.parent.name}"
+                    for relative, staged in artifact["files"].items():
+                        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(staged, target / relative)
+                    log.info("model.adapter=%s: the offline artifact of %s, copied to %s", reference, run_file, target)
+                    return str(target)
+    import wandb
+
+    try:
+        artifact = wandb.Api().artifact(f"{name}:{alias or 'latest'}" if "/" in name else
+                                        f"simlab/{name}:{alias or 'latest'}")
+    except Exception as err:  # no login, no network, no such artifact: say what was searched
+        raise FileNotFoundError(
+            f"model.adapter={reference}: no offline run under {', '.join(map(str, search))} logged artifact {name!r} "
+            f"with its files still staged, and the W&B server could not give it ({type(err).__name__}: {err})"
+        ) from err
+    return artifact.download(root=str(Path(cache) / f"{name}-{alias or 'latest'}"))
+
+
+def sweep_group(jobs) -> str | None:
+    """The W&B group the jobs logged to (a sweep's jobs share one: the sweep folder), read from their run files."""
+    from .wandb_offline import read_run, run_files
+
+    for job in jobs:
+        for run_file in run_files(job.path):
+            group = read_run(run_file).get("group")
+            if group:
+                return group
+    return None
+
+
+def log_report(report_dir: str | Path, jobs, *, group: str | None = None, project: str = "simlab",
+               offline: bool = True) -> Path:
+    """Log a report folder (``python -m simlab.report DIR --wandb``) as one W&B run in the jobs' group: one table
+    per metric (the report's rows x subsets) and every figure; returns the run's folder."""
+    import wandb
+
+    from .report.tables import metric_table
+
+    report_dir = Path(report_dir)
+    group = group or sweep_group(jobs)
+    run = wandb.init(project=project, dir=str(report_dir), group=group, job_type="report",
+                     name=f"report-{report_dir.parent.name or report_dir.name}", mode="offline" if offline else None,
+                     reinit="finish_previous")
+    try:
+        payload = {}
+        for metric in _metric_names():
+            header, rows = metric_table(jobs, metric)
+            payload[f"tables/{metric}"] = wandb.Table(columns=header, data=rows)
+        for image in sorted(report_dir.glob("*.png")):
+            payload[f"figures/{image.stem}"] = wandb.Image(str(image))
+        run.log(payload)
+        folder = Path(run.dir).parent
+    finally:
+        run.finish()
+    log.info("report logged to W&B (group %s): %s", group, folder)
+    return folder
