@@ -28,7 +28,7 @@ from .batching import (
 from .letters import resolve_letter_ids
 from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from .rows import RowError, SurveyRow, read_rows
-from .settings import replace_country, rotate_options, shuffle_options
+from .transforms import replace_country, rotate_options, shuffle_options
 
 log = logging.getLogger(__name__)
 
