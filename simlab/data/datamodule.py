@@ -3,8 +3,6 @@ loader per subset, tokenized once, length-grouped and dynamically padded."""
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,12 +23,18 @@ from .batching import (
     SharedPrefixCollator,
 )
 from .letters import resolve_letter_ids
+from .option_orders import cyclic_shifts, given_order, merge_option_orders
 from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from .rows import SurveyRow, read_rows
-from .selection import check_files_exist, check_unique_cells, data_file, row_limit, sample_rows
+from .selection import (
+    check_files_exist,
+    check_unique_cells,
+    data_file,
+    report_invalid_rows,
+    row_limit,
+    sample_rows,
+)
 from .transforms import replace_country, rotate_options, shuffle_options
-
-log = logging.getLogger(__name__)
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -213,16 +217,7 @@ class SurveyDataModule(pl.LightningDataModule):
                 "prompt_order": self.prompt.order}
 
     def _report_invalid(self) -> None:
-        if not self.invalid_rows:
-            return
-        ids = [r["id"] for r in self.invalid_rows]
-        log.warning("dropped %d invalid rows (drop_invalid=true); ids: %s", len(ids), ids)
-        if self.invalid_rows_file:
-            Path(self.invalid_rows_file).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.invalid_rows_file, "w", encoding="utf-8") as handle:
-                for record in self.invalid_rows:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            log.warning("invalid rows written to %s", self.invalid_rows_file)
+        report_invalid_rows(self.invalid_rows, self.invalid_rows_file)
 
     def _encode_all(self) -> None:
         all_rows = [row for rows in self.rows.values() for row in rows]
@@ -238,13 +233,12 @@ class SurveyDataModule(pl.LightningDataModule):
 
     def _test_dataset(self, subset: str) -> EncodedDataset:
         if self.test_option_orders == "given":
-            self.test_variants[subset] = [(i, tuple(range(len(r.options)))) for i, r in enumerate(self.rows[subset])]
+            self.test_variants[subset] = given_order(self.rows[subset])
             return self.datasets[subset]
         variants, encoded = [], []
         for i, (row, source) in enumerate(zip(self.rows[subset], self.source_rows[subset])):
-            k = len(row.options)
-            for shift in range(k):
-                variants.append((i, tuple((shift + j) % k for j in range(k))))
+            for shift, order in cyclic_shifts(len(row.options)):
+                variants.append((i, order))
                 encoded.append(self.encode(rotate_options(row, shift), source))
         self.test_variants[subset] = variants
         return EncodedDataset(encoded)
@@ -252,18 +246,7 @@ class SurveyDataModule(pl.LightningDataModule):
     def merge_option_orders(self, predictions: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
         """Per test row, the mean of its items' predictions mapped back to the row's own option order (the test
         items are the rows themselves when ``test_option_orders`` is ``given``)."""
-        merged: dict[str, list[list[float]]] = {}
-        for subset, items in predictions.items():
-            variants = self.test_variants[subset]
-            if len(items) != len(variants):
-                raise RuntimeError(f"subset {subset}: {len(items)} predictions for {len(variants)} test items")
-            sums = [np.zeros(len(row.options)) for row in self.rows[subset]]
-            counts = [0] * len(sums)
-            for (row, order), probs in zip(variants, items):
-                sums[row][list(order)] += np.asarray(probs)
-                counts[row] += 1
-            merged[subset] = [(total / count).tolist() for total, count in zip(sums, counts)]
-        return merged
+        return merge_option_orders(predictions, self.test_variants, self.rows)
 
     def log_prior(self, row: SurveyRow, source: SurveyRow) -> list[float] | None:
         """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt country's, and

@@ -3,11 +3,16 @@ the seeded sample a row limit keeps."""
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .rows import RowError, SurveyRow
+
+log = logging.getLogger(__name__)
 
 
 def data_file(name: str, root: Path) -> Path:
@@ -51,3 +56,17 @@ def sample_rows(rows: list[SurveyRow], limit: int | None, seed: int, subset: str
         return rows
     keep = sorted(random.Random(f"{seed}:{subset}").sample(range(len(rows)), limit))
     return [rows[i] for i in keep]
+
+
+def report_invalid_rows(invalid_rows: list[dict[str, Any]], invalid_rows_file: str | None) -> None:
+    """Log the rows ``drop_invalid`` skipped and write them, one JSON object a line, to ``invalid_rows_file``."""
+    if not invalid_rows:
+        return
+    ids = [r["id"] for r in invalid_rows]
+    log.warning("dropped %d invalid rows (drop_invalid=true); ids: %s", len(ids), ids)
+    if invalid_rows_file:
+        Path(invalid_rows_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(invalid_rows_file, "w", encoding="utf-8") as handle:
+            for record in invalid_rows:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        log.warning("invalid rows written to %s", invalid_rows_file)
