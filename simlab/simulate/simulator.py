@@ -170,18 +170,7 @@ class Simulator:
         countries = check_countries(list(countries) if countries is not None else known, known, where)
         cells = [(q, c) for q in questions for c in countries]
         shares = self._score(self._encode(cells))
-        return self._frame(questions, countries, cells, shares)
-
-    def _frame(self, questions: Sequence[Question], countries: list[str], cells: list[tuple[Question, str]],
-               shares: list[list[float]]):
-        """The tidy DataFrame of a simulation (one row per cell and option), provenance in its attrs."""
-        import pandas as pd
-
-        records = []
-        for (question, country), probs in zip(cells, shares):
-            for letter, label, share in zip(question.letters, question.options, probs):
-                records.append((question.id, country, letter, label, share))
-        frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+        frame = simulation_frame(cells, shares)
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
         frame.attrs["countries"] = list(countries)
@@ -227,21 +216,9 @@ class Simulator:
         return ids
 
     # ------------------------------------------------------------------ scoring
-    def _batches(self, encoded: list[EncodedRow]) -> tuple[list[list[int]], Any]:
-        """The batches (lists of row indices) and their collator."""
-        lengths = [len(e.input_ids) for e in encoded]
-        if self.shared_prefix:  # one question's countries together, its prompt prefix computed once per batch
-            sampler = PrefixGroupedBatchSampler(lengths, [e.prefix_group for e in encoded], self.batch_size,
-                                                shuffle=False, num_replicas=1, rank=0)
-            return list(sampler), SharedPrefixCollator(self.tokenizer.pad_token_id)
-        # longest first, as evaluation batches (little padding, memory problems show at once); every row, one
-        # process
-        order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        return batches, PadCollator(self.tokenizer.pad_token_id)
-
     def _score(self, encoded: list[EncodedRow]) -> list[list[float]]:
-        batches, collate = self._batches(encoded)
+        batches, collate = scoring_batches(encoded, self.batch_size, self.shared_prefix,
+                                           self.tokenizer.pad_token_id)
         shares: list[list[float] | None] = [None] * len(encoded)
         with torch.inference_mode():
             for batch_indices in batches:
@@ -252,6 +229,32 @@ class Simulator:
                 for row, row_probs, row_mask in zip(batch["row_index"].tolist(), probs, batch["option_mask"]):
                     shares[row] = row_probs[row_mask].double().cpu().tolist()
         return shares  # type: ignore[return-value]
+
+
+def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]]):
+    """The tidy DataFrame of a simulation: one row per cell and option (question_id, country, letter, option,
+    share), in cell then option order."""
+    import pandas as pd
+
+    records = []
+    for (question, country), probs in zip(cells, shares):
+        for letter, label, share in zip(question.letters, question.options, probs):
+            records.append((question.id, country, letter, label, share))
+    return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def scoring_batches(encoded: list[EncodedRow], batch_size: int, shared_prefix: bool,
+                    pad_token_id: int) -> tuple[list[list[int]], Any]:
+    """The batches (lists of row indices) to score and their collator."""
+    lengths = [len(e.input_ids) for e in encoded]
+    if shared_prefix:  # one question's countries together, its prompt prefix computed once per batch
+        sampler = PrefixGroupedBatchSampler(lengths, [e.prefix_group for e in encoded], batch_size,
+                                            shuffle=False, num_replicas=1, rank=0)
+        return list(sampler), SharedPrefixCollator(pad_token_id)
+    # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
+    order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return batches, PadCollator(pad_token_id)
 
 
 def load_configured_model(model_cfg: Mapping[str, Any]) -> LanguageModel:
