@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -593,13 +594,71 @@ def matmul_peak(model, tokens: int = 2048, repeats: int = 5, autocast: bool = Fa
     return flops / best / 1e9
 
 
-def run(args: argparse.Namespace) -> int:
-    from .model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
+@dataclass
+class Checks:
+    """The training-step agreement checks on the warm-up rows (dropout off)."""
 
+    ref_loss: float  # reference and simlab (nan with --no-reference)
+    sim_loss: float
+    grad_diff: float
+    per_row_loss: float  # simlab and shared-prefix
+    prefix_loss: float
+    prefix_grad_diff: float
+
+
+@dataclass
+class Measurements:
+    """What the timed phases measured, per path name."""
+
+    names: list[str]
+    timed: dict[str, Timed]  # evaluation
+    results: dict[str, EvalResult]
+    eval_tokens: dict[str, int]
+    train_timed: dict[str, Timed]
+    train_tokens: dict[str, int]
+    peak_gflops: float  # the matmul throughput the FLOP rates are compared with
+    flops_per_token: int  # the decoder linears' FLOPs per token position
+
+    def gflops(self, name: str, train: bool) -> float:
+        tokens = self.train_tokens[name] if train else self.eval_tokens[name]
+        seconds = sum(self.train_timed[name].seconds if train else self.timed[name].seconds)
+        return self.flops_per_token * tokens * (2 if train else 1) / seconds / 1e9  # training: + backward input grads
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark: set up, check the paths agree on a training step, time evaluation and training, report."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    model, data, bench = set_up(args)
+    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED]
+    order = grouped_order(data, args.seed)
+    checks = warm_up_and_check(bench, paths, order, args)
+    timed, results, eval_tokens = time_evaluation(bench, paths, order, args)
+    train_timed, train_tokens = time_training(bench, paths, order, args)
+    measured = Measurements([m.name for m in paths], timed, results, eval_tokens, train_timed, train_tokens,
+                            peak_gflops=matmul_peak(model, tokens=args.matmul_tokens, autocast=bench.autocast),
+                            flops_per_token=linear_flops_per_token(model))
+    if args.ablation:
+        ablation(bench, order[: args.ablation_rows], args)
+    if args.profile:
+        profile(bench, order[: args.eval_batch])
+    pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
+    report_throughput(measured, pairs, args)
+    failures = agreement_failures(measured.results, checks, args)
+    _log(f"wall time {time.perf_counter() - started:.0f} s")
+    if failures:
+        print("BENCH FAILED: the paths disagree: " + "; ".join(failures), file=sys.stderr, flush=True)
+        return 1
+    report_speedups(measured, args)
+    return 0
+
+
+def set_up(args: argparse.Namespace) -> tuple[Any, BenchData, Bench]:
+    """The embedded model with a fresh paper LoRA adapter, the sampled rows and the :class:`Bench`; logs them."""
+    from .model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
+
     lm = load_language_model(embedded=args.embedded, dtype="float32")
     if lm.tokenizer.pad_token_id is None:
         lm.tokenizer.pad_token = lm.tokenizer.eos_token
@@ -609,7 +668,6 @@ def run(args: argparse.Namespace) -> int:
     bench = Bench(model, data, lr=1e-4, eval_batch=args.eval_batch, train_batch=args.train_batch,
                   autocast=args.precision == "bf16")
     lengths = data.lengths
-    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED]
     _log(
         f"simlab bench: {lm.source}, {len(data)} {data.subset} rows of {len({r.question_id for r in data.rows})} "
         f"questions ({args.prompt_style} {args.prompt_order} prompts, sampled by {args.sample}, seed {args.seed}; "
@@ -619,12 +677,14 @@ def run(args: argparse.Namespace) -> int:
         f"LoRA r{PAPER_LORA['r']}/alpha{PAPER_LORA['lora_alpha']} on {','.join(PAPER_LORA['target_modules'])}"
     )
     _log(f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}")
-    order = grouped_order(data, args.seed)
+    return model, data, bench
 
-    # Warm-up (allocator, oneDNN kernels) on a few rows of every path, then the training-step checks.
+
+def warm_up_and_check(bench: Bench, paths: list[Method], order: list[int], args: argparse.Namespace) -> Checks:
+    """Warm-up (allocator, oneDNN kernels) on a few rows of every path, then the training-step checks."""
     warm = order[: min(len(order), args.check_rows)]
     for method in paths:
-        evaluate(model, data, method, warm, args.eval_batch, bench.autocast)
+        evaluate(bench.model, bench.data, method, warm, args.eval_batch, bench.autocast)
     ref_loss = sim_loss = grad_diff = float("nan")
     if not args.no_reference:
         ref_loss, sim_loss, grad_diff = bench.train_check(warm)
@@ -633,25 +693,35 @@ def run(args: argparse.Namespace) -> int:
     per_row_loss, prefix_loss, prefix_grad_diff = bench.train_check(warm, SIMLAB, SHARED)
     _log(f"train check ({len(warm)} rows, dropout off): loss simlab {per_row_loss:.6f} shared-prefix "
          f"{prefix_loss:.6f}, max |LoRA grad difference| {prefix_grad_diff:.2e}")
+    return Checks(ref_loss, sim_loss, grad_diff, per_row_loss, prefix_loss, prefix_grad_diff)
 
-    # Evaluation: the rows in `eval_repeats` chunks (whole questions where they fit); each chunk timed with every
-    # path back to back (rotating which goes first), so every row is predicted once by each path.
+
+def time_evaluation(
+    bench: Bench, paths: list[Method], order: list[int], args: argparse.Namespace
+) -> tuple[dict[str, Timed], dict[str, EvalResult], dict[str, int]]:
+    """The rows in ``eval_repeats`` chunks (whole questions where they fit); each chunk timed with every path back
+    to back (rotating which goes first), so every row is predicted once by each path."""
     timed = {m.name: Timed() for m in paths}
     results = {m.name: EvalResult() for m in paths}
     eval_tokens = {m.name: 0 for m in paths}
-    for repeat, chunk in enumerate(question_chunks(data, order, args.eval_repeats)):
+    for repeat, chunk in enumerate(question_chunks(bench.data, order, args.eval_repeats)):
         for method in paths[repeat % len(paths):] + paths[: repeat % len(paths)]:
             result, seconds, peak = bench.time_eval(method, chunk)
             timed[method.name].add(seconds, len(chunk), peak, bench.last_cpu_seconds)
             results[method.name].probs.update(result.probs)
             results[method.name].loss_sum += result.loss_sum
-            eval_tokens[method.name] += path_tokens(data, method, chunk, args.eval_batch, train=False)
+            eval_tokens[method.name] += path_tokens(bench.data, method, chunk, args.eval_batch, train=False)
             _log(f"  eval repeat {repeat + 1}: {method.name:13s} {len(chunk)} rows in {seconds:7.1f} s "
                  f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}")
+    return timed, results, eval_tokens
 
-    # Training: `train_repeats` runs of `train_steps` steps on consecutive rows of the question-grouped order, each
-    # from the same initial adapter.
+
+def time_training(
+    bench: Bench, paths: list[Method], order: list[int], args: argparse.Namespace
+) -> tuple[dict[str, Timed], dict[str, int]]:
+    """``train_repeats`` runs of ``train_steps`` steps on consecutive rows of the question-grouped order, each from
+    the same initial adapter."""
     train_timed = {m.name: Timed() for m in paths}
     train_tokens = {m.name: 0 for m in paths}
     per_run = args.train_steps * args.train_batch
@@ -660,33 +730,20 @@ def run(args: argparse.Namespace) -> int:
         for method in paths[repeat % len(paths):] + paths[: repeat % len(paths)]:
             losses, seconds, peak = bench.time_train(method, rows, seed=args.seed + repeat)
             train_timed[method.name].add(seconds, len(rows), peak, bench.last_cpu_seconds)
-            train_tokens[method.name] += path_tokens(data, method, rows, args.train_batch, train=True,
+            train_tokens[method.name] += path_tokens(bench.data, method, rows, args.train_batch, train=True,
                                                      seed=args.seed + repeat)
             _log(f"  train repeat {repeat + 1}: {method.name:13s} {len(rows)} rows in {seconds:7.1f} s "
                  f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}, losses "
                  + " ".join(f"{v:.4f}" for v in losses))
+    return train_timed, train_tokens
 
-    peak_gflops = matmul_peak(model, tokens=args.matmul_tokens, autocast=bench.autocast)
-    flops_per_token = linear_flops_per_token(model)
 
-    if args.ablation:
-        ablation(bench, order[: args.ablation_rows], args)
-    if args.profile:
-        profile(bench, order[: args.eval_batch])
-
-    names = [m.name for m in paths]
+def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args: argparse.Namespace) -> None:
+    """The markdown table of every path's throughput, tokens, memory, FLOP rate and loss, then the matmul lines."""
+    names, timed, train_timed = measured.names, measured.timed, measured.train_timed
     eval_rows = {n: sum(timed[n].rows) for n in names}
     train_rows = {n: sum(train_timed[n].rows) for n in names}
-
-    def gflops(name: str, train: bool) -> float:
-        tokens = train_tokens[name] if train else eval_tokens[name]
-        seconds = sum(train_timed[name].seconds if train else timed[name].seconds)
-        return flops_per_token * tokens * (2 if train else 1) / seconds / 1e9  # training: + backward input gradients
-
-    prefix_eval_speedup = paired_speedup(timed["simlab"], timed["shared-prefix"])
-    prefix_train_speedup = paired_speedup(train_timed["simlab"], train_timed["shared-prefix"])
-    pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
     _log("")
     _log(f"| measure | {' | '.join(names)} | {' | '.join(f'{b} / {a}' for a, b in pairs)} |")
     _log("|---|" + "---:|" * (len(names) + len(pairs)))
@@ -702,11 +759,13 @@ def run(args: argparse.Namespace) -> int:
             extra = [""] * len(pairs)
         _log(f"| {title} | {' | '.join(format(values[n], fmt) for n in names)} | {' | '.join(extra)} |")
 
+    gflops = measured.gflops
     row(f"eval prompts/s (median of {args.eval_repeats})", {n: timed[n].median_rate for n in names}, ".2f", timed)
     row(f"train rows/s (median of {args.train_repeats}, {args.train_steps} steps each)",
         {n: train_timed[n].median_rate for n in names}, ".2f", train_timed)
-    row("eval tokens computed per row", {n: eval_tokens[n] / eval_rows[n] for n in names}, ".1f", ratio=True)
-    row("train tokens computed per row", {n: train_tokens[n] / train_rows[n] for n in names}, ".1f", ratio=True)
+    row("eval tokens computed per row", {n: measured.eval_tokens[n] / eval_rows[n] for n in names}, ".1f", ratio=True)
+    row("train tokens computed per row", {n: measured.train_tokens[n] / train_rows[n] for n in names}, ".1f",
+        ratio=True)
     for title, t in (("eval", timed), ("train", train_timed)):
         row(f"{title} peak RSS above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
     row("eval prompts per CPU-second (median)", {n: statistics.median(timed[n].cpu_rates) for n in names}, ".2f",
@@ -716,14 +775,17 @@ def run(args: argparse.Namespace) -> int:
     row("eval model GFLOP/s (decoder linears)", {n: gflops(n, False) for n in names}, ".1f", ratio=True)
     row("train model GFLOP/s (decoder linears, fwd + input grads)", {n: gflops(n, True) for n in names}, ".1f",
         ratio=True)
-    row("mean eval KL(human ‖ model)", {n: results[n].loss for n in names}, ".6f")
+    row("mean eval KL(human ‖ model)", {n: measured.results[n].loss for n in names}, ".6f")
     _log("")
     _log(f"matmul: float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} tokens: "
-         f"{peak_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads); model FLOPs count the decoder's linear "
-         f"layers, {flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
-    fractions = {n: (gflops(n, False) / peak_gflops, gflops(n, True) / peak_gflops) for n in names}
+         f"{measured.peak_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads); model FLOPs count the decoder's "
+         f"linear layers, {measured.flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
+    fractions = {n: (gflops(n, False) / measured.peak_gflops, gflops(n, True) / measured.peak_gflops) for n in names}
     _log("matmul_fraction: " + ", ".join(f"{n} eval {e:.2f} train {t:.2f}" for n, (e, t) in fractions.items()))
 
+
+def agreement_failures(results: dict[str, EvalResult], checks: Checks, args: argparse.Namespace) -> list[str]:
+    """Log how far the paths' predictions, losses and gradients are apart; the disagreements beyond tolerance."""
     prefix_diff = max_prob_difference(results["simlab"], results["shared-prefix"])
     prefix_loss_diff = abs(results["simlab"].loss - results["shared-prefix"].loss)
     _log("")
@@ -733,32 +795,35 @@ def run(args: argparse.Namespace) -> int:
         eval_losses = results["reference"].loss, results["simlab"].loss
         _log(f"predictions: max |p_reference - p_simlab| = {eval_diff:.2e} over {len(results['simlab'].probs)} rows "
              f"(tolerance {args.tolerance:g}); eval loss difference {abs(eval_losses[0] - eval_losses[1]):.2e}; "
-             f"train-step loss difference {abs(ref_loss - sim_loss):.2e}")
+             f"train-step loss difference {abs(checks.ref_loss - checks.sim_loss):.2e}")
         if eval_diff > args.tolerance:
             failures.append(f"option probabilities differ by {eval_diff:.3e} > {args.tolerance:g}")
         if abs(eval_losses[0] - eval_losses[1]) > args.tolerance:
             failures.append(f"eval losses differ: {eval_losses[0]:.6f} vs {eval_losses[1]:.6f}")
-        if abs(ref_loss - sim_loss) > args.tolerance:
-            failures.append(f"training-step losses differ: {ref_loss:.6f} vs {sim_loss:.6f}")
+        if abs(checks.ref_loss - checks.sim_loss) > args.tolerance:
+            failures.append(f"training-step losses differ: {checks.ref_loss:.6f} vs {checks.sim_loss:.6f}")
+    step_diff = abs(checks.per_row_loss - checks.prefix_loss)
     _log(f"prefix_agreement: max |p_simlab - p_shared_prefix| = {prefix_diff:.2e} over "
          f"{len(results['shared-prefix'].probs)} rows; eval loss difference {prefix_loss_diff:.2e}; train-step loss "
-         f"difference {abs(per_row_loss - prefix_loss):.2e}; max |LoRA grad difference| {prefix_grad_diff:.2e} "
+         f"difference {step_diff:.2e}; max |LoRA grad difference| {checks.prefix_grad_diff:.2e} "
          f"(tolerance {args.prefix_tolerance:g})")
     for label, value in (("option probabilities", prefix_diff), ("eval losses", prefix_loss_diff),
-                         ("training-step losses", abs(per_row_loss - prefix_loss)),
-                         ("LoRA gradients", prefix_grad_diff)):
+                         ("training-step losses", step_diff),
+                         ("LoRA gradients", checks.prefix_grad_diff)):
         if not value <= args.prefix_tolerance:
             failures.append(f"shared-prefix and per-row {label} differ by {value:.3e} > {args.prefix_tolerance:g}")
-    _log(f"wall time {time.perf_counter() - started:.0f} s")
-    if failures:
-        print("BENCH FAILED: the paths disagree: " + "; ".join(failures), file=sys.stderr, flush=True)
-        return 1
+    return failures
+
+
+def report_speedups(measured: Measurements, args: argparse.Namespace) -> None:
+    """The closing lines (parsed by scripts): paired median speedups of simlab over the reference and of the
+    shared-prefix path over simlab."""
+    timed, train_timed = measured.timed, measured.train_timed
     if not args.no_reference:
         _log(f"eval_speedup: {paired_speedup(timed['reference'], timed['simlab']):.2f}")
         _log(f"train_speedup: {paired_speedup(train_timed['reference'], train_timed['simlab']):.2f}")
-    _log(f"prefix_eval_speedup: {prefix_eval_speedup:.2f}")
-    _log(f"prefix_train_speedup: {prefix_train_speedup:.2f}")
-    return 0
+    _log(f"prefix_eval_speedup: {paired_speedup(timed['simlab'], timed['shared-prefix']):.2f}")
+    _log(f"prefix_train_speedup: {paired_speedup(train_timed['simlab'], train_timed['shared-prefix']):.2f}")
 
 
 def ablation(bench: Bench, rows: list[int], args: argparse.Namespace) -> None:

@@ -6,13 +6,13 @@ Everything takes plain arguments (class paths as strings), so configs build it w
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import torch
+from hydra.utils import get_class
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -20,21 +20,6 @@ log = logging.getLogger(__name__)
 # Prefixes that wrappers insert into parameter names (FSDP units, activation checkpointing, torch.compile);
 # state dicts are written without them, so names must be cleaned before they are compared with state-dict keys.
 WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-
-
-def import_class(path: str) -> type:
-    """``'package.module.Class'`` -> the class, with an error naming what is missing."""
-    module_name, _, name = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"expected a dotted class path like 'package.module.Class', got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import module {module_name!r} for class path {path!r}: {err}") from err
-    cls = getattr(module, name, None)
-    if not isinstance(cls, type):
-        raise ValueError(f"{module_name!r} has no class {name!r} (from class path {path!r})")
-    return cls
 
 
 def clean_param_name(name: str) -> str:
@@ -154,7 +139,7 @@ def fsdp_strategy(
     if state_dict_type not in ("full", "sharded"):
         raise ValueError(f"state_dict_type must be 'full' or 'sharded', got {state_dict_type!r}")
     paths = [decoder_layer] if isinstance(decoder_layer, str) else list(decoder_layer)
-    classes = [import_class(p) for p in paths]
+    classes = [get_class(p) for p in paths]
     precision = None
     if mixed_precision is not None:
         if mixed_precision not in MIXED_PRECISION:

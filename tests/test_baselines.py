@@ -296,3 +296,18 @@ def test_json_zero_shot_chat_style_and_parsing_path(rows, tiny_lm, monkeypatch):
     assert report["rows"] == 4 and report["unparsed_rows"][-1]["question_id"] == test_rows[2].question_id
     with pytest.raises(ValueError):
         JsonZeroShotBaseline(prompt_style="fancy")
+
+
+@pytest.mark.parametrize("name", ["uniform", "avg_culture", "knn", "json_zs", "survey_prior"])
+def test_every_configured_baseline_is_a_baseline(name):
+    """conf/baseline/<name>.yaml names a class of its own module that has the interface run.py uses."""
+    from conftest import REPO
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from simlab.baselines.base import Baseline
+
+    target = OmegaConf.load(REPO / "conf" / "baseline" / f"{name}.yaml")._target_
+    cls = get_class(target)
+    assert target == f"simlab.baselines.{name}.{cls.__name__}"
+    assert isinstance(cls.__new__(cls), Baseline)  # name, fit, predict and report (the Protocol checks presence)

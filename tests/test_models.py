@@ -9,10 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import compose_config, tiny_dsqwen, tiny_llama3, tiny_vicuna
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from simlab.data.prompts import PAPER_ANSWER_PREFIX
-from simlab.distributed import import_class
 from simlab.model import PAPER_LORA, ModelNotAvailable, attach_lora, load_language_model, paper_lora_config
 
 PAPER_MODELS = {
@@ -35,7 +34,7 @@ def test_paper_model_config_composes(name, tmp_path):
     assert model.name == name and model.hub_id == hub_id and model.path is None
     assert model.prompt_style == style and cfg.data.prompt_style == style
     assert model.loader.hub_id == hub_id and model.loader.dtype == "bfloat16"
-    assert import_class(model.decoder_layer).__name__ == layer
+    assert get_class(model.decoder_layer).__name__ == layer
     lora = instantiate(model.lora, _convert_="all")
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (8, 32, 0.05)
     assert set(lora.target_modules) == {"q_proj", "v_proj"}
@@ -98,7 +97,7 @@ def test_tiny_family_twin_trains_a_step_through_the_real_config(name, tmp_path, 
     assert lm.source == str(folder)  # model.path wins over the hub id
     assert type(lm.model).__name__ == PAPER_MODELS[name][2]
     assert lm.model.dtype == torch.bfloat16
-    assert any(isinstance(m, import_class(cfg.model.decoder_layer)) for m in lm.model.modules())
+    assert any(isinstance(m, get_class(cfg.model.decoder_layer)) for m in lm.model.modules())
     lm.model = attach_lora(lm.model, instantiate(cfg.model.lora, _convert_="all"))
     datamodule = instantiate(cfg.data, tokenizer=lm.tokenizer)
     datamodule.setup()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from simlab.data.rows import SurveyRow
-from simlab.data.settings import shuffle_options
+from simlab.data.transforms import shuffle_options
 from simlab.priors import SurveyPrior, fit_temperature, permuted
 
 

@@ -143,7 +143,9 @@ def test_invalid_style(style):
 def test_one_instruction_constant():
     """The instruction naming the country is written once (prompts.PAPER_INSTRUCTION), literally the paper's; the
     country pattern, the WVS builder, the Simulator and conf/data/wvs_en.yaml all follow it."""
+    import importlib
     import inspect
+    import pkgutil
 
     from conftest import REPO
     from omegaconf import OmegaConf
@@ -159,5 +161,6 @@ def test_one_instruction_constant():
     assert OmegaConf.load(REPO / "conf/data/wvs_en.yaml").country_pattern == ENGLISH_COUNTRY_PATTERN
     assert build_wvs.PAPER_INSTRUCTION is PAPER_INSTRUCTION
     assert inspect.signature(simulate.Simulator).parameters["instruction_template"].default is PAPER_INSTRUCTION
-    for module in (simulate, build_wvs):
+    parts = [importlib.import_module(f"simlab.simulate.{m.name}") for m in pkgutil.iter_modules(simulate.__path__)]
+    for module in (simulate, *parts, build_wvs):
         assert "How would someone from" not in inspect.getsource(module)

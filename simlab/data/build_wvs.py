@@ -297,7 +297,7 @@ def build_rows(frame: pd.DataFrame, questionnaire: list[dict[str, Any]],
     return outputs
 
 
-def write_outputs(outputs: dict[str, list[dict[str, Any]]], out_dir: str | Path) -> list[Path]:
+def write_sft_files(outputs: dict[str, list[dict[str, Any]]], out_dir: str | Path) -> list[Path]:
     """JSON lists formatted like the shared files (indent 4, UTF-8, no trailing newline)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +327,7 @@ def build(csv_path: str | Path, questionnaire_path: str | Path, countries_path: 
         raise BuildError(f"{csv_path}: no respondent of the split's countries answered its questions; nothing written")
     if empty:
         log(f"warning: no rows for {', '.join(empty)} (none of those countries or questions in {csv_path})")
-    write_outputs(outputs, out_dir)
+    write_sft_files(outputs, out_dir)
     return outputs
 
 

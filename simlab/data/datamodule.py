@@ -3,9 +3,6 @@ loader per subset, tokenized once, length-grouped and dynamically padded."""
 
 from __future__ import annotations
 
-import json
-import logging
-import random
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +23,18 @@ from .batching import (
     SharedPrefixCollator,
 )
 from .letters import resolve_letter_ids
+from .option_orders import cyclic_shifts, given_order, merge_option_orders
 from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
-from .rows import RowError, SurveyRow, read_rows
-from .settings import replace_country, rotate_options, shuffle_options
-
-log = logging.getLogger(__name__)
+from .rows import SurveyRow, read_rows
+from .selection import (
+    check_files_exist,
+    check_unique_cells,
+    data_file,
+    report_invalid_rows,
+    row_limit,
+    sample_rows,
+)
+from .transforms import replace_country, rotate_options, shuffle_options
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -114,13 +118,8 @@ class SurveyDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                           ("max_length", max_length)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
-        if shuffle_options not in (False, True, "eval", "train"):
-            raise ValueError(f"data.shuffle_options must be false, true, 'eval' (valid/test only) or 'train' (training "
-                             f"rows only, one order per question), got {shuffle_options!r}")
+        check_sizes(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length)
+        check_shuffle_options(shuffle_options)
         self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
         self.rows: dict[str, list[SurveyRow]] = {}
@@ -159,20 +158,8 @@ class SurveyDataModule(pl.LightningDataModule):
         if self.rows:
             return
         root = data_root(self.root)
-        missing = [name for name in self.files
-                   if not (Path(name) if Path(name).is_absolute() else root / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"data files not found under {root}: {missing} (data.files, data.root)")
-        by_subset: dict[str, list[SurveyRow]] = {}
-        for name in self.files:
-            path = Path(name) if Path(name).is_absolute() else root / name
-            loaded = read_rows(
-                path, subset_names=self.subset_names, country_pattern=self.country_pattern,
-                drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey,
-            )
-            for row in loaded.rows:
-                by_subset.setdefault(row.subset, []).append(row)
-            self.invalid_rows.extend(loaded.invalid)
+        check_files_exist(self.files, root)
+        by_subset = self._read_files(root)
         self._report_invalid()
         if self.prior_subset:
             if self.prior_subset not in by_subset:
@@ -186,17 +173,28 @@ class SurveyDataModule(pl.LightningDataModule):
                     f"subset {subset!r} has no rows in {self.files} under {root} "
                     f"(subsets found: {sorted(by_subset)})"
                 )
-            rows = by_subset[subset]
-            check_unique_cells(subset, rows)
-            limit = self.limit_per_subset
-            if subset != self.train_subset and self.limit_eval_per_subset is not None:
-                limit = self.limit_eval_per_subset if limit is None else min(limit, self.limit_eval_per_subset)
-            if limit is not None and len(rows) > limit:
-                keep = sorted(random.Random(f"{self.seed}:{subset}").sample(range(len(rows)), limit))
-                rows = [rows[i] for i in keep]
-            train = subset == self.train_subset
-            self.source_rows[subset] = rows
-            self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
+            self._select(subset, by_subset[subset], countries)
+
+    def _read_files(self, root: Path) -> dict[str, list[SurveyRow]]:
+        """Every file's rows by subset (bad rows kept in ``invalid_rows`` when ``drop_invalid``)."""
+        by_subset: dict[str, list[SurveyRow]] = {}
+        for name in self.files:
+            loaded = read_rows(
+                data_file(name, root), subset_names=self.subset_names, country_pattern=self.country_pattern,
+                drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey,
+            )
+            for row in loaded.rows:
+                by_subset.setdefault(row.subset, []).append(row)
+            self.invalid_rows.extend(loaded.invalid)
+        return by_subset
+
+    def _select(self, subset: str, rows: list[SurveyRow], countries: list[str]) -> None:
+        """One subset's rows: checked for repeated cells, sampled down to the limit, then the settings applied."""
+        check_unique_cells(subset, rows)
+        train = subset == self.train_subset
+        rows = sample_rows(rows, row_limit(train, self.limit_per_subset, self.limit_eval_per_subset), self.seed, subset)
+        self.source_rows[subset] = rows
+        self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
 
     def _apply_settings(self, row: SurveyRow, countries: list[str], train: bool) -> SurveyRow:
         if self.country_control:
@@ -219,16 +217,7 @@ class SurveyDataModule(pl.LightningDataModule):
                 "prompt_order": self.prompt.order}
 
     def _report_invalid(self) -> None:
-        if not self.invalid_rows:
-            return
-        ids = [r["id"] for r in self.invalid_rows]
-        log.warning("dropped %d invalid rows (drop_invalid=true); ids: %s", len(ids), ids)
-        if self.invalid_rows_file:
-            Path(self.invalid_rows_file).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.invalid_rows_file, "w", encoding="utf-8") as handle:
-                for record in self.invalid_rows:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            log.warning("invalid rows written to %s", self.invalid_rows_file)
+        report_invalid_rows(self.invalid_rows, self.invalid_rows_file)
 
     def _encode_all(self) -> None:
         all_rows = [row for rows in self.rows.values() for row in rows]
@@ -244,13 +233,12 @@ class SurveyDataModule(pl.LightningDataModule):
 
     def _test_dataset(self, subset: str) -> EncodedDataset:
         if self.test_option_orders == "given":
-            self.test_variants[subset] = [(i, tuple(range(len(r.options)))) for i, r in enumerate(self.rows[subset])]
+            self.test_variants[subset] = given_order(self.rows[subset])
             return self.datasets[subset]
         variants, encoded = [], []
         for i, (row, source) in enumerate(zip(self.rows[subset], self.source_rows[subset])):
-            k = len(row.options)
-            for shift in range(k):
-                variants.append((i, tuple((shift + j) % k for j in range(k))))
+            for shift, order in cyclic_shifts(len(row.options)):
+                variants.append((i, order))
                 encoded.append(self.encode(rotate_options(row, shift), source))
         self.test_variants[subset] = variants
         return EncodedDataset(encoded)
@@ -258,18 +246,7 @@ class SurveyDataModule(pl.LightningDataModule):
     def merge_option_orders(self, predictions: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
         """Per test row, the mean of its items' predictions mapped back to the row's own option order (the test
         items are the rows themselves when ``test_option_orders`` is ``given``)."""
-        merged: dict[str, list[list[float]]] = {}
-        for subset, items in predictions.items():
-            variants = self.test_variants[subset]
-            if len(items) != len(variants):
-                raise RuntimeError(f"subset {subset}: {len(items)} predictions for {len(variants)} test items")
-            sums = [np.zeros(len(row.options)) for row in self.rows[subset]]
-            counts = [0] * len(sums)
-            for (row, order), probs in zip(variants, items):
-                sums[row][list(order)] += np.asarray(probs)
-                counts[row] += 1
-            merged[subset] = [(total / count).tolist() for total, count in zip(sums, counts)]
-        return merged
+        return merge_option_orders(predictions, self.test_variants, self.rows)
 
     def log_prior(self, row: SurveyRow, source: SurveyRow) -> list[float] | None:
         """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt country's, and
@@ -342,16 +319,14 @@ class SurveyDataModule(pl.LightningDataModule):
             self._resume_position = (int(state_dict["train_epoch"]), int(state_dict["train_batches_done"]))
 
 
-def check_unique_cells(subset: str, rows: Sequence[SurveyRow]) -> None:
-    """A (country, question) cell appears once per subset: a repeat would be scored twice (or contradict itself)."""
-    seen: dict[tuple[str, str], SurveyRow] = {}
-    for row in rows:
-        key = (row.country, row.question_id)
-        first = seen.setdefault(key, row)
-        if first is not row:
-            same = "the same" if first.target == row.target else "a different"
-            raise RowError(
-                row.source, row.index, "id",
-                f"subset {subset}: country {row.country!r}, question {row.question_id} repeats {first.source}: row "
-                f"{first.index} (with {same} distribution); each (country, question) must appear once",
-            )
+def check_sizes(**sizes: int) -> None:
+    """Each of ``data.<name>`` a positive integer."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+def check_shuffle_options(shuffle_options: bool | str) -> None:
+    if shuffle_options not in (False, True, "eval", "train"):
+        raise ValueError(f"data.shuffle_options must be false, true, 'eval' (valid/test only) or 'train' (training "
+                         f"rows only, one order per question), got {shuffle_options!r}")

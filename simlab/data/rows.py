@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class LoadedRows:
     invalid: list[dict[str, Any]] = field(default_factory=list)  # only filled when dropping is asked for
 
 
+Fail = Callable[[str | None, str], RowError]  # a RowError for this row: (field, message) -> error
+
+
 def parse_row(
     raw: Any,
     *,
@@ -81,34 +85,68 @@ def parse_row(
 
     Shares must sum to 100 (percents) or 1 (proportions) within :data:`SUM_TOLERANCE`; any other sum means the
     row is wrong, unless ``renormalize`` asks to rescale every row whose shares are not all zero.
+    The fields are checked in a fixed order (the first problem is the one reported).
     """
 
     def fail(field_name: str | None, message: str) -> RowError:
         return RowError(path, index, field_name, message)
 
+    check_object(raw, fail)
+    subset = parse_subset(raw["data_type"], subset_names, fail)
+    instruction, country = parse_instruction(raw["instruction"], country_pattern, fail)
+    question = raw["input"]
+    if not isinstance(question, str):
+        raise fail("input", "must be a string")
+    options = raw["options"]
+    letters = parse_option_letters(options, fail)
+    values = parse_shares(raw["options_dist"], letters, renormalize, fail)
+    n = parse_sample_size(raw.get("n"), fail)
+    question_id = parse_question_id(raw["id"], fail)
+    total = sum(values)
+    return SurveyRow(
+        subset=subset,
+        question_id=question_id,
+        country=country,
+        instruction=instruction,
+        question=question,
+        options=tuple(options),
+        letters=tuple(letters),
+        target=tuple(v / total for v in values),
+        n=n,
+        source=str(path),
+        index=index,
+        survey=survey,
+    )
+
+
+def check_object(raw: Any, fail: Fail) -> None:
+    """A JSON object with every required field."""
     if not isinstance(raw, dict):
         raise fail(None, f"expected a JSON object, got {type(raw).__name__}")
     for name in REQUIRED_FIELDS:
         if name not in raw:
             raise fail(name, "missing field")
 
-    data_type = raw["data_type"]
+
+def parse_subset(data_type: Any, subset_names: dict[str, str], fail: Fail) -> str:
+    """The subset the row's ``data_type`` stands for in this data config."""
     if data_type not in subset_names:
         raise fail("data_type", f"unknown data_type {data_type!r}; this data config knows {sorted(subset_names)}")
+    return subset_names[data_type]
 
-    instruction = raw["instruction"]
+
+def parse_instruction(instruction: Any, country_pattern: re.Pattern[str], fail: Fail) -> tuple[str, str]:
+    """The instruction and the country it names (``country_pattern``'s group ``country``, stripped)."""
     if not isinstance(instruction, str):
         raise fail("instruction", "must be a string")
     match = country_pattern.search(instruction)
     if match is None or not match.group("country").strip():
         raise fail("instruction", f"names no country (pattern {country_pattern.pattern!r}): {instruction!r}")
-    country = match.group("country").strip()
+    return instruction, match.group("country").strip()
 
-    question = raw["input"]
-    if not isinstance(question, str):
-        raise fail("input", "must be a string")
 
-    options = raw["options"]
+def parse_option_letters(options: Any, fail: Fail) -> list[str]:
+    """The letters of 2 to 26 options, each written '(L)label', no letter repeated."""
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise fail("options", "must be a list of strings")
     if len(options) < 2:
@@ -124,8 +162,12 @@ def parse_row(
         if letter in letters:
             raise fail("options", f"letter {letter} is repeated")
         letters.append(letter)
+    return letters
 
-    dist = raw["options_dist"]
+
+def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail) -> list[float]:
+    """``options_dist`` as floats in option order: one finite share >= 0 per letter, not all zero, summing to 100
+    or 1 (unless ``renormalize``)."""
     if not isinstance(dist, dict):
         raise fail("options_dist", "must be an object mapping option letters to shares")
     if set(dist) != set(letters):
@@ -150,29 +192,20 @@ def parse_row(
             f"shares sum to {total:.6g}, neither 100 (percents) nor 1 (proportions) within {SUM_TOLERANCE:.0%}; fix "
             f"the row, or set data.renormalize=true to rescale such rows",
         )
+    return values
 
-    n = raw.get("n")
+
+def parse_sample_size(n: Any, fail: Fail) -> int | None:
+    """The respondents behind the row: a positive integer, or None when unknown."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise fail("n", f"must be a positive integer or null, got {n!r}")
+    return n
 
-    question_id = raw["id"]
+
+def parse_question_id(question_id: Any, fail: Fail) -> str:
     if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
         raise fail("id", f"must be a string or an integer, got {question_id!r}")
-
-    return SurveyRow(
-        subset=subset_names[data_type],
-        question_id=str(question_id),
-        country=country,
-        instruction=instruction,
-        question=question,
-        options=tuple(options),
-        letters=tuple(letters),
-        target=tuple(v / total for v in values),
-        n=n,
-        source=str(path),
-        index=index,
-        survey=survey,
-    )
+    return str(question_id)
 
 
 def _read_json_rows(path: Path) -> list[Any]:

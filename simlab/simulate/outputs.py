@@ -8,7 +8,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from .rundir import atomic_writer, write_json, write_text
+from ..rundir import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
 
@@ -42,7 +42,7 @@ def image_name(position: int, question_id: str) -> str:
     return f"simulation_{position + 1:02d}_{slug(question_id)}.png"
 
 
-def write_outputs(frame, out_dir: str | Path) -> list[Path]:
+def write_simulation(frame, out_dir: str | Path) -> list[Path]:
     """Write simulation.csv, simulation.meta.json, simulation.md and one PNG per question; return the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from conftest import paper_row, write_rows
 
 from simlab.data import SurveyDataModule
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
-from simlab.data.settings import replace_country, shuffle_options
+from simlab.data.transforms import replace_country, shuffle_options
 
 COUNTRIES = ["Andorra", "Brazil", "Chile", "Denmark", "Egypt"]
 

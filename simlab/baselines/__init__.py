@@ -1,0 +1,36 @@
+"""Simple baselines of the paper (Cao et al., NAACL 2025, Table 2): Uniform, Avg_Culture, KNN and JSON-ZS, plus the
+survey prior alone. One module per baseline; each implements :class:`simlab.baselines.base.Baseline`:
+
+* ``fit(train_rows) -> self``: learn from the training rows (a no-op where nothing is learnt),
+* ``predict(rows) -> list[list[float]]``: one distribution per row, in the row's option order, summing to 1,
+* ``report() -> dict``: counts worth recording (fallbacks, unparsed outputs), totals over every ``predict``
+  call so far plus a breakdown by subset.
+
+Predictions are scored with :func:`simlab.evaluation.score_subset`.
+"""
+
+from .avg_culture import AvgCultureBaseline
+from .base import Baseline, Distribution, NeedsLanguageModel
+from .embedding import PACKAGED_EMBEDDING_MODELS, load_sentence_embedder, sentence_embedding_model_path
+from .json_parse import parse_json_distribution
+from .json_zs import JSON_INSTRUCTION, JsonZeroShotBaseline
+from .knn import KNNBaseline, knn_text
+from .survey_prior import SurveyPriorBaseline
+from .uniform import UniformBaseline
+
+__all__ = [
+    "JSON_INSTRUCTION",
+    "PACKAGED_EMBEDDING_MODELS",
+    "AvgCultureBaseline",
+    "Baseline",
+    "Distribution",
+    "JsonZeroShotBaseline",
+    "KNNBaseline",
+    "NeedsLanguageModel",
+    "SurveyPriorBaseline",
+    "UniformBaseline",
+    "knn_text",
+    "load_sentence_embedder",
+    "parse_json_distribution",
+    "sentence_embedding_model_path",
+]

@@ -1,0 +1,72 @@
+"""Which rows a run uses: the data files found under the data root, one (country, question) cell per subset, and
+the seeded sample a row limit keeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .rows import RowError, SurveyRow
+
+log = logging.getLogger(__name__)
+
+
+def data_file(name: str, root: Path) -> Path:
+    """A data file: ``name`` itself when absolute, else under ``root``."""
+    return Path(name) if Path(name).is_absolute() else root / name
+
+
+def check_files_exist(files: Sequence[str], root: Path) -> None:
+    missing = [name for name in files if not data_file(name, root).is_file()]
+    if missing:
+        raise FileNotFoundError(f"data files not found under {root}: {missing} (data.files, data.root)")
+
+
+def check_unique_cells(subset: str, rows: Sequence[SurveyRow]) -> None:
+    """A (country, question) cell appears once per subset: a repeat would be scored twice (or contradict itself)."""
+    seen: dict[tuple[str, str], SurveyRow] = {}
+    for row in rows:
+        key = (row.country, row.question_id)
+        first = seen.setdefault(key, row)
+        if first is not row:
+            same = "the same" if first.target == row.target else "a different"
+            raise RowError(
+                row.source, row.index, "id",
+                f"subset {subset}: country {row.country!r}, question {row.question_id} repeats {first.source}: row "
+                f"{first.index} (with {same} distribution); each (country, question) must appear once",
+            )
+
+
+def row_limit(train: bool, limit_per_subset: int | None, limit_eval_per_subset: int | None) -> int | None:
+    """How many rows a subset keeps: ``limit_per_subset``, and for the valid and test subsets (not ``train``) at
+    most ``limit_eval_per_subset``; None keeps every row."""
+    limit = limit_per_subset
+    if not train and limit_eval_per_subset is not None:
+        limit = limit_eval_per_subset if limit is None else min(limit, limit_eval_per_subset)
+    return limit
+
+
+def sample_rows(rows: list[SurveyRow], limit: int | None, seed: int, subset: str) -> list[SurveyRow]:
+    """A seeded random sample of ``limit`` rows (seeded by the run's seed and the subset), in file order."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = sorted(random.Random(f"{seed}:{subset}").sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
+
+
+def report_invalid_rows(invalid_rows: list[dict[str, Any]], invalid_rows_file: str | None) -> None:
+    """Log the rows ``drop_invalid`` skipped and write them, one JSON object a line, to ``invalid_rows_file``."""
+    if not invalid_rows:
+        return
+    ids = [r["id"] for r in invalid_rows]
+    log.warning("dropped %d invalid rows (drop_invalid=true); ids: %s", len(ids), ids)
+    if invalid_rows_file:
+        Path(invalid_rows_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(invalid_rows_file, "w", encoding="utf-8") as handle:
+            for record in invalid_rows:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        log.warning("invalid rows written to %s", invalid_rows_file)

@@ -1,0 +1,65 @@
+"""Simulate answer distributions for new questions and countries with a (fine-tuned) language model.
+
+The point of the framework: ask a question that was never surveyed, for the countries you care about, and
+read the model's predicted share of each answer option. Prompts are the paper's (the WVS instruction naming
+the country, the question, the lettered options, the answer prefix) and scoring is exactly the evaluation
+path (:func:`simlab.scoring.simulator_logits` + masked softmax, with the adapter's saved temperature and prior),
+so a simulation means what a test score means.
+
+Notebook use (no Hydra needed)::
+
+    from simlab.simulate import Simulator
+    sim = Simulator.from_run("outputs/finetune/<run>")          # the run's model + its adapter
+    df = sim.predict("Should cities ban cars from their centre?", ["Yes", "No"], ["Japan", "Kenya"])
+    df.attrs["caution"]
+
+``python run.py task=simulate`` goes through :func:`simulate_task`, which uses the same :class:`Simulator`.
+
+Modules: :mod:`.questions` (what is asked, and the input errors), :mod:`.countries` (the names a simulation may
+use), :mod:`.observed` (surveyed cells and the survey prior), :mod:`.simulator` (the :class:`Simulator`),
+:mod:`.outputs` (the CSV, sidecar, markdown and charts), :mod:`.task` (``task=simulate``).
+"""
+
+from ..data.prompts import PromptTooLongError
+from .countries import WVS_GROUPS, check_countries, wvs_countries
+from .observed import SIMULATED_SURVEY, cell_row, read_observed, simulation_prior
+from .outputs import write_simulation
+from .questions import (
+    LETTERS,
+    OPTIONS_INTRO,
+    QUESTION_FIELDS,
+    Question,
+    SimulationInputError,
+    input_location,
+    make_question,
+    read_questions,
+)
+from .simulator import CAUTION, COLUMNS, Simulator, model_max_length
+from .task import PROMPT_KEYS, check_prompt_matches_adapter, simulate_task
+
+__all__ = [
+    "CAUTION",
+    "COLUMNS",
+    "LETTERS",
+    "OPTIONS_INTRO",
+    "PROMPT_KEYS",
+    "QUESTION_FIELDS",
+    "SIMULATED_SURVEY",
+    "WVS_GROUPS",
+    "PromptTooLongError",
+    "Question",
+    "SimulationInputError",
+    "Simulator",
+    "cell_row",
+    "check_countries",
+    "check_prompt_matches_adapter",
+    "input_location",
+    "make_question",
+    "model_max_length",
+    "read_observed",
+    "read_questions",
+    "simulate_task",
+    "simulation_prior",
+    "write_simulation",
+    "wvs_countries",
+]

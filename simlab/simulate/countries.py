@@ -1,0 +1,44 @@
+"""The countries a simulation may name: the WVS-7 countries of the data, each name checked (with suggestions)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..paths import data_root
+from .questions import SimulationInputError
+
+WVS_GROUPS = ("C1", "C2", "C3")
+
+
+def wvs_countries(root: str | Path | None = None) -> list[str]:
+    """Every WVS-7 country of the data (groups C1, C2, C3 in ``wvs7/countries.json``), sorted by name."""
+    path = data_root(root) / "wvs7" / "countries.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it lists the WVS countries a simulation can name")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    return sorted(name for name, info in table.items() if set(info.get("groups", ())) & set(WVS_GROUPS))
+
+
+def check_countries(countries: Sequence[str], known: Sequence[str], where: str = "countries") -> list[str]:
+    """The countries, each checked against the known names; an unknown one gets the closest names suggested."""
+    if isinstance(countries, str):
+        raise SimulationInputError(
+            where, None, None, None, f"must be a list of country names, got the string {countries!r}")
+    if len(countries) == 0:
+        raise SimulationInputError(where, None, None, None, "is empty: name at least one country")
+    checked: list[str] = []
+    for position, country in enumerate(countries):
+        name = str(country).strip()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            close += [k for k in known if k.lower() == name.lower() and k not in close]
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
+            raise SimulationInputError(
+                where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
+        if name in checked:
+            raise SimulationInputError(where, None, None, None, f"country {name!r} is listed twice")
+        checked.append(name)
+    return checked

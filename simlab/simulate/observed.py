@@ -1,0 +1,102 @@
+"""What anchors a simulation besides the model: surveyed cells the user observed (``simulate.observed``), each
+(question, country) cell as a survey row, and the survey prior built from the training rows plus those cells."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.prompts import PAPER_INSTRUCTION
+from ..data.rows import SurveyRow
+from .countries import check_countries, wvs_countries
+from .questions import Question, SimulationInputError
+
+SIMULATED_SURVEY = "simulate"  # new questions: their ids are the user's, never a survey's question numbers
+
+
+def cell_row(question: Question, country: str, target: Sequence[float] | None = None) -> SurveyRow:
+    """A (question, country) cell as a survey row of the ``simulate`` survey (for prior lookups)."""
+    return SurveyRow(
+        subset="simulate", question_id=question.id, country=country,
+        instruction=PAPER_INSTRUCTION.format(country=country), question=question.prompt_input,
+        options=question.lettered_options, letters=question.letters,
+        target=tuple(target) if target is not None else tuple([1.0 / len(question.letters)] * len(question.letters)),
+        n=None, source=question.source, index=question.index, survey=SIMULATED_SURVEY,
+    )
+
+
+def read_observed(path: str | Path, questions: Sequence[Question], known: Sequence[str]) -> list[SurveyRow]:
+    """Surveyed distributions for some (question, country) cells, from a CSV with columns question_id, country,
+    letter, share (simulation.csv's layout; option labels may be there too): the prior for the other countries.
+    Every cell must give each of its question's letters exactly once, with shares summing to 1 or 100."""
+    from ..data.rows import SHARE_SCALES, SUM_TOLERANCE
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"observed distributions file {path} does not exist (simulate.observed)")
+    by_id = {q.id: q for q in questions}
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("question_id", "country", "letter", "share") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
+        for line, record in enumerate(reader, start=2):
+            def fail(field_name, message, line=line, record=record):
+                return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
+
+            question = by_id.get(record["question_id"])
+            if question is None:
+                raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
+            check_countries([record["country"]], known, f"{path}: line {line}: field 'country'")
+            if record["letter"] not in question.letters:
+                raise fail(
+                    "letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")
+            try:
+                share = float(record["share"])
+            except ValueError:
+                raise fail("share", f"not a number: {record['share']!r}") from None
+            if not np.isfinite(share) or share < 0:
+                raise fail("share", f"must be a finite share >= 0, got {share}")
+            cell = cells.setdefault((question.id, record["country"]), {})
+            if record["letter"] in cell:
+                raise fail("letter", f"{record['letter']} given twice for {record['country']}")
+            cell[record["letter"]] = share
+    rows = []
+    for (question_id, country), shares in cells.items():
+        question = by_id[question_id]
+        where = f"{path}: question {question_id}, {country}"
+        if set(shares) != set(question.letters):
+            raise SimulationInputError(str(path), None, question_id, "letter",
+                                       f"{country}: letters {sorted(shares)}, expected all of {list(question.letters)}")
+        total = sum(shares.values())
+        if not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
+            raise SimulationInputError(str(path), None, question_id, "share",
+                                       f"{where}: shares sum to {total:g}, neither 100 nor 1")
+        rows.append(cell_row(question, country, [shares[l] / total for l in question.letters]))
+    return rows
+
+
+def simulation_prior(cfg: Mapping[str, Any], lm, adapter: str | None, observed: Sequence[SurveyRow]):
+    """The prior a simulation anchors on: the run's (prior config, or the prior saved with the adapter), built from
+    the training rows plus the observed cells; with observed cells alone an equal-weight prior; else None."""
+    from ..priors import SurveyPrior, build_prior, load_prior_settings
+
+    build = cfg.get("prior")
+    build = {k: v for k, v in build.items() if not k.startswith("_")} if build else None
+    saved = load_prior_settings(adapter)
+    if build is None and saved is not None:
+        build = saved["build"]
+    if build is None:
+        return SurveyPrior(observed) if observed else None
+    from ..data import SurveyDataModule
+
+    datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
+    datamodule.load_rows()
+    countries = sorted({r.country for r in observed} | set(wvs_countries((cfg.get("data") or {}).get("root"))))
+    return build_prior([*datamodule.prior_rows, *observed], model=lm.model, tokenizer=lm.tokenizer,
+                       countries=countries, **build)

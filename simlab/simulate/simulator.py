@@ -1,0 +1,296 @@
+"""The Simulator: a language model (plus an optional LoRA adapter) that predicts answer distributions per country.
+
+Prompts are the paper's (the WVS instruction naming the country, the question, the lettered options, the answer
+prefix) and scoring is exactly the evaluation path (:func:`simlab.scoring.simulator_logits` + masked softmax, with
+the adapter's saved temperature and prior), so a simulation means what a test score means.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import get_method
+
+from ..calibration import load_calibration
+from ..data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
+from ..data.letters import resolve_letter_ids
+from ..data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
+from ..losses import masked_softmax
+from ..model import LanguageModel, base_model, load_adapter, load_language_model
+from ..scoring import simulator_logits
+from .countries import check_countries, wvs_countries
+from .observed import cell_row, simulation_prior
+from .questions import LETTERS, Question, input_location, make_question
+
+log = logging.getLogger(__name__)
+
+CAUTION = (
+    "Simulated, not surveyed. Language models' simulated answer distributions are systematically less "
+    "diverse across countries than real survey responses (Cao et al., NAACL 2025): read differences between "
+    "countries as understated, and treat every number as a hypothesis to check against real data."
+)
+COLUMNS = ["question_id", "country", "letter", "option", "share"]
+DEFAULT_LOADER = "simlab.model.load_language_model"
+
+
+class Simulator:
+    """A language model (plus an optional LoRA adapter) that predicts answer distributions per country.
+
+    Args:
+        model: a loaded :class:`simlab.model.LanguageModel` (the Simulator takes it over: an adapter is
+            attached in place), or the keyword arguments of :func:`simlab.model.load_language_model`
+            (e.g. ``{"embedded": "smollm2_135m_instruct"}`` or ``{"path": "/models/x"}``).
+        adapter: a saved peft LoRA adapter folder; None simulates with the bare model.
+        prompt_style / chat_template / answer_prefix / prompt_order: as the model was trained (``plain`` or
+            ``chat``; ``paper`` or ``question_first``).
+        batch_size: prompts per forward pass (grouped by length, padded per batch).
+        shared_prefix: batch each question's countries together and compute the prompt prefix they share once
+            (:mod:`simlab.shared_prefix`; the same shares as per-row batches, to float rounding).
+        device: ``cuda``, ``cpu``...; None picks CUDA when available.
+        max_length: the longest prompt allowed, in tokens; None: the model's own limit. Never truncated.
+        known_countries: the names a simulation may use; None reads the WVS countries from ``data_root``.
+        name: the model's name in every output (default: where it was loaded from).
+        prior: the prior-anchored simulator's :class:`~simlab.priors.SurveyPrior` (an adapter trained on a prior
+            needs it); new questions are looked up as survey ``simulate``, so only observed rows inform them.
+        temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel | Mapping[str, Any],
+        adapter: str | Path | None = None,
+        *,
+        prompt_style: str = "plain",
+        chat_template: str | None = None,
+        answer_prefix: str = PAPER_ANSWER_PREFIX,
+        instruction_template: str = PAPER_INSTRUCTION,
+        prompt_order: str = "paper",
+        shared_prefix: bool = False,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+        data_root: str | Path | None = None,
+        known_countries: Sequence[str] | None = None,
+        name: str | None = None,
+        prior=None,
+        temperature: float | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if "{country}" not in instruction_template:
+            raise ValueError(f"instruction_template must contain '{{country}}', got {instruction_template!r}")
+        lm = model if isinstance(model, LanguageModel) else load_language_model(**dict(model))
+        self._take_model(lm, adapter, device)
+        self.prompt = PromptFormat(
+            style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
+        )
+        self.shared_prefix = bool(shared_prefix)
+        self.instruction_template = instruction_template
+        self.batch_size = batch_size
+        self.max_length = max_length if max_length is not None else model_max_length(self.model, self.tokenizer)
+        self._data_root = data_root
+        self._known = list(known_countries) if known_countries is not None else None
+        self.prior, self.temperature = prior, temperature
+        self.provenance = {
+            "model": name or lm.source,
+            "model_source": lm.source,
+            "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
+            "prompt_style": prompt_style,
+            "prompt_order": prompt_order,
+            "prior": prior.settings if prior is not None else None,
+            "temperature": temperature,
+            "caution": CAUTION,
+        }
+
+    def _take_model(self, lm: LanguageModel, adapter: str | Path | None, device: str | torch.device | None) -> None:
+        """The tokenizer (padding with eos when it has no pad token) and the model with its adapter, in eval mode
+        on ``device`` (None: CUDA when available)."""
+        self.tokenizer = lm.tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = load_adapter(lm.model, adapter) if adapter else lm.model
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+
+    # ------------------------------------------------------------------ construction from a run
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **overrides) -> Simulator:
+        """From a resolved simlab config (what run.py saves as config_resolved.yaml): model, adapter, prompt."""
+        lm = load_configured_model(cfg["model"])
+        kwargs = simulator_settings(cfg)
+        observed = overrides.pop("observed", None)
+        kwargs.update(overrides)
+        adapter = kwargs.get("adapter")
+        if "temperature" not in overrides and (cfg.get("simulate") or {}).get("calibrated", True):
+            saved = load_calibration(adapter)  # the temperature is part of a calibrated simulator
+            kwargs["temperature"] = saved["temperature"] if saved else None
+        if "prior" not in overrides:
+            kwargs["prior"] = simulation_prior(cfg, lm, adapter, observed or [])
+        return cls(lm, **kwargs)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **overrides) -> Simulator:
+        """From a run directory: its config_resolved.yaml, and its trained ``adapter/`` when it has one."""
+        import yaml
+
+        run_dir = Path(run_dir).expanduser()
+        config = run_dir / "config_resolved.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"{run_dir} has no config_resolved.yaml: not a simlab run directory")
+        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+        if "adapter" not in overrides:
+            trained = run_dir / "adapter"
+            overrides["adapter"] = (str(trained) if (trained / "adapter_config.json").is_file()
+                                    else cfg["model"].get("adapter"))
+        return cls.from_config(cfg, **overrides)
+
+    # ------------------------------------------------------------------ prediction
+    def known_countries(self) -> list[str]:
+        if self._known is None:
+            self._known = wvs_countries(self._data_root)
+        return self._known
+
+    def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
+                id: str | None = None):
+        """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
+        share)."""
+        return self.predict_questions([make_question(question, options, id)], countries)
+
+    def predict_questions(self, questions: Sequence[Question], countries: Sequence[str] | None = None,
+                          where: str = "countries"):
+        """Every question x country, batched; rows in question, country, option order. attrs: provenance."""
+        if not questions:
+            raise ValueError("no questions to simulate")
+        known = self.known_countries()
+        countries = check_countries(list(countries) if countries is not None else known, known, where)
+        cells = [(q, c) for q in questions for c in countries]
+        shares = self._score(self._encode(cells))
+        frame = simulation_frame(cells, shares)
+        frame.attrs.update(self.provenance)
+        frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
+        frame.attrs["countries"] = list(countries)
+        return frame
+
+    def prompt_text(self, question: Question, country: str) -> str:
+        """The exact model input for one (question, country), as in training and evaluation."""
+        instruction = self.instruction_template.format(country=country)
+        return self.prompt.render_parts(instruction, question.prompt_input, question.lettered_options, self.tokenizer)
+
+    # ------------------------------------------------------------------ encoding
+    def _encode(self, cells: list[tuple[Question, str]]) -> list[EncodedRow]:
+        letters = LETTERS[: max(len(q.options) for q, _ in cells)]
+        context = self.prompt_text(*cells[0])
+        letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
+                                        add_special_tokens=self.prompt.add_special_tokens)
+        groups: dict[str, int] = {}
+        return [self._encode_cell(question, country, letter_ids, groups) for question, country in cells]
+
+    def _encode_cell(self, question: Question, country: str, letter_ids: Mapping[str, int],
+                     groups: dict[str, int]) -> EncodedRow:
+        """One (question, country) prompt as token ids, with its letters' ids, prefix group and log prior."""
+        ids = self._prompt_ids(question, country)
+        key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
+        log_prior = None
+        if self.prior is not None:
+            log_prior = np.log(self.prior.prior(cell_row(question, country))).tolist()
+        return EncodedRow(input_ids=list(ids), letter_ids=[letter_ids[l] for l in question.letters],
+                          target=[0.0] * len(question.letters),
+                          prefix_group=groups.setdefault(key, len(groups)), log_prior=log_prior)
+
+    def _prompt_ids(self, question: Question, country: str) -> list[int]:
+        """The prompt's token ids; longer than ``max_length`` is an error (prompts are never truncated)."""
+        ids = self.tokenizer(self.prompt_text(question, country),
+                             add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
+        if len(ids) > self.max_length:
+            raise PromptTooLongError(
+                f"{input_location(question.source, question.index, question.id, 'text')}: "
+                f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
+                f"(the model's context, or max_length); shorten the question or its options "
+                f"(prompts are never truncated)",
+            )
+        return ids
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, encoded: list[EncodedRow]) -> list[list[float]]:
+        batches, collate = scoring_batches(encoded, self.batch_size, self.shared_prefix,
+                                           self.tokenizer.pad_token_id)
+        shares: list[list[float] | None] = [None] * len(encoded)
+        with torch.inference_mode():
+            for batch_indices in batches:
+                batch = collate([(i, encoded[i]) for i in batch_indices])
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logits = simulator_logits(self.model, batch) / (self.temperature or 1.0)
+                probs = masked_softmax(logits, batch["option_mask"])
+                for row, row_probs, row_mask in zip(batch["row_index"].tolist(), probs, batch["option_mask"]):
+                    shares[row] = row_probs[row_mask].double().cpu().tolist()
+        return shares  # type: ignore[return-value]
+
+
+def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]]):
+    """The tidy DataFrame of a simulation: one row per cell and option (question_id, country, letter, option,
+    share), in cell then option order."""
+    import pandas as pd
+
+    records = []
+    for (question, country), probs in zip(cells, shares):
+        for letter, label, share in zip(question.letters, question.options, probs):
+            records.append((question.id, country, letter, label, share))
+    return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def scoring_batches(encoded: list[EncodedRow], batch_size: int, shared_prefix: bool,
+                    pad_token_id: int) -> tuple[list[list[int]], Any]:
+    """The batches (lists of row indices) to score and their collator."""
+    lengths = [len(e.input_ids) for e in encoded]
+    if shared_prefix:  # one question's countries together, its prompt prefix computed once per batch
+        sampler = PrefixGroupedBatchSampler(lengths, [e.prefix_group for e in encoded], batch_size,
+                                            shuffle=False, num_replicas=1, rank=0)
+        return list(sampler), SharedPrefixCollator(pad_token_id)
+    # longest first, as evaluation batches (little padding, memory problems show at once); every row, one process
+    order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return batches, PadCollator(pad_token_id)
+
+
+def load_configured_model(model_cfg: Mapping[str, Any]) -> LanguageModel:
+    """The language model of a config's ``model.loader`` (``_target_``: the loader function, default
+    :func:`simlab.model.load_language_model`; the other keys: its arguments). Hydra locates the function; it is
+    called directly, so the loader's own errors (e.g. ModelNotAvailable) reach the caller unwrapped."""
+    loader = dict(model_cfg["loader"])
+    return get_method(loader.pop("_target_", DEFAULT_LOADER))(**loader)
+
+
+def simulator_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The Simulator's keyword arguments a resolved config sets: adapter, prompt, data root, name, and
+    ``simulate.batch_size`` / ``device`` / ``max_length`` where given."""
+    model_cfg, data_cfg = cfg["model"], cfg.get("data") or {}
+    kwargs: dict[str, Any] = {
+        "adapter": model_cfg.get("adapter"),
+        "prompt_style": model_cfg.get("prompt_style", "plain"),
+        "chat_template": model_cfg.get("chat_template"),
+        "answer_prefix": data_cfg.get("answer_prefix", PAPER_ANSWER_PREFIX),
+        "prompt_order": data_cfg.get("prompt_order", "paper"),
+        "shared_prefix": bool(data_cfg.get("shared_prefix", False)),
+        "data_root": data_cfg.get("root"),
+        "name": model_cfg.get("name"),
+    }
+    simulate_cfg = cfg.get("simulate") or {}
+    for key in ("batch_size", "device", "max_length"):
+        if simulate_cfg.get(key) is not None:
+            kwargs[key] = simulate_cfg[key]
+    return kwargs
+
+
+def model_max_length(model, tokenizer) -> int:
+    """The longest input the model takes: its position limit, or the tokenizer's if that is smaller."""
+    limits = [getattr(base_model(model).config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [int(v) for v in limits if isinstance(v, int) and 0 < v < 10**8]
+    if not limits:
+        raise ValueError("cannot tell the model's context length; pass max_length")
+    return min(limits)
