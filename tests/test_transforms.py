@@ -93,3 +93,20 @@ def test_cyclic_option_orders_are_averaged_back_onto_the_right_options(tmp_path,
     encoded = dm.test_datasets["V"].encoded
     row, order = dm.test_variants["V"][4]
     assert encoded[4].target == [list(dm.rows["V"][row].target)[i] for i in order]
+
+
+def test_cyclic_option_orders_ask_the_relabelled_letters_of_rows_lettered_with_gaps(tmp_path, tiny_tokenizer):
+    """A row lettered A, B, D (a skipped option code) is shown as A, B, C when rotated: C must be a known letter."""
+    from conftest import paper_row, write_rows
+
+    from simlab.data import SurveyDataModule
+
+    write_rows(tmp_path / "rows.json", [paper_row(id="165", options=["(A)x", "(B)y", "(D)z"],
+                                                  options_dist={"A": 20, "B": 30, "D": 50})])
+    dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"valid": "V"}, None, None, ["V"], root=str(tmp_path),
+                          max_length=2048, test_option_orders="cyclic")
+    dm.setup()
+    assert {"A", "B", "C", "D"} <= set(dm.letter_ids)
+    shown = [dm.test_datasets["V"].encoded[i] for i in range(3)]
+    assert [item.letter_ids for item in shown] == [[dm.letter_ids[c] for c in "ABC"]] * 3
+    assert shown[1].target == [0.3, 0.5, 0.2]

@@ -34,7 +34,7 @@ from .selection import (
     row_limit,
     sample_rows,
 )
-from .transforms import replace_country, rotate_options, shuffle_options
+from .transforms import relabelled_letters, replace_country, rotate_options, shuffle_options
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -222,6 +222,8 @@ class SurveyDataModule(pl.LightningDataModule):
     def _encode_all(self) -> None:
         all_rows = [row for rows in self.rows.values() for row in rows]
         letters = {letter for row in all_rows for letter in row.letters}
+        if self.test_option_orders == "cyclic":  # rotated rows are relabelled A, B, C...: a row lettered A, B, D
+            letters |= {letter for row in all_rows for letter in relabelled_letters(len(row.options))}  # asks C too
         context = self.prompt.render(all_rows[0], self.tokenizer)
         self.letter_ids = resolve_letter_ids(
             self.tokenizer, context, letters, add_special_tokens=self.prompt.add_special_tokens

@@ -53,10 +53,15 @@ def rotate_options(row: SurveyRow, shift: int) -> SurveyRow:
     return reorder_options(row, [(shift + i) % k for i in range(k)])
 
 
+def relabelled_letters(k: int) -> tuple[str, ...]:
+    """The letters a reordered row of ``k`` options shows: A, B, C... whatever letters the data used."""
+    return tuple(string.ascii_uppercase[:k])
+
+
 def reorder_options(row: SurveyRow, order: Sequence[int]) -> SurveyRow:
     """The row showing its options in ``order`` (``order[i]`` = the row's option shown at position i), relabelled
     A, B, C..., the target permuted; ``option_order`` keeps the positions in the data's original order."""
-    letters = tuple(string.ascii_uppercase[: len(order)])
+    letters = relabelled_letters(len(order))
     labels = [OPTION_PATTERN.match(row.options[i]).group("label") for i in order]  # type: ignore[union-attr]
     return replace(
         row,
