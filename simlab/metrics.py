@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from simlab.losses import js_divergence_rows, kl_rows, w1_rows
+from .divergences import js_divergence_rows, kl_rows, w1_rows
 
 _LOG_FLOOR = 1e-12  # predicted probabilities are clamped here inside log() so KL stays finite
 
