@@ -11,7 +11,7 @@ it, in registration order. The divergences themselves live in :mod:`simlab.diver
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +34,7 @@ class MetricSpec:
         name: the key in metrics.json, in W&B (``test/<subset>/<name>``, ``val/<name>``) and in the CSV tables.
         rows: ``rows(preds, target, mask) -> [B]`` float64 values, one per row; a subset's value is their mean.
         title: the short column title (results.md, compare_runs), e.g. ``1-JSD``.
-        higher_is_better: the metric's direction; it titles the report tables and decides "best" choices.
+        higher_is_better: the metric's direction: it titles the report tables, and the torchmetrics object has it.
         in_average: part of the paper average (metrics.json ``paper_average``, its results.md line, W&B
             ``test/paper_average/<name>``).
         in_report: gets its own table in the report (report.md, tables.csv, tables.tex).
@@ -57,10 +57,6 @@ class MetricSpec:
         if self.report_title:
             return self.report_title
         return f"{self.title} ({'higher' if self.higher_is_better else 'lower'} is better)"
-
-    def best(self, values: Sequence[float]) -> float:
-        """The best of ``values`` in this metric's direction."""
-        return max(values) if self.higher_is_better else min(values)
 
 
 _REGISTRY: dict[str, MetricSpec] = {}
