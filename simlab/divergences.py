@@ -35,7 +35,7 @@ def masked_softmax(logits: Tensor, mask: Tensor) -> Tensor:
 def safe_log(x: Tensor) -> Tensor:
     """log x, where log 0 = -inf in value but contributes a zero (never NaN) gradient."""
     positive = x > 0
-    return torch.where(positive, torch.log(torch.where(positive, x, torch.ones_like(x))), float("-inf"))
+    return torch.where(positive, torch.log(torch.where(positive, x, 1.0)), float("-inf"))
 
 
 def kl_rows_from_logs(p: Tensor, log_p: Tensor, log_q: Tensor, mask: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ def kl_rows_from_logs(p: Tensor, log_p: Tensor, log_q: Tensor, mask: Tensor) -> 
     produce NaN values or NaN gradients.
     """
     support = mask & (p > 0)
-    log_ratio = torch.where(support, log_p - log_q, torch.zeros_like(log_p))
+    log_ratio = torch.where(support, log_p - log_q, 0.0)
     return (p * log_ratio).sum(dim=-1)
 
 
