@@ -180,14 +180,18 @@ def kl_div_rows(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 def one_minus_jsd(p, q) -> np.ndarray:
     """1 - JSD between array-likes of distributions along the last axis (they broadcast; every slot is a real
     option, zeros are fine): :func:`one_minus_jsd_rows` for plain sequences and numpy arrays. Returns a float64
-    array of the broadcast shape without the last axis (a 0-d array for two 1-D inputs)."""
-    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64))
-    q_t = torch.as_tensor(np.asarray(q, dtype=np.float64))
-    p_t, q_t = torch.broadcast_tensors(p_t, q_t)
-    shape, width = p_t.shape[:-1], p_t.shape[-1]
-    p_t, q_t = p_t.reshape(-1, width), q_t.reshape(-1, width)
+    array of the broadcast shape without the last axis (a 0-d array for two 1-D inputs).
+
+    Each call is a few dozen small torch operations: score many rows in one call (stacked, or padded for
+    :func:`one_minus_jsd_rows`) rather than one call per row."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        p, q = np.broadcast_arrays(p, q)
+    shape = p.shape[:-1]
+    p_t = torch.from_numpy(np.ascontiguousarray(p).reshape(-1, p.shape[-1]))
+    q_t = torch.from_numpy(np.ascontiguousarray(q).reshape(-1, q.shape[-1]))
     values = one_minus_jsd_rows(q_t, p_t, torch.ones(p_t.shape, dtype=torch.bool))
-    return values.reshape(shape).numpy()
+    return values.numpy().reshape(shape)
 
 
 class RowMeanMetric(Metric):
