@@ -188,8 +188,8 @@ def one_minus_jsd(p, q) -> np.ndarray:
     if p.shape != q.shape:
         p, q = np.broadcast_arrays(p, q)
     shape = p.shape[:-1]
-    p_t = torch.from_numpy(np.ascontiguousarray(p).reshape(-1, p.shape[-1]))
-    q_t = torch.from_numpy(np.ascontiguousarray(q).reshape(-1, q.shape[-1]))
+    p_t = torch.tensor(p.reshape(-1, p.shape[-1]))  # a copy: the inputs may be read-only (e.g. broadcast views)
+    q_t = torch.tensor(q.reshape(-1, q.shape[-1]))
     values = one_minus_jsd_rows(q_t, p_t, torch.ones(p_t.shape, dtype=torch.bool))
     return values.numpy().reshape(shape)
 
