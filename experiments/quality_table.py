@@ -67,9 +67,9 @@ def diversity_of(job) -> tuple[float, float]:
 
 
 def one_minus_jsd(p, q) -> float:
-    from simlab.ceiling import one_minus_jsd as ceiling_one_minus_jsd  # after simlab.report (import order)
+    from simlab.metrics import one_minus_jsd as metric_one_minus_jsd  # the metric of metrics.json
 
-    return float(ceiling_one_minus_jsd(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)))
+    return float(metric_one_minus_jsd(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)))
 
 
 def moved_from(job, base) -> list[str]:

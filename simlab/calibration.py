@@ -5,7 +5,7 @@ One scalar temperature T > 0, fitted on the valid split, rescales every row's op
 softmax(logits / T): it cannot change which option ranks first, only how spread the distribution is, so
 it is a cheap, low-variance correction that is fitted once and applied to every test subset.
 
-Shapes follow :mod:`simlab.losses`: ``logits`` / ``target`` float [B, K] padded to K slots, ``mask`` bool
+Shapes follow :mod:`simlab.divergences`: ``logits`` / ``target`` float [B, K] padded to K slots, ``mask`` bool
 [B, K] (True = a real option). Padded slots of ``logits`` may hold anything; they are ignored.
 """
 
@@ -20,8 +20,8 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
+from .divergences import kl_rows_from_logs, masked_log_softmax, masked_softmax, safe_log
 from .evaluation import pad_distributions
-from .losses import _kl_rows_from_logs, _safe_log, masked_log_softmax, masked_softmax
 
 PROB_FLOOR = 1e-12  # saved probabilities are clamped here before log(), as in simlab.metrics
 DEFAULT_BOUNDS = (0.05, 20.0)
@@ -96,7 +96,7 @@ def logits_from_probs(probs: Tensor, mask: Tensor, floor: float = PROB_FLOOR) ->
 def _mean_kl(logits: Tensor, target: Tensor, mask: Tensor, log_target: Tensor, temperature: float) -> float:
     """Mean over rows of KL(target ‖ softmax(logits / T)), float64."""
     log_q = masked_log_softmax(logits / temperature, mask)
-    return float(_kl_rows_from_logs(target, log_target, log_q, mask).mean())
+    return float(kl_rows_from_logs(target, log_target, log_q, mask).mean())
 
 
 def fit_temperature(
@@ -121,7 +121,7 @@ def fit_temperature(
     mask = mask.bool()
     logits = logits.detach().to(torch.float64).masked_fill(~mask, 0.0)
     target = target.detach().to(torch.float64).masked_fill(~mask, 0.0)
-    log_target = _safe_log(target)
+    log_target = safe_log(target)
 
     def objective(log_t: float) -> float:
         return _mean_kl(logits, target, mask, log_target, math.exp(log_t))

@@ -13,24 +13,19 @@ model scores in context. The observed shares stand in for the unknown p.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from .data.rows import SurveyRow
+from .metrics import one_minus_jsd, one_minus_jsd_rows
 
+if TYPE_CHECKING:
+    from .data.rows import SurveyRow
 
-def _kl_to_mixture(a: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """sum_k a_k log(a_k / m_k) over the last axis with 0 log 0 = 0 (m > 0 wherever a > 0)."""
-    positive = a > 0
-    ratio = np.where(positive, a / np.where(positive, m, 1.0), 1.0)
-    return np.sum(np.where(positive, a * np.log(ratio), 0.0), axis=-1)
+__all__ = ["expected_one_minus_jsd", "noise_ceiling", "one_minus_jsd"]  # one_minus_jsd: simlab.metrics's, re-exported
 
-
-def one_minus_jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """1 - sqrt(JS(p, q)), natural log, along the last axis (broadcasts); zeros in p or q are fine."""
-    m = 0.5 * (p + q)
-    js = 0.5 * _kl_to_mixture(p, m) + 0.5 * _kl_to_mixture(q, m)
-    return 1.0 - np.sqrt(np.clip(js, 0.0, None))
+_CHUNK_VALUES = 2_000_000  # score the resamples of this many (row x sample x option) values per torch call
 
 
 def _as_distribution(p: Sequence[float]) -> np.ndarray:
@@ -56,15 +51,45 @@ def expected_one_minus_jsd(
     ``samples`` resamples are drawn in one vectorised call. ``rng`` defaults to ``default_rng(0)`` so a
     call without one is still reproducible; pass a shared generator to draw many rows from one stream.
     """
+    _check_counts(n, samples)
+    dist = _as_distribution(p)
+    rng = np.random.default_rng(0) if rng is None else rng
+    return float(one_minus_jsd(dist[None, :], _resample(dist, n, samples, rng)).mean())
+
+
+def _check_counts(n: int, samples: int) -> None:
     if isinstance(n, bool) or int(n) != n or n <= 0:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if isinstance(samples, bool) or int(samples) != samples or samples <= 0:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    dist = _as_distribution(p)
-    rng = np.random.default_rng(0) if rng is None else rng
-    counts = rng.multinomial(int(n), dist, size=int(samples))
-    empirical = counts / float(n)
-    return float(one_minus_jsd(dist[None, :], empirical).mean())
+
+
+def _resample(dist: np.ndarray, n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """[samples, k] empirical shares of ``samples`` surveys of ``n`` answers drawn from ``dist``."""
+    return rng.multinomial(int(n), dist, size=int(samples)) / float(n)
+
+
+def _expected_rows(dists: list[np.ndarray], resamples: list[np.ndarray]) -> list[float]:
+    """Per row, the mean 1 - JSD between its distribution and each of its resamples: the values of
+    :func:`expected_one_minus_jsd`, scored with one torch call per number of options (rows of equal width are
+    stacked, so nothing is padded) instead of one call per row."""
+    values = [0.0] * len(dists)
+    by_width: dict[int, list[int]] = {}
+    for i, dist in enumerate(dists):
+        by_width.setdefault(dist.size, []).append(i)
+    for indices in by_width.values():
+        rows_per_call = max(1, _CHUNK_VALUES // resamples[indices[0]].size)
+        for start in range(0, len(indices), rows_per_call):
+            chunk = indices[start:start + rows_per_call]
+            empirical = np.concatenate([resamples[i] for i in chunk])
+            counts = [resamples[i].shape[0] for i in chunk]
+            truth = np.repeat(np.stack([dists[i] for i in chunk]), counts, axis=0)
+            mask = torch.ones(empirical.shape, dtype=torch.bool)
+            scores = one_minus_jsd_rows(torch.from_numpy(truth), torch.from_numpy(empirical), mask).numpy()
+            offsets = np.cumsum([0, *counts])
+            for i, a, b in zip(chunk, offsets[:-1], offsets[1:]):
+                values[i] = float(scores[a:b].mean())
+    return values
 
 
 def noise_ceiling(rows: Sequence[SurveyRow], samples: int = 200, seed: int = 0) -> dict:
@@ -76,13 +101,16 @@ def noise_ceiling(rows: Sequence[SurveyRow], samples: int = 200, seed: int = 0) 
     has ``n``.
     """
     rng = np.random.default_rng(seed)
-    values = []
+    dists, resamples = [], []
     without_n = 0
-    for row in rows:
+    for row in rows:  # the draws, in row order from one generator, exactly as expected_one_minus_jsd makes them
         if row.n is None:
             without_n += 1
             continue
-        values.append(expected_one_minus_jsd(row.target, row.n, samples=samples, rng=rng))
+        _check_counts(row.n, samples)
+        dists.append(_as_distribution(row.target))
+        resamples.append(_resample(dists[-1], row.n, samples, rng))
+    values = _expected_rows(dists, resamples) if dists else []
     return {
         "one_minus_jsd": float(np.mean(values)) if values else None,
         "rows_with_n": len(values),

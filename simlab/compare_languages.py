@@ -5,7 +5,9 @@
 
 For the cells present in both runs: each run's mean 1-JSD and accuracy against the human distribution, and
 the per-row agreement between the two runs' predictions (mean 1-JSD between them, share of rows with the same
-argmax). Cells present in only one run are counted and reported, never silently dropped.
+argmax). Cells present in only one run are counted and reported, never silently dropped. 1-JSD is
+:func:`simlab.metrics.one_minus_jsd` on the saved shares renormalised to sum 1 (as scipy's ``jensenshannon``,
+which this script used before, does; float32 predictions sum to 1 only within ~1e-7).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
+
+from .metrics import one_minus_jsd
 
 
 def load_predictions(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:
@@ -34,6 +37,11 @@ def load_predictions(run_dir: str | Path, subset: str) -> dict[tuple[str, str], 
     return cells
 
 
+def _shares(values) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values / values.sum()
+
+
 def compare(first: dict, second: dict) -> dict:
     shared = sorted(set(first) & set(second))
     if not shared:
@@ -47,9 +55,9 @@ def compare(first: dict, second: dict) -> dict:
         human = np.asarray(a["human"])
         for name, record in (("first", a), ("second", b)):
             predicted = np.asarray(record["predicted"])
-            scores[name].append(1 - jensenshannon(human, predicted))
+            scores[name].append(float(one_minus_jsd(_shares(human), _shares(predicted))))
             accuracy[name].append(float(np.argmax(predicted) == np.argmax(human)))
-        agreement.append(1 - jensenshannon(np.asarray(a["predicted"]), np.asarray(b["predicted"])))
+        agreement.append(float(one_minus_jsd(_shares(a["predicted"]), _shares(b["predicted"]))))
         same_argmax.append(float(np.argmax(a["predicted"]) == np.argmax(b["predicted"])))
     return {
         "cells": len(shared),

@@ -3,7 +3,8 @@
     python -m simlab.compare_runs --runs outputs/zeroshot/<run> outputs/finetune/<run> --names ZS FT \\
         --metrics one_minus_jsd emd accuracy
 
-Subsets are the union over the runs, in the first run's order; a subset a run did not test shows "-".
+Subsets are the union over the runs, in the first run's order; a subset a run did not test shows "-". Column titles
+come from the metric registry (:mod:`simlab.metrics`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
-LABELS = {"one_minus_jsd": "1-JSD", "emd": "EMD", "emd_paper": "EMD (paper)", "accuracy": "accuracy", "kl": "KL"}
+from .metrics import metric_names, registered_metrics
+
+
+def label(metric: str) -> str:
+    """A metric's column title: its registered title, else the name as given."""
+    return next((spec.title for spec in registered_metrics() if spec.name == metric), metric)
 
 
 def load_metrics(run_dir: str | Path) -> dict:
@@ -26,7 +32,7 @@ def comparison_table(runs: list[dict], names: list[str], metrics: list[str]) -> 
     subsets: list[str] = []
     for run in runs:
         subsets += [s for s in run["subsets"] if s not in subsets]
-    header = "| subset | n | " + " | ".join(f"{LABELS.get(m, m)} {name}" for m in metrics for name in names) + " |"
+    header = "| subset | n | " + " | ".join(f"{label(m)} {name}" for m in metrics for name in names) + " |"
     lines = [header, "|---|---:|" + "---:|" * (len(metrics) * len(names))]
 
     def cell(values: dict | None, metric: str) -> str:
@@ -46,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True)
     parser.add_argument("--names", nargs="+")
-    parser.add_argument("--metrics", nargs="+", default=["one_minus_jsd", "emd", "accuracy"])
+    parser.add_argument("--metrics", nargs="+", default=list(metric_names(in_report=True)),
+                        help=f"metrics.json keys (default: the report's, {' '.join(metric_names(in_report=True))})")
     args = parser.parse_args(argv)
     names = args.names or [Path(r).name for r in args.runs]
     if len(names) != len(args.runs):

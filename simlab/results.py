@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.rows import SurveyRow
+from .metrics import metric_names, registered_metrics
 from .rundir import atomic_writer
 
-METRIC_ORDER = ("one_minus_jsd", "emd", "emd_paper", "accuracy", "kl")
-AVERAGE_METRICS = ("one_minus_jsd", "emd", "accuracy")
+CEILING_NOTE = "Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size (rows with n)."
 
 
 def summarize(
@@ -19,13 +19,15 @@ def summarize(
     **info,
 ) -> dict:
     """``{**info, "subsets": {...}, "paper_average": {...}}``; the average is over ``average_subsets``
-    (all of which must have been tested, or it is left out and says why)."""
+    (all of which must have been tested, or it is left out and says why), of the metrics registered with
+    ``in_average`` (:mod:`simlab.metrics`)."""
     summary = dict(info)
     summary["subsets"] = {name: dict(values) for name, values in test_results.items()}
     missing = [s for s in average_subsets if s not in test_results]
     if average_subsets and not missing:
         summary["paper_average"] = {
-            m: sum(test_results[s][m] for s in average_subsets) / len(average_subsets) for m in AVERAGE_METRICS
+            m: sum(test_results[s][m] for s in average_subsets) / len(average_subsets)
+            for m in metric_names(in_average=True)
         }
         summary["paper_average_subsets"] = list(average_subsets)
     elif average_subsets:
@@ -87,28 +89,33 @@ def results_table(summary: dict) -> str:
         lines += ["", f"## After temperature scaling (T = {calibrated['temperature']:.3f}, fitted on "
                   f"{calibrated['fitted_on']})", ""]
         lines += _metrics_table(calibrated, None)
-    lines += ["", "1-JSD: 1 - Jensen-Shannon distance (natural log). EMD: W1 over option positions / (K-1). "
-              "EMD (paper): the reference code's scipy wasserstein_distance on probability values, for comparison "
-              "only. Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size (rows with n)."]
+    notes = [f"{spec.title}: {spec.description}" for spec in registered_metrics() if spec.description]
+    lines += ["", " ".join([*notes, CEILING_NOTE])]
     return "\n".join(lines) + "\n"
 
 
+def _row(cells: Sequence[str]) -> str:
+    """A markdown table row; an empty cell is written "| |"."""
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
 def _metrics_table(summary: dict, ceiling: dict | None) -> list[str]:
+    """One column per registered metric (in registration order), then the noise ceiling; a metric a summary
+    lacks (one registered after the run) shows "-"; the paper average fills the averaged metrics' columns."""
+    specs = registered_metrics()
     lines = [
-        "| subset | n | 1-JSD | EMD | EMD (paper) | accuracy | KL | ceiling 1-JSD |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        _row(["subset", "n", *(spec.title for spec in specs), "ceiling 1-JSD"]),
+        "|---|---:|" + "---:|" * (len(specs) + 1),
     ]
     for name, values in summary["subsets"].items():
-        cells = " | ".join(f"{values[m]:.4f}" for m in METRIC_ORDER)
+        cells = " | ".join("-" if values.get(s.name) is None else f"{values[s.name]:.4f}" for s in specs)
         bound = (ceiling or {}).get(name, {}).get("one_minus_jsd")
         lines.append(f"| {name} | {values['n']} | {cells} | {'' if bound is None else f'{bound:.4f}'} |")
     average = summary.get("paper_average")
     if average:
         subsets = ", ".join(summary["paper_average_subsets"])
-        lines.append(
-            f"| paper average ({subsets}) | | {average['one_minus_jsd']:.4f} | {average['emd']:.4f} | | "
-            f"{average['accuracy']:.4f} | | |"
-        )
+        cells = [f"{average[s.name]:.4f}" if s.in_average and average.get(s.name) is not None else "" for s in specs]
+        lines.append(_row([f"paper average ({subsets})", "", *cells, ""]))
     return lines
 
 

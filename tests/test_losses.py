@@ -12,16 +12,12 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from scipy.stats import entropy
 
+from simlab.divergences import js_divergence_rows, kl_rows, masked_log_softmax, masked_softmax, w1_rows
 from simlab.losses import (
     JensenShannonLoss,
     KLDivergenceLoss,
     MajorityCrossEntropyLoss,
     WassersteinLoss,
-    js_divergence_rows,
-    kl_rows,
-    masked_log_softmax,
-    masked_softmax,
-    w1_rows,
 )
 
 RAGGED_KS = (2, 4, 11, 26)

@@ -11,16 +11,14 @@ from scipy.special import rel_entr
 from scipy.stats import wasserstein_distance
 
 from simlab.metrics import (
-    EMD,
-    EMDPaper,
-    KLDivergence,
-    MajorityAccuracy,
-    OneMinusJSD,
+    RowMeanMetric,
     accuracy_rows,
     emd_paper_rows,
     emd_rows,
     kl_div_rows,
+    metric_spec,
     one_minus_jsd_rows,
+    row_mean_metric,
     survey_metrics,
 )
 
@@ -48,13 +46,20 @@ def _reference_kl(pred: np.ndarray, human: np.ndarray) -> float:
     return rel_entr(human, np.maximum(pred, 1e-12)).sum()
 
 
-CASES = {
-    "one_minus_jsd": (OneMinusJSD, one_minus_jsd_rows, _reference_one_minus_jsd),
-    "emd": (EMD, emd_rows, _reference_emd),
-    "emd_paper": (EMDPaper, emd_paper_rows, _reference_emd_paper),
-    "accuracy": (MajorityAccuracy, accuracy_rows, _reference_accuracy),
-    "kl": (KLDivergence, kl_div_rows, _reference_kl),
+CASES = {  # name: (per-row function, reference on one row)
+    "one_minus_jsd": (one_minus_jsd_rows, _reference_one_minus_jsd),
+    "emd": (emd_rows, _reference_emd),
+    "emd_paper": (emd_paper_rows, _reference_emd_paper),
+    "accuracy": (accuracy_rows, _reference_accuracy),
+    "kl": (kl_div_rows, _reference_kl),
 }
+
+
+def _metric(name: str) -> RowMeanMetric:
+    """The registered metric's torchmetrics object, as survey_metrics() builds it."""
+    metric = row_mean_metric(name)
+    assert isinstance(metric, RowMeanMetric) and metric.higher_is_better == metric_spec(name).higher_is_better
+    return metric
 
 
 def _random_distribution(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -83,7 +88,8 @@ def ragged_batch(seed: int, ks=RAGGED_KS, width: int | None = None, pad_value: f
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rows_and_metric_match_reference(name, seed):
-    metric_cls, row_fn, reference = CASES[name]
+    row_fn, reference = CASES[name]
+    assert metric_spec(name).rows is row_fn
     preds, target, mask, rows = ragged_batch(seed)
     expected = np.array([reference(pred, human) for pred, human in rows])
 
@@ -91,14 +97,14 @@ def test_rows_and_metric_match_reference(name, seed):
     assert per_row.dtype == torch.float64 and per_row.shape == (len(rows),)
     np.testing.assert_allclose(per_row.numpy(), expected, atol=1e-6, rtol=0)
 
-    metric = metric_cls()
+    metric = _metric(name)
     metric.update(preds, target, mask)
     assert metric.compute().item() == pytest.approx(expected.mean(), abs=1e-6)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_values_in_padded_slots_are_ignored(name):
-    _, row_fn, _ = CASES[name]
+    row_fn, _ = CASES[name]
     clean = ragged_batch(seed=5)
     noisy = ragged_batch(seed=5, width=30, pad_value=0.9)
     torch.testing.assert_close(row_fn(*noisy[:3]), row_fn(*clean[:3]), atol=1e-12, rtol=0)
@@ -106,7 +112,7 @@ def test_values_in_padded_slots_are_ignored(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_float32_inputs_are_scored_in_float64(name):
-    _, row_fn, reference = CASES[name]
+    row_fn, reference = CASES[name]
     preds, target, mask, _ = ragged_batch(seed=6)
     preds32, target32 = preds.float(), target.float()
     expected = [
@@ -142,7 +148,7 @@ def test_accuracy_on_hand_made_case():
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
     preds[3, 3] = 0.99
     assert accuracy_rows(preds, target, mask).tolist() == [1.0, 0.0, 1.0, 1.0]
-    metric = MajorityAccuracy()
+    metric = _metric("accuracy")
     metric.update(preds, target, mask)
     assert metric.compute().item() == pytest.approx(0.75)
 
@@ -153,16 +159,15 @@ def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_updates_equal_one_update_on_the_concatenation(name):
-    metric_cls, _, _ = CASES[name]
     first = ragged_batch(seed=7, ks=(2, 5, 3))
     second = ragged_batch(seed=8, ks=(26, 4, 11, 2))
     width = max(first[0].shape[1], second[0].shape[1])
     concatenated = [torch.cat([_pad_to(a, width), _pad_to(b, width)]) for a, b in zip(first[:3], second[:3])]
 
-    accumulated = metric_cls()
+    accumulated = _metric(name)
     accumulated.update(*first[:3])
     accumulated.update(*second[:3])
-    at_once = metric_cls()
+    at_once = _metric(name)
     at_once.update(*concatenated)
     torch.testing.assert_close(accumulated.compute(), at_once.compute(), atol=1e-12, rtol=0)
 
@@ -178,7 +183,7 @@ def test_survey_metrics_keys_and_independent_states():
     worse = ragged_batch(seed=10)
     metrics.update(*worse[:3])
     results = metrics.compute()
-    for name, (_, row_fn, _) in CASES.items():
+    for name, (row_fn, _) in CASES.items():
         all_preds = torch.cat([target, worse[0]])
         all_target = torch.cat([target, worse[1]])
         all_mask = torch.cat([mask, worse[2]])

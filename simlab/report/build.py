@@ -8,11 +8,17 @@ from pathlib import Path
 from . import figures
 from .breakdown import diversity, load_dimensions, per_country, per_dimension
 from .collect import Job
-from .tables import METRIC_TITLES, latex_table, markdown_table, metric_table, status_table, write_long_csv
+from .tables import (
+    latex_table,
+    markdown_table,
+    metric_table,
+    metric_title,
+    report_metrics,
+    status_table,
+    write_long_csv,
+)
 
 log = logging.getLogger(__name__)
-
-TABLE_METRICS = ("one_minus_jsd", "emd", "accuracy")
 
 
 def _default_subset(jobs: list[Job]) -> str | None:
@@ -35,12 +41,12 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
         if any(j.status == s for j in jobs)), "", "## Jobs", "", status_table(jobs), ""]
 
     tex = []
-    for metric in TABLE_METRICS:
+    for metric in report_metrics():  # the metrics registered with in_report, in registration order
         header, rows = metric_table(jobs, metric)
-        lines += [f"## {METRIC_TITLES[metric]}", "", markdown_table(header, rows), ""]
-        tex.append(latex_table(header, rows, METRIC_TITLES[metric]))
+        lines += [f"## {metric_title(metric)}", "", markdown_table(header, rows), ""]
+        tex.append(latex_table(header, rows, metric_title(metric)))
     (out / "tables.tex").write_text("\n\n".join(tex) + "\n", encoding="utf-8")
-    write_long_csv(jobs, out / "tables.csv", list(TABLE_METRICS))
+    write_long_csv(jobs, out / "tables.csv", report_metrics())
     lines += ["Avg: the paper's average over its five reported subsets, where the job tested them. "
               "`tables.csv` (long format) and `tables.tex` hold the same numbers.", ""]
 

@@ -4,12 +4,21 @@ one block per metric, written as markdown, CSV (long format) and LaTeX."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..metrics import metric_names, metric_spec
 from .collect import Job
 
-METRIC_TITLES = {"one_minus_jsd": "1-JSD (higher is better)", "emd": "EMD (lower is better)",
-                 "accuracy": "accuracy of the argmax vs the human majority"}
+
+def report_metrics() -> tuple[str, ...]:
+    """The metrics with a table in the report: those registered with ``in_report`` (:mod:`simlab.metrics`)."""
+    return metric_names(in_report=True)
+
+
+def metric_title(metric: str) -> str:
+    """A report table's title: the registered metric's ``table_title``, e.g. "1-JSD (higher is better)"."""
+    return metric_spec(metric).table_title
 
 
 def subsets_of(jobs: list[Job]) -> list[str]:
@@ -66,8 +75,10 @@ def status_table(jobs: list[Job]) -> str:
     return markdown_table(["row", "status", "reason", "folder"], rows, numeric=False)
 
 
-def write_long_csv(jobs: list[Job], path: Path, metrics: list[str]) -> None:
-    """One line per job x subset x metric (including the paper average), with the job's status."""
+def write_long_csv(jobs: list[Job], path: Path, metrics: Sequence[str] | None = None) -> None:
+    """One line per job x subset x metric (including the paper average), with the job's status; ``metrics``
+    defaults to the report's (:func:`report_metrics`)."""
+    metrics = report_metrics() if metrics is None else metrics
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "status", "metric", "subset", "value", "folder"])
