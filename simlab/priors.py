@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .ceiling import one_minus_jsd
 from .data.rows import SurveyRow
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,13 @@ def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarr
 
 
 def _loo_score(prior: SurveyPrior, rows: Sequence[SurveyRow]) -> float:
-    return float(np.mean([float(one_minus_jsd(np.asarray(r.target), prior.prior(r))) for r in rows]))
+    """Mean 1-JSD between each row's distribution and its leave-one-country-out prior, all rows in one call."""
+    from .evaluation import pad_distributions
+    from .metrics import one_minus_jsd_rows
+
+    target, mask = pad_distributions([r.target for r in rows])
+    predicted, _ = pad_distributions([prior.prior(r) for r in rows])
+    return float(np.mean(one_minus_jsd_rows(predicted, target, mask).numpy()))
 
 
 def country_embeddings(model, tokenizer, countries: Sequence[str], template: str = "People in {country}",
