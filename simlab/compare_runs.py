@@ -9,17 +9,15 @@ Subsets are the union over the runs, in the first run's order; a subset a run di
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from .rundir import RunDir
 
 LABELS = {"one_minus_jsd": "1-JSD", "emd": "EMD", "emd_paper": "EMD (paper)", "accuracy": "accuracy", "kl": "KL"}
 
 
 def load_metrics(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (is {run_dir} a finished simlab run?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return RunDir(run_dir).read_metrics()
 
 
 def comparison_table(runs: list[dict], names: list[str], metrics: list[str]) -> str:
