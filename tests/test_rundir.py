@@ -152,6 +152,16 @@ def test_reanalyse_recomputes_the_schema_keys_marked_recomputed():
     assert set(RECOMPUTED) < set(RunMetrics.keys())
 
 
+def test_job_folder_names_and_report_labels_ignore_the_same_overrides():
+    import yaml
+
+    from simlab.report.collect import IGNORED_KEYS
+
+    hydra = yaml.safe_load((REPO / "conf" / "hydra" / "default.yaml").read_text())
+    assert set(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == IGNORED_KEYS
+    assert "logger" in IGNORED_KEYS  # a job folder is never named 0_logger=wandb,method=ft
+
+
 def test_every_run_file_name_is_the_run_dirs(tmp_path):
     from simlab.rundir import RunDir
 
