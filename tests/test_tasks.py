@@ -165,6 +165,8 @@ def test_resume_is_refused_before_the_folder_is_touched(job, tmp_path):
     original = job("task=finetune", "logger=none", "data.batch_size=2", out=tmp_path)
     from omegaconf import OmegaConf
 
+    with open_dict(original):
+        del original.task["run"]  # a run from before tasks were named in the config resumes all the same
     RunDir(tmp_path).write_config(OmegaConf.to_yaml(original, resolve=True))
     with pytest.raises(RunDirError, match=r"data.batch_size: 2 -> "):
         prepare_resume(cfg, RunDir(tmp_path))

@@ -114,11 +114,11 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
         raise RunDirError(f"resume={out}: only fine-tuning resumes; a {cfg.task.name} run is simply run again")
     if not run.config_file.is_file():
         raise RunDirError(f"resume={out}: no {CONFIG_FILE} there, so not a simlab run that can be resumed")
-    differences = config_differences(
-        OmegaConf.to_container(OmegaConf.load(run.config_file), resolve=True),
-        OmegaConf.to_container(cfg, resolve=True),
-        ignore=("resume", "ckpt_path", "overwrite"),
-    )
+    saved, asked = OmegaConf.to_container(OmegaConf.load(run.config_file), resolve=True), OmegaConf.to_container(
+        cfg, resolve=True)
+    for config in (saved, asked):  # the function that runs the task (absent from older runs) changes no result
+        (config.get("task") or {}).pop("run", None)
+    differences = config_differences(saved, asked, ignore=("resume", "ckpt_path", "overwrite"))
     if differences:
         raise RunDirError(
             f"resume={out}: the config differs from the interrupted run's ({'; '.join(differences[:10])}); give the "
