@@ -42,7 +42,6 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
 
     from simlab.callbacks import ResumeCheckpoint
     from simlab.distributed import adapter_from_checkpoint, check_launch
-    from simlab.priors import save_prior_settings
     from simlab.results import predictions_in_row_order
 
     datamodule = load_data(cfg)
@@ -77,6 +76,8 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
         else:
             module.model.save_pretrained(adapter)
         if prior is not None and trainer.is_global_zero:
+            from simlab.priors import save_prior_settings  # after simlab.data (simlab.priors imported first cycles)
+
             save_prior_settings(adapter, prior, prior_build)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
