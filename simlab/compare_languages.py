@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import one_minus_jsd
+from .rundir import RunDir
 
 
-def load_predictions(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:
-    path = Path(run_dir) / "predictions.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (is {run_dir} a simlab run directory?)")
+def load_cells(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:
+    """The run's prediction records of ``subset`` by (country, question); a cell seen twice is an error."""
+    run = RunDir(run_dir)
+    path = run.predictions_file
     cells: dict[tuple[str, str], dict] = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        record = json.loads(line)
-        if record["subset"] != subset:
-            continue
+    for line_number, record in run.iter_predictions(subset):
         key = (record["country"], str(record["question_id"]))
         if key in cells:
             raise ValueError(f"{path}: line {line_number}: cell {key} appears twice")
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="C1-Q2")
     parser.add_argument("--out", help="write the markdown table here (and a .json beside it)")
     args = parser.parse_args(argv)
-    result = compare(*(load_predictions(run, args.subset) for run in args.runs))
+    result = compare(*(load_cells(run, args.subset) for run in args.runs))
     text = markdown(result, args.names, args.runs)
     print(text)
     if args.out:

@@ -10,10 +10,10 @@ come from the metric registry (:mod:`simlab.metrics`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .metrics import metric_names, registered_metrics
+from .rundir import RunDir
 
 
 def label(metric: str) -> str:
@@ -22,10 +22,7 @@ def label(metric: str) -> str:
 
 
 def load_metrics(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (is {run_dir} a finished simlab run?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return RunDir(run_dir).read_metrics()
 
 
 def comparison_table(runs: list[dict], names: list[str], metrics: list[str]) -> str:

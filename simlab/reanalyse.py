@@ -14,24 +14,20 @@ match its row (subset, country, question, option letters, human shares): a misma
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .data.datamodule import SurveyDataModule
 from .evaluation import score_subsets
 from .provenance import git_state
 from .results import analyse, results_table, summarize, write_predictions
-from .rundir import write_json, write_status, write_text
+from .rundir import RunDir, RunMetrics, write_text
 
-RECOMPUTED = ("subsets", "paper_average", "paper_average_subsets", "paper_average_missing", "position_bias",
-              "noise_ceiling", "calibrated", "rows")
+RECOMPUTED = RunMetrics.recomputed_keys()  # the metrics.json keys computed again from the predictions
 
 
 def load_run_rows(run_dir: Path, **overrides):
     """The run's rows, rebuilt from its resolved data config (same files, settings and seed)."""
-    import yaml
-
-    config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text(encoding="utf-8"))
+    config = RunDir(run_dir).read_config()
     data = {k: v for k, v in config["data"].items() if k != "_target_"}
     data.update(overrides)
     datamodule = SurveyDataModule(None, **data)
@@ -40,27 +36,27 @@ def load_run_rows(run_dir: Path, **overrides):
 
 
 def load_predictions(run_dir: Path, rows: dict) -> dict[str, list[list[float]]]:
-    path = run_dir / "predictions.jsonl"
+    """The run's predictions by subset, each line checked against its row (in order)."""
+    run = RunDir(run_dir)
+    path = run.predictions_file
     predictions: dict[str, list[list[float]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            record = json.loads(line)
-            subset = record["subset"]
-            if subset not in rows:
-                raise ValueError(f"{path}: line {line_number}: subset {subset!r} is not in the run's data config")
-            index = len(predictions.setdefault(subset, []))
-            if index >= len(rows[subset]):
-                raise ValueError(
-                    f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
-            row = rows[subset][index]
-            for field, expected in (("country", row.country), ("question_id", row.question_id),
-                                    ("letters", list(row.letters))):
-                if record[field] != expected:
-                    raise ValueError(f"{path}: line {line_number}: field {field!r} is {record[field]!r}, but row "
-                                     f"{index} of {subset} has {expected!r}")
-            if max(abs(a - b) for a, b in zip(record["human"], row.target)) > 1e-9:
-                raise ValueError(f"{path}: line {line_number}: field 'human' differs from row {index} of {subset}")
-            predictions[subset].append(record["predicted"])
+    for line_number, record in run.iter_predictions():
+        subset = record["subset"]
+        if subset not in rows:
+            raise ValueError(f"{path}: line {line_number}: subset {subset!r} is not in the run's data config")
+        index = len(predictions.setdefault(subset, []))
+        if index >= len(rows[subset]):
+            raise ValueError(
+                f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
+        row = rows[subset][index]
+        for field, expected in (("country", row.country), ("question_id", row.question_id),
+                                ("letters", list(row.letters))):
+            if record[field] != expected:
+                raise ValueError(f"{path}: line {line_number}: field {field!r} is {record[field]!r}, but row "
+                                 f"{index} of {subset} has {expected!r}")
+        if max(abs(a - b) for a, b in zip(record["human"], row.target)) > 1e-9:
+            raise ValueError(f"{path}: line {line_number}: field 'human' differs from row {index} of {subset}")
+        predictions[subset].append(record["predicted"])
     for subset, predicted in predictions.items():
         if len(predicted) != len(rows[subset]):
             raise ValueError(f"{path}: {len(predicted)} predictions for the {len(rows[subset])} rows of {subset}")
@@ -72,7 +68,7 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     """Write ``out``/metrics.json (the run's metrics with a fresh analysis), results.md and the predictions
     (all of them, or the sample); returns the new metrics."""
     run_dir, out = Path(run_dir), Path(out)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = RunDir(run_dir).read_metrics()
     datamodule = load_run_rows(run_dir)
     predictions = load_predictions(run_dir, datamodule.rows)
     rows = {s: datamodule.rows[s] for s in predictions}
@@ -90,13 +86,14 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     metrics["reanalysed_from"] = str(run_dir.resolve())
     metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
     out.mkdir(parents=True, exist_ok=True)  # outputs first, status.json last (a folder the report can trust)
+    source, target = RunDir(run_dir), RunDir(out)
     if limit_eval_per_subset is None:
-        write_text(out / "predictions.jsonl", (run_dir / "predictions.jsonl").read_text(encoding="utf-8"))
+        write_text(target.predictions_file, source.predictions_file.read_text(encoding="utf-8"))
     else:
-        write_predictions(out / "predictions.jsonl", rows, predictions)
-    write_text(out / "results.md", results_table(metrics))
-    write_json(out / "metrics.json", metrics)
-    write_status(out, "completed", metrics.get("overrides") or [], reanalysed_from=metrics["reanalysed_from"])
+        write_predictions(target.predictions_file, rows, predictions)
+    target.write_results(results_table(metrics))
+    target.write_metrics(metrics)
+    target.write_status("completed", metrics.get("overrides") or [], reanalysed_from=metrics["reanalysed_from"])
     return metrics
 
 
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     if Path(args.out).resolve() == Path(args.run_dir).resolve():
         parser.error("--out must differ from the run folder (the run's own outputs are kept as they were)")
     reanalyse(args.run_dir, args.out, args.calibrate_on, args.seed, args.limit_eval_per_subset)
-    print(Path(args.out) / "metrics.json")
+    print(RunDir(args.out).metrics_file)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,25 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+# The names of a run folder's files, here and nowhere else (:class:`RunDir` reads and writes them).
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config_resolved.yaml"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+RESULTS_FILE = "results.md"
+LOG_FILE = "run.log"  # written by Hydra's job logging (named after run.py)
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
 STATUSES = ("running", "completed", "failed", "interrupted", "skipped")
 # What runs write into their folder (Hydra's own .hydra/ and the log are not outputs of a run).
 RUN_OUTPUTS = (
-    STATUS_FILE, CONFIG_FILE, "metrics.json", "predictions.jsonl", "results.md", "invalid_rows.jsonl",
-    "adapter", "checkpoints", "wandb", "csv",
+    STATUS_FILE, CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULTS_FILE, "invalid_rows.jsonl",
+    ADAPTER_DIR, CHECKPOINT_DIR, "wandb", "csv",
     "simulation.csv", "simulation.meta.json", "simulation.md",
 )
 RUN_OUTPUT_PATTERNS = ("simulation_*.png",)
@@ -202,3 +211,219 @@ def _flatten(node, prefix: str = "") -> dict:
             flat.update(_flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: node}
+
+
+# ---------------------------------------------------------------------------------------------- metrics.json
+class _Unset:
+    """A metrics.json key that is absent (None is a value that is written: ``"adapter": null``)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+def _key(recomputed: bool = False) -> Any:
+    """A metrics.json key; ``recomputed``: simlab.reanalyse computes it again from the predictions."""
+    return field(default=UNSET, metadata={"recomputed": recomputed})
+
+
+@dataclass
+class RunMetrics:
+    """The schema of metrics.json: every key a run (or a re-analysis) writes, in the order it writes them.
+
+    Absent keys are :data:`UNSET` and not written; ``None`` is written as ``null``. A task writes only its own
+    keys (a baseline has no ``adapter``, a model run no ``baseline``). Keys this schema does not know (written by
+    a newer analysis) are kept in ``extra``. :meth:`from_dict` keeps the order of the keys it read, so
+    ``RunMetrics.from_dict(d).to_dict() == d`` with the same key order: reading and writing moves nothing."""
+
+    # what ran
+    task: str = _key()
+    baseline: str = _key()  # a baseline's name and its fitted state
+    baseline_report: dict = _key()
+    resumed_from: dict = _key()  # the checkpoint an interrupted fine-tune resumed from
+    model: str = _key()
+    model_source: str = _key()
+    adapter: str | None = _key()
+    loss: str | None = _key()
+    prior: dict | None = _key()
+    calibration: dict = _key()  # the temperature of the calibrated simulator, and the scores before it
+    uncalibrated: dict = _key()
+    prompt_style: str = _key()
+    settings: dict = _key()
+    seed: int = _key()
+    overrides: list = _key()
+    code: dict | None = _key()  # simlab.provenance.git_state at the start of the run
+    rows: dict = _key(recomputed=True)  # rows per subset
+    wall_time_s: float = _key()
+    # the scores: per subset ({metric: value, "n": rows}) and the paper's average
+    subsets: dict = _key(recomputed=True)
+    paper_average: dict | None = _key(recomputed=True)
+    paper_average_subsets: list = _key(recomputed=True)
+    paper_average_missing: list = _key(recomputed=True)
+    # the analysis after the test pass (simlab.results.analyse)
+    position_bias: dict = _key(recomputed=True)
+    noise_ceiling: dict = _key(recomputed=True)
+    calibrated: dict = _key(recomputed=True)
+    # a re-analysis (simlab.reanalyse)
+    reanalysed_from: str = _key()
+    reanalysis_code: dict | None = _key()
+    limit_eval_per_subset: int = _key()
+    # keys this schema does not name, and the order of every key as read
+    extra: dict = field(default_factory=dict, metadata={"recomputed": False})
+    _order: tuple = field(default=(), repr=False, compare=False, metadata={"recomputed": False})
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The metrics.json keys the schema names, in the order a run writes them."""
+        return tuple(f.name for f in fields(cls) if f.name not in ("extra", "_order"))
+
+    @classmethod
+    def recomputed_keys(cls) -> tuple[str, ...]:
+        """The keys simlab.reanalyse computes again from a run's predictions (the others are kept as they were)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("recomputed"))
+
+    @classmethod
+    def from_dict(cls, metrics: dict) -> RunMetrics:
+        if not isinstance(metrics, dict):
+            raise ValueError(f"metrics must be a JSON object, got {type(metrics).__name__}")
+        known = set(cls.keys())
+        subsets = metrics.get("subsets", {})
+        if not isinstance(subsets, dict) or not all(isinstance(v, dict) for v in subsets.values()):
+            raise ValueError("metrics: 'subsets' must map each subset to its {metric: value}")
+        return cls(**{k: v for k, v in metrics.items() if k in known},
+                   extra={k: v for k, v in metrics.items() if k not in known}, _order=tuple(metrics))
+
+    def to_dict(self) -> dict:
+        """The metrics.json object: the keys read (in their order), then the others set, in the schema's order."""
+        values = {k: getattr(self, k) for k in self.keys() if getattr(self, k) is not UNSET}
+        values.update(self.extra)
+        ordered = {k: values.pop(k) for k in self._order if k in values}
+        return {**ordered, **values}
+
+
+# ---------------------------------------------------------------------------------------------- the folder
+class RunDir:
+    """One run folder: the names of its files and how each is read and written (atomically), in one place.
+
+    ``config_resolved.yaml`` (the resolved config), ``predictions.jsonl`` (one line per tested row),
+    ``results.md`` (the tables), ``metrics.json`` (:class:`RunMetrics`), ``status.json`` (the run's fate, written
+    first and last), ``run.log``, ``adapter/`` (a fine-tune's LoRA adapter) and ``checkpoints/last.ckpt``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ names
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / STATUS_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / ADAPTER_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / LAST_CHECKPOINT
+
+    def is_run(self) -> bool:
+        """Whether the folder looks like a run (status, metrics, resolved config, or Hydra's .hydra/)."""
+        return any((self.path / name).exists() for name in (STATUS_FILE, METRICS_FILE, ".hydra", CONFIG_FILE))
+
+    # ------------------------------------------------------------------ config
+    def write_config(self, resolved_yaml: str) -> Path:
+        return write_text(self.config_file, resolved_yaml)
+
+    def read_config(self) -> dict:
+        """The run's resolved config as plain containers."""
+        import yaml
+
+        if not self.config_file.is_file():
+            raise FileNotFoundError(f"{self.config_file} does not exist (is {self.path} a simlab run directory?)")
+        return yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ metrics
+    def write_metrics(self, metrics: RunMetrics | dict) -> Path:
+        if not isinstance(metrics, RunMetrics):
+            metrics = RunMetrics.from_dict(metrics)
+        return write_json(self.metrics_file, metrics.to_dict())
+
+    def read_metrics(self) -> dict:
+        """metrics.json as written (a dict; :meth:`RunMetrics.from_dict` gives the typed view)."""
+        if not self.metrics_file.is_file():
+            raise FileNotFoundError(f"{self.metrics_file} does not exist (is {self.path} a finished simlab run?)")
+        return json.loads(self.metrics_file.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ predictions and tables
+    def write_predictions(self, rows: dict, predictions: dict, **extra: dict) -> int:
+        """One JSON line per tested row (simlab.results.write_predictions); returns the number written."""
+        from .results import write_predictions
+
+        return write_predictions(self.predictions_file, rows, predictions, **extra)
+
+    def read_predictions(self, subset: str | None = None) -> list[dict]:
+        """predictions.jsonl's records in file order (only ``subset``'s when given)."""
+        return [record for _, record in self.iter_predictions(subset)]
+
+    def iter_predictions(self, subset: str | None = None) -> Iterator[tuple[int, dict]]:
+        """(line number, record) for each line of predictions.jsonl (blank lines skipped)."""
+        if not self.predictions_file.is_file():
+            raise FileNotFoundError(f"{self.predictions_file} does not exist (is {self.path} a simlab run directory?)")
+        with open(self.predictions_file, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if subset is None or record["subset"] == subset:
+                    yield line_number, record
+
+    def count_predictions(self) -> int:
+        with open(self.predictions_file, encoding="utf-8") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def write_results(self, table: str) -> Path:
+        return write_text(self.results_file, table)
+
+    # ------------------------------------------------------------------ status
+    def write_status(self, status: str, overrides: list[str], **info) -> Path:
+        return write_status(self.path, status, overrides, **info)
+
+    def read_status(self) -> dict | None:
+        return read_status(self.path)
+
+    def claim(self, *, resume: bool = False, overwrite: bool = False) -> dict | None:
+        return claim(self.path, resume=resume, overwrite=overwrite)

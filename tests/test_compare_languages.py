@@ -3,7 +3,7 @@ import json
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from simlab.compare_languages import compare, load_predictions, main
+from simlab.compare_languages import compare, load_cells, main
 
 
 def _write(run, records):
@@ -22,7 +22,7 @@ def test_compare_two_languages(tmp_path):
     zh = [_record("Chile", "164", [0.8, 0.2], [0.4, 0.6]), _record("Peru", "164", [0.4, 0.6], [0.5, 0.5]),
           _record("Chile", "999", [0.5, 0.5], [0.5, 0.5], subset="other")]
     _write(tmp_path / "en", en), _write(tmp_path / "zh", zh)
-    result = compare(load_predictions(tmp_path / "en", "C1-Q2"), load_predictions(tmp_path / "zh", "C1-Q2"))
+    result = compare(load_cells(tmp_path / "en", "C1-Q2"), load_cells(tmp_path / "zh", "C1-Q2"))
     assert result["cells"] == 2 and result["only_first"] == 1 and result["only_second"] == 0
     expected = ((1 - jensenshannon([0.7, 0.3], [0.4, 0.6])) + 1.0) / 2
     assert result["agreement_one_minus_jsd"] == pytest.approx(expected)
@@ -37,6 +37,6 @@ def test_mismatched_letters_and_missing_runs_are_errors(tmp_path):
     other = _record("Chile", "1", [1, 0], [0.5, 0.5]) | {"letters": ["A", "C"]}
     _write(tmp_path / "b", [other])
     with pytest.raises(ValueError, match="letters differ"):
-        compare(load_predictions(tmp_path / "a", "C1-Q2"), load_predictions(tmp_path / "b", "C1-Q2"))
+        compare(load_cells(tmp_path / "a", "C1-Q2"), load_cells(tmp_path / "b", "C1-Q2"))
     with pytest.raises(FileNotFoundError, match="predictions.jsonl"):
-        load_predictions(tmp_path / "nowhere", "C1-Q2")
+        load_cells(tmp_path / "nowhere", "C1-Q2")

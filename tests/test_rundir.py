@@ -127,3 +127,51 @@ def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision " in (tmp_path / "run.log").read_text()
+
+
+def test_metrics_schema_round_trips_and_keeps_key_order():
+    from simlab.rundir import UNSET, RunMetrics
+
+    written = {"task": "zeroshot", "model": "m", "adapter": None, "subsets": {"C2-Q1": {"n": 3, "emd": 0.1}},
+               "paper_average": None, "rows": {"C2-Q1": 3}, "limit_eval_per_subset": 3, "something_new": [1]}
+    metrics = RunMetrics.from_dict(written)
+    assert metrics.to_dict() == written and list(metrics.to_dict()) == list(written)
+    assert metrics.adapter is None and metrics.loss is UNSET and metrics.extra == {"something_new": [1]}
+    fresh = RunMetrics(subsets={}, task="baseline", baseline="uniform", rows={})
+    assert list(fresh.to_dict()) == ["task", "baseline", "rows", "subsets"]  # the order a run writes
+    with pytest.raises(ValueError, match="subsets"):
+        RunMetrics.from_dict({"subsets": {"C2-Q1": 0.5}})
+
+
+def test_reanalyse_recomputes_the_schema_keys_marked_recomputed():
+    from simlab.reanalyse import RECOMPUTED
+    from simlab.rundir import RunMetrics
+
+    assert set(RECOMPUTED) == {"subsets", "paper_average", "paper_average_subsets", "paper_average_missing",
+                               "position_bias", "noise_ceiling", "calibrated", "rows"}
+    assert set(RECOMPUTED) < set(RunMetrics.keys())
+
+
+def test_job_folder_names_and_report_labels_ignore_the_same_overrides():
+    import yaml
+
+    from simlab.report.collect import IGNORED_KEYS
+
+    hydra = yaml.safe_load((REPO / "conf" / "hydra" / "default.yaml").read_text())
+    assert set(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == IGNORED_KEYS
+    assert "logger" in IGNORED_KEYS  # a job folder is never named 0_logger=wandb,method=ft
+
+
+def test_every_run_file_name_is_the_run_dirs(tmp_path):
+    from simlab.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in (
+        run.config_file, run.metrics_file, run.predictions_file, run.results_file, run.status_file, run.log_file,
+        run.adapter_dir, run.last_checkpoint)] == [
+        "config_resolved.yaml", "metrics.json", "predictions.jsonl", "results.md", "status.json", "run.log",
+        "adapter", "checkpoints/last.ckpt"]
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        run.read_metrics()
+    run.write_metrics({"task": "t", "subsets": {}})
+    assert run.read_metrics() == {"task": "t", "subsets": {}} and run.is_run()

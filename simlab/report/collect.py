@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..rundir import read_status
+from ..rundir import RunDir, read_status
 
-# overrides that name paths or sweep plumbing: never what distinguishes a table row
+# overrides that name paths, sweep plumbing or loggers: never what distinguishes a table row. The same list names
+# a sweep's job folders: conf/hydra/default.yaml's hydra.job.config.override_dirname.exclude_keys (a test checks).
 IGNORED_KEYS = {"experiment", "adapter", "model.adapter", "model.path", "data.root", "hydra.run.dir", "hydra.sweep.dir",
-                "resume", "overwrite",
-                "logger"}
+                "resume", "overwrite", "logger"}
 
 
 @dataclass
@@ -33,12 +32,11 @@ class Job:
         return self.status == "completed" and self.metrics is not None
 
     def predictions(self) -> list[dict]:
-        with open(self.path / "predictions.jsonl", encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return RunDir(self.path).read_predictions()
 
 
 def _is_job_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("status.json", "metrics.json", ".hydra", "config_resolved.yaml"))
+    return RunDir(path).is_run()
 
 
 def _overrides_of(path: Path, status: dict | None, metrics: dict | None) -> list[str]:
@@ -67,8 +65,8 @@ def load_job(path: str | Path) -> Job:
     is there and predictions.jsonl has exactly one line per tested row (the sum of the subsets' n)."""
     path = Path(path)
     status = read_status(path)
-    metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+    run = RunDir(path)
+    metrics = run.read_metrics() if run.metrics_file.is_file() else None
     if status is None:
         state, reason = "incomplete", "no status.json (killed before it started, or not a simlab run)"
     else:
@@ -85,11 +83,10 @@ def _check_outputs(path: Path, metrics: dict | None) -> tuple[str, str]:
     if "subsets" not in metrics:  # a simulation: no per-row predictions to count
         return "completed", ""
     expected = sum(int(v.get("n", 0)) for v in metrics["subsets"].values())
-    predictions = path / "predictions.jsonl"
-    if not predictions.is_file():
+    run = RunDir(path)
+    if not run.predictions_file.is_file():
         return "broken", "status completed but no predictions.jsonl"
-    with open(predictions, encoding="utf-8") as handle:
-        lines = sum(1 for line in handle if line.strip())
+    lines = run.count_predictions()
     if lines != expected:
         return "broken", f"predictions.jsonl has {lines} lines, metrics.json counts {expected} rows"
     return "completed", ""

@@ -1,0 +1,91 @@
+"""The language model's path, shared by task=finetune and task=zeroshot: load data and model (with its adapter
+and prior), fit when ``task.fit``, test every subset, save the adapter; then the shared outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+from simlab.rundir import RunDir
+
+from .common import (
+    attach_prior,
+    build_loggers,
+    closing_wandb,
+    code_state,
+    is_multirun,
+    job_choice,
+    load_data,
+    load_model,
+)
+from .outputs import write_outputs
+
+log = logging.getLogger("simlab")
+
+
+def run_language_model(cfg: DictConfig) -> dict:
+    """Fit (``task.fit``) and test the language model, then write the run's outputs; returns the metrics."""
+    started, code = time.time(), code_state()
+    run = RunDir(cfg.paths.output_dir)
+    loggers = build_loggers(cfg)
+    with closing_wandb():
+        datamodule, test_results, predictions, info = fit_and_test(cfg, run, loggers)
+        return write_outputs(cfg, run, datamodule, test_results, predictions, info, loggers=loggers,
+                             started=started, code=code)
+
+
+def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
+    """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
+    from hydra.utils import instantiate
+
+    from simlab.callbacks import ResumeCheckpoint
+    from simlab.distributed import adapter_from_checkpoint, check_launch
+    from simlab.results import predictions_in_row_order
+
+    datamodule = load_data(cfg)
+    lm = load_model(cfg)
+    datamodule.set_tokenizer(lm.tokenizer)
+    prior_build, prior = attach_prior(cfg, datamodule, lm)
+    datamodule.setup()
+    module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    resume_checkpoint = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_launch(trainer, is_multirun())  # no sweep re-run per spawned rank
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    adapter = cfg.model.adapter
+    info: dict = {}
+    if cfg.task.fit:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if resume_checkpoint is not None and resume_checkpoint.resumed:
+            info["resumed_from"] = resume_checkpoint.resumed
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
+        log.info("testing with %s", best or "the final weights (no best checkpoint)")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        adapter = str(run.adapter_dir)
+        if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
+            checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")
+            if not checkpoint:
+                raise ValueError(
+                    "multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
+            if trainer.is_global_zero:
+                adapter_from_checkpoint(module.model, checkpoint, adapter)
+        else:
+            module.model.save_pretrained(adapter)
+        if prior is not None and trainer.is_global_zero:
+            from simlab.priors import save_prior_settings  # after simlab.data (simlab.priors imported first cycles)
+
+            save_prior_settings(adapter, prior, prior_build)
+    else:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter,
+                loss=job_choice("loss"), prior=prior.settings if prior is not None else None)
+    predictions = datamodule.merge_option_orders(predictions_in_row_order(module.test_predictions))
+    if datamodule.test_option_orders != "given":  # the module scored each option order; score the averages
+        from simlab.evaluation import score_subsets
+
+        return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
+    return datamodule, module.test_results, predictions, info
