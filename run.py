@@ -15,15 +15,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from simlab.rundir import unique_run_dir
-from simlab.tasks import run_task
+from simlab.tasks import objective, run_task
 
 # hydra.run.dir: the folder to resume, else a new one per run (date, time and a random part; cached per config)
 OmegaConf.register_new_resolver("simlab.run_dir", unique_run_dir, use_cache=True)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_task(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """The task's result; a sweeper (hparams_search=...) optimises the number named by ``optimized_metric``."""
+    return objective(run_task(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

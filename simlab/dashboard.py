@@ -24,9 +24,9 @@ FIGURES_DIR = "figures"
 
 
 def _metric_names() -> list[str]:
-    from .results import METRIC_ORDER
+    from .metrics import metric_names
 
-    return list(METRIC_ORDER)
+    return list(metric_names())
 
 
 def results_rows(summary: dict) -> tuple[list[str], list[list]]:
@@ -220,7 +220,7 @@ def log_report(report_dir: str | Path, jobs, *, group: str | None = None, projec
     per metric (the report's rows x subsets) and every figure; returns the run's folder."""
     import wandb
 
-    from .report.tables import metric_table
+    from .report.tables import metric_table, report_metrics
 
     report_dir = Path(report_dir)
     group = group or sweep_group(jobs)
@@ -229,7 +229,7 @@ def log_report(report_dir: str | Path, jobs, *, group: str | None = None, projec
                      reinit="finish_previous")
     try:
         payload = {}
-        for metric in _metric_names():
+        for metric in report_metrics():
             header, rows = metric_table(jobs, metric)
             payload[f"tables/{metric}"] = wandb.Table(columns=header, data=rows)
         for image in sorted(report_dir.glob("*.png")):

@@ -246,6 +246,7 @@ class RunMetrics:
     baseline: str = _key()  # a baseline's name and its fitted state
     baseline_report: dict = _key()
     resumed_from: dict = _key()  # the checkpoint an interrupted fine-tune resumed from
+    best_valid: dict = _key()  # a fine-tune's best validation score (metric, value, checkpoint): a search's objective
     model: str = _key()
     model_source: str = _key()
     adapter: str | None = _key()

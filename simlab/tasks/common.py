@@ -135,3 +135,13 @@ def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object |
     log.info("prior from %d rows of %s: %s", len(datamodule.prior_rows), datamodule.prior_subset, prior.settings)
     datamodule.set_prior(prior)
     return build, prior
+
+
+def resolve_model_adapter(cfg: DictConfig) -> None:
+    """``model.adapter=wandb:NAME[:ALIAS]``: the adapter a W&B run logged as an artifact, as a local folder (from
+    the offline runs under ``paths.wandb_search``, else the W&B server); a folder path is left as it is."""
+    from simlab.dashboard import is_wandb_reference, resolve_adapter
+
+    if is_wandb_reference(cfg.model.adapter):
+        cfg.model.adapter = resolve_adapter(cfg.model.adapter, search=list(cfg.paths.wandb_search),
+                                            cache=cfg.paths.artifact_cache)

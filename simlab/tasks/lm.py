@@ -19,6 +19,7 @@ from .common import (
     job_choice,
     load_data,
     load_model,
+    resolve_model_adapter,
 )
 from .outputs import write_outputs
 
@@ -28,6 +29,7 @@ log = logging.getLogger("simlab")
 def run_language_model(cfg: DictConfig) -> dict:
     """Fit (``task.fit``) and test the language model, then write the run's outputs; returns the metrics."""
     started, code = time.time(), code_state()
+    resolve_model_adapter(cfg)
     run = RunDir(cfg.paths.output_dir)
     loggers = build_loggers(cfg)
     with closing_wandb():
@@ -63,6 +65,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
         if resume_checkpoint is not None and resume_checkpoint.resumed:
             info["resumed_from"] = resume_checkpoint.resumed
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
+        info.update(best_valid(trainer))
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         adapter = str(run.adapter_dir)
@@ -89,3 +92,14 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
 
         return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
     return datamodule, module.test_results, predictions, info
+
+
+def best_valid(trainer) -> dict:
+    """``{"best_valid": {metric, value, checkpoint}}``: the validation score of the adapter that was tested (the
+    objective of a recipe search: never a test subset); empty when no checkpoint callback monitored one."""
+    for callback in trainer.checkpoint_callbacks:
+        score = getattr(callback, "best_model_score", None)
+        if getattr(callback, "monitor", None) and score is not None:
+            return {"best_valid": {"metric": callback.monitor, "value": float(score),
+                                   "checkpoint": callback.best_model_path}}
+    return {}

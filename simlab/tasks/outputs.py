@@ -87,6 +87,17 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
     run.write_results(results_table(summary))
     run.write_metrics(metrics)
     log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
+    log_dashboards(loggers, run, summary, datamodule.rows, predictions, adapter=info.get("adapter"), seed=cfg.seed)
     log.info("\n%s", results_table(summary))
     log.info("outputs in %s", run.path)
     return summary
+
+
+def log_dashboards(loggers: list, run: RunDir, summary: dict, rows: dict, predictions: dict, *,
+                   adapter: str | None, seed: int) -> None:
+    """The W&B run's results and predictions tables, figures and adapter artifact (simlab.dashboard)."""
+    from simlab.dashboard import log_run
+
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            log_run(logger.experiment, run.path, summary, rows, predictions, adapter=adapter, seed=seed)

@@ -79,6 +79,24 @@ def task_wrapper(task: Task) -> Task:
     return wrapped
 
 
+def objective(result: dict | None, metric: str | None) -> float | None:
+    """What a Hydra sweeper optimises (``optimized_metric``): ``val/<metric>`` is the fine-tune's best validation
+    score; ``<subset>/<metric>`` or ``paper_average/<metric>`` a tested score. None when not asked; an error naming
+    the keys when the run has no such number (a search must not silently optimise nothing)."""
+    if not metric:
+        return None
+    result = result or {}
+    best = result.get("best_valid") or {}
+    if best.get("metric") == metric:
+        return float(best["value"])
+    group, _, name = metric.rpartition("/")
+    scores = result.get("paper_average") if group == "paper_average" else (result.get("subsets") or {}).get(group)
+    if scores and scores.get(name) is not None:
+        return float(scores[name])
+    raise KeyError(f"optimized_metric={metric}: the run has no such number (its best validation score is "
+                   f"{best.get('metric')!r}; tested subsets: {sorted(result.get('subsets') or {})})")
+
+
 @task_wrapper
 def run_task(cfg: DictConfig) -> dict:
     """The configured task (``cfg.task.run``, a partial function) called on the config, in the wrapper."""
@@ -118,7 +136,8 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
         cfg, resolve=True)
     for config in (saved, asked):  # the function that runs the task (absent from older runs) changes no result
         (config.get("task") or {}).pop("run", None)
-    differences = config_differences(saved, asked, ignore=("resume", "ckpt_path", "overwrite"))
+    # optimized_metric: what a sweeper reads from the result, not how the run trains
+    differences = config_differences(saved, asked, ignore=("resume", "ckpt_path", "overwrite", "optimized_metric"))
     if differences:
         raise RunDirError(
             f"resume={out}: the config differs from the interrupted run's ({'; '.join(differences[:10])}); give the "
