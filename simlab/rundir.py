@@ -428,3 +428,10 @@ class RunDir:
 
     def claim(self, *, resume: bool = False, overwrite: bool = False) -> dict | None:
         return claim(self.path, resume=resume, overwrite=overwrite)
+
+
+def sqlite_storage(path: str) -> str:
+    """``sqlite:///<path>`` with the folder made first: an Optuna study under a sweep folder that Hydra has not
+    created yet (the sweeper opens its storage before the first job runs)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
