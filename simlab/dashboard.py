@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.rows import SurveyRow
+from .rundir import FIGURES_DIR
 
 log = logging.getLogger(__name__)
 
 WANDB_PREFIX = "wandb:"
 PREDICTION_SAMPLE = 200  # rows per run in the predictions table: enough to filter by country or question
-FIGURES_DIR = "figures"
 
 
 def _metric_names() -> list[str]:

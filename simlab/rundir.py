@@ -38,9 +38,10 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 STATUSES = ("running", "completed", "failed", "interrupted", "skipped")
 # What runs write into their folder (Hydra's own .hydra/ and the log are not outputs of a run).
+FIGURES_DIR = "figures"  # the run's figures for its W&B run (simlab.dashboard)
 RUN_OUTPUTS = (
     STATUS_FILE, CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULTS_FILE, "invalid_rows.jsonl",
-    ADAPTER_DIR, CHECKPOINT_DIR, "wandb", "csv",
+    ADAPTER_DIR, CHECKPOINT_DIR, "wandb", "csv", FIGURES_DIR,
     "simulation.csv", "simulation.meta.json", "simulation.md",
 )
 RUN_OUTPUT_PATTERNS = ("simulation_*.png",)

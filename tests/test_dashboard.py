@@ -89,6 +89,20 @@ def test_a_later_run_names_the_adapter_artifact(wandb_finetune, tiny_llama_dir, 
         resolve_adapter("wandb:adapter-nothing-like-it:v3", search=[out.parent], cache=tmp_path / "c3")
 
 
+def test_a_report_is_logged_as_one_run_of_the_jobs_group(wandb_finetune, wandb_env, tmp_path):
+    out, _ = wandb_finetune
+    result = subprocess.run([sys.executable, "-m", "simlab.report", str(out), "--out", str(tmp_path / "report"),
+                             "--questionnaire", "none", "--wandb"], cwd=REPO, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, **wandb_env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(run_files(tmp_path / "report")[0])
+    media = logged_media(run)
+    assert {"tables/one_minus_jsd", "tables/emd", "tables/accuracy"} <= {k for k, v in media.items()
+                                                                           if v == "table-file"}
+    assert sum(v == "image-file" for v in media.values()) >= 2
+    assert run["group"] == read_run(run_files(out)[0])["group"]  # the jobs' group (none for a single run)
+
+
 def test_results_rows_and_a_seeded_prediction_sample():
     from simlab.data.rows import SurveyRow
 
