@@ -158,6 +158,7 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
     at the last token of ``template``, whose last words are the country's name. On the training rows the middle
     layer of SmolLM2-135M with this template gave the closest leave-one-country-out prior (see QUALITY.md)."""
     import torch
+    from tqdm.auto import tqdm
 
     from .model.adapters import base_model
 
@@ -167,7 +168,7 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
     # the base model's picture, the same before and after fine-tuning (a LoRA adapter is switched off here)
     bare = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with torch.inference_mode(), bare:
-        for country in countries:
+        for country in tqdm(countries, desc="prior: embedding countries", unit="country", disable=len(countries) < 2):
             ids = tokenizer(template.format(country=country), return_tensors="pt")["input_ids"].to(device)
             states = lm(input_ids=ids, output_hidden_states=True).hidden_states
             index = {"middle": len(states) // 2, "last": len(states) - 1}.get(layer, layer)

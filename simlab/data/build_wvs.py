@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..rundir import write_text
 from .prompts import PAPER_INSTRUCTION
@@ -272,7 +273,8 @@ def build_rows(frame: pd.DataFrame, questionnaire: list[dict[str, Any]],
                countries: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Output file key (train/valid/test) -> rows, with per-part counts printed to stderr."""
     questions = used_questions(questionnaire)
-    by_question = {entry["id"]: country_distributions(frame, entry) for entry in questions}
+    by_question = {entry["id"]: country_distributions(frame, entry)
+                   for entry in tqdm(questions, desc="build_wvs: distributions", unit="question")}
     present = set(int(code) for code in frame[COUNTRY_COLUMN].unique())
     outputs: dict[str, list[dict[str, Any]]] = {key: [] for key in OUTPUT_FILES}
     for data_type, country_group, question_group, file_key in PARTS:

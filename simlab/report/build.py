@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from . import figures
 from .breakdown import diversity, load_dimensions, per_country, per_dimension
 from .collect import Job
@@ -55,7 +57,9 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
         (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return out / "report.md"
 
-    records = {j.path: j.predictions() for j in done}  # by folder: two jobs may share a label
+    # by folder: two jobs may share a label
+    records = {j.path: j.predictions() for j in tqdm(done, desc="report: reading predictions", unit="job",
+                                                      disable=len(done) < 2)}
     lines += ["## Figures", ""]
     fig = figures.metric_by_subset(jobs, "accuracy", out / "accuracy_by_subset.png",
                                    "Accuracy (argmax = human majority) per subset")

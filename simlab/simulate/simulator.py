@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import get_method
+from tqdm.auto import tqdm
 
 from ..calibration import load_calibration
 from ..data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
@@ -221,7 +222,7 @@ class Simulator:
                                            self.tokenizer.pad_token_id)
         shares: list[list[float] | None] = [None] * len(encoded)
         with torch.inference_mode():
-            for batch_indices in batches:
+            for batch_indices in tqdm(batches, desc="simulate: scoring", unit="batch", disable=len(batches) < 2):
                 batch = collate([(i, encoded[i]) for i in batch_indices])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = simulator_logits(self.model, batch) / (self.temperature or 1.0)
