@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .data.rows import SurveyRow
+from .data.transforms import permuted  # noqa: F401  (re-exported: a prior in a shuffled row's order)
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,6 @@ class SurveyPrior:
     def covers(self, row: SurveyRow) -> bool:
         """Whether any other country answered the row's question (else its prior is uniform)."""
         return any(c != row.country for c in self._answers.get(question_key(row), {}))
-
-
-def permuted(prior: np.ndarray, option_order: Sequence[int] | None) -> np.ndarray:
-    """The prior in a shuffled row's displayed order (``option_order[i]`` = original position of option i)."""
-    return prior if option_order is None else prior[list(option_order)]
 
 
 def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray],

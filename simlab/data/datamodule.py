@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..paths import data_root
-from ..priors import permuted
 from .batching import (
     EncodedDataset,
     EncodedRow,
@@ -34,7 +33,7 @@ from .selection import (
     row_limit,
     sample_rows,
 )
-from .transforms import relabelled_letters, replace_country, rotate_options, shuffle_options
+from .transforms import permuted, relabelled_letters, replace_country, rotate_options, shuffle_options
 
 
 class SurveyDataModule(pl.LightningDataModule):

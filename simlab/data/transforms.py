@@ -17,6 +17,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from .rows import OPTION_PATTERN, SurveyRow
 
 
@@ -70,3 +72,8 @@ def reorder_options(row: SurveyRow, order: Sequence[int]) -> SurveyRow:
         target=tuple(row.target[i] for i in order),
         option_order=tuple(row.option_order[i] for i in order) if row.option_order else tuple(order),
     )
+
+
+def permuted(prior: np.ndarray, option_order: Sequence[int] | None) -> np.ndarray:
+    """The prior in a shuffled row's displayed order (``option_order[i]`` = original position of option i)."""
+    return prior if option_order is None else prior[list(option_order)]

@@ -79,7 +79,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
         else:
             module.model.save_pretrained(adapter)
         if prior is not None and trainer.is_global_zero:
-            from simlab.priors import save_prior_settings  # after simlab.data (simlab.priors imported first cycles)
+            from simlab.priors import save_prior_settings
 
             save_prior_settings(adapter, prior, prior_build)
     else:
