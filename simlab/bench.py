@@ -57,7 +57,8 @@ from .data.batching import (
     SharedPrefixCollator,
     computed_tokens,
 )
-from .losses import KLDivergenceLoss, masked_softmax
+from .divergences import masked_softmax
+from .losses import KLDivergenceLoss
 from .scoring import option_logits
 
 REFERENCE_MAX_LENGTH = 512

@@ -21,6 +21,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from .interrupt import RunInterrupted, handle_signals, signal_name
+from .rundir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ResumeCheckpoint(Checkpoint):
         filename: the checkpoint's file name.
     """
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int | None = 10, filename: str = "last.ckpt"):
+    def __init__(self, dirpath: str | Path, every_n_steps: int | None = 10, filename: str = LAST_CHECKPOINT):
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 0):
             raise ValueError(f"every_n_steps must be a non-negative integer or null, got {every_n_steps!r}")
         self.dirpath, self.filename, self.every_n_steps = Path(dirpath), filename, every_n_steps or 0

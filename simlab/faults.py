@@ -24,7 +24,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from .paths import REPO_ROOT, data_root
-from .rundir import read_status
+from .rundir import RunDir, read_status
 
 
 class SignalAtStep(pl.Callback):
@@ -107,7 +107,7 @@ def adapter_difference(a: Path, b: Path) -> float:
 
 def prediction_difference(a: Path, b: Path) -> float:
     def load(folder: Path):
-        return [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+        return [json.loads(line) for line in RunDir(folder).predictions_file.read_text(encoding="utf-8").splitlines()]
 
     left, right = load(a), load(b)
     if len(left) != len(right) or any((x["country"], x["question_id"]) != (y["country"], y["question_id"])
@@ -121,7 +121,7 @@ def kill_and_resume(out: Path, reference: Path, name: str, signum: int) -> list[
     the final adapter and predictions with the uninterrupted reference run."""
     run_dir = out / name
     process = run_py([*SMOKE, f"hydra.run.dir={run_dir}"], wait=False)
-    reached = wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    reached = wait_for(RunDir(run_dir).last_checkpoint, process)
     sent = time.time()
     if reached and process.poll() is None:
         process.send_signal(signum)
@@ -147,7 +147,7 @@ def kill_and_resume(out: Path, reference: Path, name: str, signum: int) -> list[
                                 f"rc {resumed.returncode}, status {final.get('status')}: {resumed.output[-300:]}",
                                 False))
         return outcomes
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads(RunDir(run_dir).metrics_file.read_text(encoding="utf-8"))
     weights, probs = adapter_difference(reference, run_dir), prediction_difference(reference, run_dir)
     outcomes.append(Outcome(
         f"resume after {label}", "completes, equals the uninterrupted run to 1e-6",
@@ -187,7 +187,7 @@ def killed_while_writing(out: Path) -> Outcome:
     process = run_py(["task=baseline", "baseline=uniform", "logger=none", f"hydra.run.dir={run_dir}"],
                      env={"SIMLAB_FAILPOINT": "kill-after:metrics.json"})
     job = load_job(run_dir)
-    ok = process.returncode == -signal.SIGKILL and (run_dir / "metrics.json").is_file() and not job.ok
+    ok = process.returncode == -signal.SIGKILL and RunDir(run_dir).metrics_file.is_file() and not job.ok
     return Outcome("kill -9 right after metrics.json is written", "the report does not count it completed",
                    f"rc {process.returncode}, "
                    f"metrics.json {'there' if (run_dir / 'metrics.json').is_file() else 'absent'}, "

@@ -23,8 +23,7 @@ from .divergences import (
     w1_rows,
 )
 
-# masked_softmax is imported from here by the model code (module, bench, simulate): kept as this module's API
-__all__ = ["JensenShannonLoss", "KLDivergenceLoss", "MajorityCrossEntropyLoss", "WassersteinLoss", "masked_softmax"]
+__all__ = ["JensenShannonLoss", "KLDivergenceLoss", "MajorityCrossEntropyLoss", "WassersteinLoss"]
 
 
 class KLDivergenceLoss(nn.Module):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .distributed import clean_param_name
-from .losses import masked_softmax
+from .divergences import masked_softmax
 from .metrics import survey_metrics
 from .scoring import simulator_logits
 

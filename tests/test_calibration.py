@@ -14,7 +14,7 @@ from simlab.calibration import (
     fit_temperature,
     logits_from_probs,
 )
-from simlab.losses import masked_softmax
+from simlab.divergences import masked_softmax
 from simlab.metrics import kl_div_rows
 
 RAGGED_KS = (2, 3, 4, 5, 7, 11)

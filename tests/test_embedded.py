@@ -9,7 +9,7 @@ import torch
 from simlab.data import PromptFormat, resolve_letter_ids
 from simlab.data.batching import EncodedRow, PadCollator
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
-from simlab.losses import masked_softmax
+from simlab.divergences import masked_softmax
 from simlab.model import embedded_gguf_file, load_language_model
 from simlab.scoring import option_logits
 

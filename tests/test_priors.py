@@ -85,7 +85,7 @@ def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path,
     from transformers import AutoModelForCausalLM
 
     from simlab.data import SurveyDataModule
-    from simlab.losses import masked_softmax
+    from simlab.divergences import masked_softmax
     from simlab.scoring import option_logits, simulator_logits
 
     rows = [paper_row(data_type="train", instruction=f"How would someone from {c} answer the following question:\n\n",

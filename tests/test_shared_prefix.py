@@ -24,7 +24,8 @@ from simlab.data.batching import (
 from simlab.data.prompts import PromptFormat
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
 from simlab.distributed import clean_param_name
-from simlab.losses import KLDivergenceLoss, masked_softmax
+from simlab.divergences import masked_softmax
+from simlab.losses import KLDivergenceLoss
 from simlab.model import attach_lora
 from simlab.scoring import option_logits
 from simlab.shared_prefix import SharedPrefixUnsupported

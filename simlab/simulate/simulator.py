@@ -21,8 +21,9 @@ from ..calibration import load_calibration
 from ..data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from ..data.letters import resolve_letter_ids
 from ..data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
-from ..losses import masked_softmax
+from ..divergences import masked_softmax
 from ..model import LanguageModel, base_model, load_adapter, load_language_model
+from ..rundir import RunDir
 from ..scoring import simulator_logits
 from .countries import check_countries, wvs_countries
 from .observed import cell_row, simulation_prior
@@ -140,7 +141,7 @@ class Simulator:
         import yaml
 
         run_dir = Path(run_dir).expanduser()
-        config = run_dir / "config_resolved.yaml"
+        config = RunDir(run_dir).config_file
         if not config.is_file():
             raise FileNotFoundError(f"{run_dir} has no config_resolved.yaml: not a simlab run directory")
         cfg = yaml.safe_load(config.read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..rundir import RunDir
 from .countries import check_countries, wvs_countries
 from .observed import read_observed
 from .outputs import write_simulation
@@ -25,7 +26,7 @@ def check_prompt_matches_adapter(cfg: Mapping[str, Any]) -> None:
     import yaml
 
     adapter = (cfg.get("model") or {}).get("adapter")
-    trained = Path(adapter).parent / "config_resolved.yaml" if adapter else None
+    trained = RunDir(Path(adapter).parent).config_file if adapter else None
     if trained is None or not trained.is_file():
         return
     saved = (yaml.safe_load(trained.read_text(encoding="utf-8")) or {}).get("data") or {}
