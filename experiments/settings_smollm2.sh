@@ -20,19 +20,7 @@ sampled() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $
 
 # FT[ctrl]'s adapter from its Lightning checkpoint (LoRA weights only), in peft's format
 if [ ! -f "$OUT/ft_ctrl_adapter/adapter_config.json" ]; then
-  $PY - "$FTCTRL_CKPT" "$OUT/ft_ctrl_adapter" <<'PYEOF'
-import sys
-from pathlib import Path
-import peft, yaml
-from simlab.distributed import adapter_from_checkpoint
-from simlab.model import attach_lora, load_language_model
-# the model and LoRA settings of the run that wrote the checkpoint (<run>/checkpoints/<ckpt>)
-cfg = yaml.safe_load((Path(sys.argv[1]).resolve().parents[1] / "config_resolved.yaml").read_text())["model"]
-loader = {k: v for k, v in cfg["loader"].items() if k != "_target_"}
-lora = peft.LoraConfig(**{k: v for k, v in cfg["lora"].items() if k != "_target_"})
-model = attach_lora(load_language_model(**loader).model, lora)
-print(adapter_from_checkpoint(model, sys.argv[1], sys.argv[2]))
-PYEOF
+  $PY -m simlab.cli adapter-from-ckpt "$FTCTRL_CKPT" "$OUT/ft_ctrl_adapter"
 fi
 
 sampled ft          "$FT" --calibrate-on C1-Q2

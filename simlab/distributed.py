@@ -223,3 +223,22 @@ def check_launch(trainer, multirun: bool) -> None:
             f"extra rank would re-run the whole sweep. Run each job with torchrun/srun, use "
             f"hydra/launcher=submitit_slurm with one task per GPU, or loop over single runs (docs/DISTRIBUTED.md)"
         )
+
+
+def adapter_from_run_checkpoint(checkpoint_path: str | Path, out_dir: str | Path) -> Path:
+    """A peft adapter folder from a checkpoint of a simlab run (``<run dir>/checkpoints/<name>.ckpt``), the model
+    and LoRA settings read from that run's config_resolved.yaml (``simlab adapter-from-ckpt CKPT OUT``)."""
+    import peft
+
+    from .model import attach_lora, load_language_model
+    from .rundir import RunDir
+
+    run = RunDir(Path(checkpoint_path).resolve().parents[1])
+    if not run.config_file.is_file():
+        raise FileNotFoundError(f"{checkpoint_path}: no {run.config_file} beside its checkpoints folder, so the "
+                                f"model and LoRA settings of the run that wrote it are unknown")
+    model_cfg = run.read_config()["model"]
+    loader = {k: v for k, v in model_cfg["loader"].items() if k != "_target_"}
+    lora = peft.LoraConfig(**{k: v for k, v in model_cfg["lora"].items() if k != "_target_"})
+    model = attach_lora(load_language_model(**loader).model, lora)
+    return adapter_from_checkpoint(model, checkpoint_path, out_dir)

@@ -166,3 +166,18 @@ def test_a_prior_anchored_fine_tune_saves_its_prior_and_evaluation_reuses_it(tin
     again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
     assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
         tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
+
+
+def test_simlab_cli_rebuilds_the_adapter_from_a_checkpoint(finetune_dir, tmp_path):
+    """`simlab adapter-from-ckpt`: the best checkpoint's LoRA weights as a peft folder, equal to the run's adapter."""
+    from safetensors.torch import load_file
+
+    best = next((finetune_dir / "checkpoints").glob("best-*.ckpt"))
+    result = subprocess.run([sys.executable, "-m", "simlab.cli", "adapter-from-ckpt", str(best), str(tmp_path / "a")],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rebuilt = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    saved = load_file(finetune_dir / "adapter" / "adapter_model.safetensors")
+    assert set(rebuilt) == set(saved) and all((rebuilt[k] == saved[k]).all() for k in saved)
+    unknown = subprocess.run([sys.executable, "-m", "simlab.cli", "nope"], cwd=REPO, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "adapter-from-ckpt" in unknown.stderr
