@@ -20,7 +20,12 @@ run() {  # run NAME OVERRIDES...: start, resume or skip outputs/quality/NAME
   state=$($PY -c "from simlab.rundir import read_status; s=read_status('$dir') or {}; print('dead' if s.get('dead') else s.get('status','new'))")
   case $state in
     completed) echo "== $name: completed, skipped"; return ;;
-    interrupted|dead|failed) echo "== $name: $state, resuming"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" "resume=$dir" ;;
+    interrupted|dead|failed)
+      if [ -f "$dir/checkpoints/last.ckpt" ]; then  # a fine-tune: continue exactly where it stopped
+        echo "== $name: $state, resuming"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" "resume=$dir"
+      else  # an evaluation (or a fine-tune stopped before its first checkpoint): run again in its folder
+        echo "== $name: $state, nothing to resume: running again"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" overwrite=true
+      fi ;;
     *) echo "== $name: starting"; $PY run.py "${COMMON[@]}" "$@" "hydra.run.dir=$dir" ;;
   esac
 }
