@@ -23,16 +23,12 @@ WANDB_PREFIX = "wandb:"
 PREDICTION_SAMPLE = 200  # rows per run in the predictions table: enough to filter by country or question
 
 
-def _metric_names() -> list[str]:
-    from .metrics import metric_names
-
-    return list(metric_names())
-
-
 def results_rows(summary: dict) -> tuple[list[str], list[list]]:
     """(columns, rows): one row per tested subset and one for the paper average, every metric of metrics.json;
     with the uncalibrated 1-JSD when the simulator was calibrated and the noise ceiling where computed."""
-    metrics = _metric_names()
+    from .metrics import metric_names
+
+    metrics = list(metric_names())
     uncalibrated = (summary.get("uncalibrated") or {}).get("subsets") or {}
     ceiling = summary.get("noise_ceiling") or {}
     columns = ["subset", "n", *metrics]
@@ -102,10 +98,11 @@ def run_figures(run_dir: str | Path) -> list[Path]:
 
     run_dir = Path(run_dir)
     job = load_job(run_dir)
-    job.label = job.metrics.get("model") or job.metrics.get("baseline") or run_dir.name if job.metrics else run_dir.name
-    job.status = "completed" if job.metrics and job.metrics.get("subsets") else job.status
     if not job.metrics or not job.metrics.get("subsets"):
         return []
+    # called while the run still says "running" in status.json: its outputs are written, so draw them
+    job.status = "completed"
+    job.label = job.metrics.get("model") or job.metrics.get("baseline") or run_dir.name
     out = run_dir / FIGURES_DIR
     out.mkdir(exist_ok=True)
     made = [
@@ -167,28 +164,16 @@ def resolve_adapter(reference: str, search: Sequence[str | Path] = ("outputs", "
     """``wandb:NAME[:ALIAS]`` -> a local adapter folder. The newest offline run under ``search`` that logged
     artifact NAME is used when there is one (its staged files are copied into ``cache``); otherwise the W&B server
     (``wandb.Api().artifact``, needs ``wandb login``; ALIAS defaults to ``latest``)."""
-    from .wandb_offline import read_run, run_files
 
     spec = reference[len(WANDB_PREFIX):]
     name, _, alias = spec.partition(":")
     if not name:
         raise ValueError(f"model.adapter={reference}: give wandb:<artifact name>[:<alias>]")
     if alias in ("", "latest"):
-        for folder in search:
-            for run_file in reversed(run_files(folder) if Path(folder).is_dir() else []):
-                for artifact in reversed(read_run(run_file)["artifacts"]):
-                    if artifact["name"] != name:
-                        continue
-                    missing = [p for p in artifact["files"].values() if not Path(p).is_file()]
-                    if missing:
-                        log.warning("%s logged %s, but its staged files are gone (synced?)", run_file, name)
-                        continue
-                    target = Path(cache) / f"{name}-{run_file.parent.name}"
-                    for relative, staged in artifact["files"].items():
-                        (target / relative).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(staged, target / relative)
-                    log.info("model.adapter=%s: the offline artifact of %s, copied to %s", reference, run_file, target)
-                    return str(target)
+        local = _offline_artifact(name, search, cache)
+        if local is not None:
+            log.info("model.adapter=%s: the offline artifact, copied to %s", reference, local)
+            return str(local)
     import wandb
 
     try:
@@ -240,3 +225,25 @@ def log_report(report_dir: str | Path, jobs, *, group: str | None = None, projec
         run.finish()
     log.info("report logged to W&B (group %s): %s", group, folder)
     return folder
+
+
+def _offline_artifact(name: str, search: Sequence[str | Path], cache: str | Path) -> Path | None:
+    """The newest offline run under ``search`` that logged artifact ``name`` with its staged files still there:
+    those files copied into ``cache``; None when there is none."""
+    from .wandb_offline import read_run, run_files
+
+    newest_first = sorted((f for folder in search if Path(folder).is_dir() for f in run_files(folder)),
+                          key=lambda f: f.stat().st_mtime, reverse=True)
+    for run_file in newest_first:
+        for artifact in reversed(read_run(run_file)["artifacts"]):
+            if artifact["name"] != name:
+                continue
+            if not all(Path(p).is_file() for p in artifact["files"].values()):
+                log.warning("%s logged %s, but its staged files are gone (synced?)", run_file, name)
+                continue
+            target = Path(cache) / f"{name}-{run_file.parent.name}"
+            for relative, staged in artifact["files"].items():
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(staged, target / relative)
+            return target
+    return None
