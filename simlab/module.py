@@ -108,6 +108,18 @@ class SurveyLitModule(pl.LightningModule):
         scheduler, interval = self.scheduler_factory(optimizer, total, per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip by norm under FSDP too: Lightning's FSDP precision plugin refuses to (the gradients are sharded, a
+        local norm would be wrong), FSDP's own ``clip_grad_norm_`` computes the global norm across the shards."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = self.trainer.model
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and by_norm and isinstance(wrapped, FullyShardedDataParallel):
+            wrapped.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def _gather_test_predictions(self) -> None:
         """Each rank tested its share of the rows (the metrics sync themselves): merge every rank's predictions."""
         dist = torch.distributed

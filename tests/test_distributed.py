@@ -213,3 +213,27 @@ def test_checkpoint_keeps_lora_weights_under_wrapper_names(tiny_llama_dir, tmp_p
     assert all(torch.equal(p, expected[n]) for n, p in reloaded.named_parameters() if "lora_" in n)
     with pytest.raises(FileNotFoundError, match="single-file"):
         adapter_from_checkpoint(module.model, tmp_path, tmp_path / "again")
+
+
+def test_gradients_are_clipped_by_norm_under_fsdp(tiny_llama_dir, tmp_path):
+    """Lightning's FSDP precision plugin raises on gradient_clip_val (seen on an H200 with trainer=fsdp): the module
+    clips through FSDP's own clip_grad_norm_, so the global gradient norm comes out at gradient_clip_val."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    module = _tiny_peft_module(tiny_llama_dir)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        wrapped = FSDP(module.model, use_orig_params=True, device_id=torch.device("cpu"))
+        trainable = [p for p in wrapped.parameters() if p.requires_grad]
+        for p in trainable:
+            p.grad = torch.full_like(p, 10.0)
+        module._trainer = SimpleNamespace(model=wrapped)  # what configure_gradient_clipping reads of the trainer
+        module.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in trainable]))
+        assert norm == pytest.approx(1.0, rel=1e-4)
+    finally:
+        module._trainer = None
+        dist.destroy_process_group()
