@@ -15,94 +15,40 @@ if [[ "${1:-}" == "--prepare" ]]; then
   mkdir -p .device/data/wvs7 .whl
   cp ../shared/data/wvs7/sft_wvs_{train,valid,test}.json .device/data/wvs7/
   # what the device lacks (torch, transformers, peft are there); pure-Python wheels, pinned as in .venv
-  for pkg in pytorch-lightning lightning-utilities torchmetrics hydra-core omegaconf antlr4-python3-runtime; do
-    version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$pkg'))")
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl "$pkg==$version" \
-      || python3 -m pip download -q --no-deps -d .whl "$pkg==$version"
-  done
+  download() {  # download FOLDER PACKAGE...: each at the version pinned in .venv, as a wheel for the device's Python 3.12
+    local folder=$1 pkg version; shift
+    mkdir -p "$folder"
+    for pkg in "$@"; do
+      version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$pkg'))")
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d "$folder" "$pkg==$version" \
+        || python3 -m pip wheel -q --no-deps -w "$folder" "$pkg==$version"  # an sdist only (antlr4): built here, pure Python
+    done
+  }
+  download .whl pytorch-lightning lightning-utilities torchmetrics hydra-core omegaconf antlr4-python3-runtime
+  # the Hugging Face stack as pinned here: used only if the check fails with the device's own versions
+  download .whl/pinned transformers peft huggingface-hub httpx2 httpcore2 truststore hf-xet tokenizers safetensors
   du -sh .device .whl
   exit 0
 fi
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-  site=$(mktemp -d)  # the device's pure-Python extras, outside the repository
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+install() {  # install FOLDER: its wheels into a new folder outside the repository, put first on PYTHONPATH
+  local site; site=$(mktemp -d)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$1"/*.whl
   export PYTHONPATH=$site:${PYTHONPATH:-}
-fi
+}
+if compgen -G ".whl/*.whl" > /dev/null; then install .whl; fi  # what the device lacks
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 SIMLAB_DATA=${SIMLAB_DATA:-$PWD/.device/data}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 - <<'PY'
-import json, os, sys, tempfile, time
-from pathlib import Path
-
-import pytorch_lightning as pl
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-
-sys.path.insert(0, "tests")
-from conftest import build_tokenizer  # the in-code byte-level BPE of the test suite
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from simlab.model import attach_lora
-
-steps, hidden, layers, batch = (int(os.environ.get(k, d)) for k, d in
-                                (("STEPS", 10), ("HIDDEN", 1024), ("LAYERS", 12), ("BATCH", 8)))
-folder = Path(tempfile.mkdtemp()) / "model"
-tokenizer = build_tokenizer(vocab_size=2000)
-torch.manual_seed(0)
-model = LlamaForCausalLM(LlamaConfig(
-    vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
-    num_attention_heads=hidden // 64, num_key_value_heads=hidden // 128, max_position_embeddings=4096,
-    tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    eos_token_id=tokenizer.eos_token_id,
-))
-model.save_pretrained(folder); tokenizer.save_pretrained(folder)
-params = sum(p.numel() for p in model.parameters()) / 1e6
-print(f"model: random Llama {layers} layers x {hidden} hidden, {params:.0f}M parameters, bf16; batch {batch}, {steps} optimizer steps")
-
-
-class Throughput(pl.Callback):
-    """Tokens (non-padding) per second over the optimizer steps after the first (warm-up) one."""
-    def __init__(self):
-        self.tokens, self.start = 0, None
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step >= 1:
-            if self.start is None:
-                torch.cuda.synchronize(); self.start = time.perf_counter()
-            self.tokens += int(batch["attention_mask"].sum()) * trainer.world_size
-    def on_train_end(self, trainer, pl_module):
-        torch.cuda.synchronize(); self.seconds = time.perf_counter() - self.start
-
-
-results = {}
-for name in ("gpu", "fsdp"):
-    with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "model=hf", f"model.path={folder}", "model.loader.dtype=bfloat16",
-            "model.decoder_layer=transformers.models.llama.modeling_llama.LlamaDecoderLayer",
-            f"trainer={name}", "trainer.devices=1", f"data.batch_size={batch}", "data.max_length=2048",
-            "data.test_subsets=[C1-Q2]", "logger=none", f"paths.output_dir={folder.parent / name}",
-        ])
-    pl.seed_everything(0)
-    lm = instantiate(cfg.model.loader)
-    lm.model = attach_lora(lm.model, instantiate(cfg.model.lora, _convert_="all"))
-    datamodule = instantiate(cfg.data, tokenizer=lm.tokenizer); datamodule.setup()
-    module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
-    meter = Throughput()
-    trainer = instantiate(cfg.trainer, max_steps=steps + 1, limit_val_batches=0, logger=False,
-                          enable_checkpointing=False, enable_progress_bar=False, callbacks=[meter])
-    torch.cuda.reset_peak_memory_stats()
-    trainer.fit(module, datamodule=datamodule)
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    rate = meter.tokens / meter.seconds
-    results[name] = {"tokens_per_s": round(rate), "peak_memory_gib": round(peak, 2),
-                     "accumulate": trainer.accumulate_grad_batches, "strategy": type(trainer.strategy).__name__,
-                     "loss": float(trainer.callback_metrics["train/loss"])}
-    print(f"{name}: {rate:,.0f} tokens/s, peak memory {peak:.2f} GiB ({results[name]})")
-    del trainer, module, lm; torch.cuda.empty_cache()
-out = os.environ.get("OUT")
-if out:
-    Path(out, "device_check.json").write_text(json.dumps(results, indent=1))
-PY
+versions() {
+  python3 -c "import importlib.metadata as m; print(', '.join(p + ' ' + m.version(p) for p in
+    ('torch', 'transformers', 'peft', 'pytorch-lightning', 'torchmetrics', 'hydra-core')))"
+}
+versions
+if ! python3 - < scripts/device_check.py; then
+  if ! compgen -G ".whl/pinned/*.whl" > /dev/null; then exit 1; fi
+  echo "== the check failed with the device's packages: again with the Hugging Face stack pinned as in .venv"
+  install .whl/pinned; versions
+  python3 - < scripts/device_check.py
+fi
