@@ -4,6 +4,7 @@
 #   bash experiments/quality_smollm2.sh lane_paper     # the paper's FT (paper prompt, chat template): ~3 h on 1 core
 #   bash experiments/quality_smollm2.sh lane_ablation  # baselines, ZS and each ingredient one at a time: ~4 h on 1 core
 #   (or its parts side by side: lane_baselines, lane_question_first, lane_prior, lane_more)
+#   bash experiments/quality_smollm2.sh lane_recipe    # one recipe candidate at full scale, chosen on C1-Q2
 #   python experiments/quality_table.py outputs/quality > experiments/QUALITY.md
 # Each run goes to outputs/quality/<name>; a completed run is skipped, an interrupted one resumed (resume=<dir>), so
 # the script can be stopped and started again. Two lanes run side by side on a 2-core CPU (one thread each).
@@ -65,6 +66,11 @@ lane_prior() {  # the prior-anchored candidate: similarity prior, answer-positio
 lane_more() {  # one ingredient at a time: survey-mean prior, similarity prior without augmentation
   run ft_prior method=ft_prior calibrate=true
   run ft_prior_sim method=ft_prior_similarity prior.fallback=position calibrate=true
+}
+
+lane_recipe() {  # the recipe search's best (experiments/SEARCH.md: lr 8.96e-4, LoRA r 16) on the full epoch; kept only if
+  # it beats method=prior_anchored on C1-Q2 (one epoch: make run must stay under 90 minutes on 2 cores)
+  run prior_anchored_lr9e-4_r16 method=prior_anchored module.optimizer.lr=8.96e-4 model.lora.r=16
 }
 
 lane_ablation() { lane_baselines; lane_question_first; lane_prior; lane_more; }
