@@ -36,6 +36,7 @@ ROWS = {
     "ft_prior_sim_aug_shuffled": "  the same, tested on shuffled options",
     "ft_prior_sim_aug_cyclic": "  the same, + test-time averaging over cyclic option orders",
     "ft_prior_sim_aug_ctrl": "  the same, tested under [ctrl] (prompt and prior name a random other country)",
+    "prior_anchored_lr9e-4_r16": "method=prior_anchored with the recipe search's best (lr 8.96e-4, LoRA r 16)",
 }
 
 
