@@ -84,11 +84,12 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
     metrics = RunMetrics.from_dict(summary)
     # every output atomically, metrics.json after the predictions; the wrapper writes status.json last
     run.write_predictions(datamodule.rows, predictions, **({"predicted_uncalibrated": raw} if raw is not None else {}))
-    run.write_results(results_table(summary))
+    table = results_table(summary)
+    run.write_results(table)
     run.write_metrics(metrics)
     log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
     log_dashboards(loggers, run, summary, datamodule.rows, predictions, adapter=info.get("adapter"), seed=cfg.seed)
-    log.info("\n%s", results_table(summary))
+    log.info("\n%s", table)
     log.info("outputs in %s", run.path)
     return summary
 
