@@ -5,6 +5,7 @@
 #   bash experiments/quality_smollm2.sh lane_ablation  # baselines, ZS and each ingredient one at a time: ~4 h on 1 core
 #   (or its parts side by side: lane_baselines, lane_question_first, lane_prior, lane_more)
 #   bash experiments/quality_smollm2.sh lane_recipe    # one recipe candidate at full scale, chosen on C1-Q2
+#   bash experiments/quality_smollm2.sh lane_recipe_valid  # the candidate and the default on all C1-Q2 rows
 #   python experiments/quality_table.py outputs/quality > experiments/QUALITY.md
 # Each run goes to outputs/quality/<name>; a completed run is skipped, an interrupted one resumed (resume=<dir>), so
 # the script can be stopped and started again. Two lanes run side by side on a 2-core CPU (one thread each).
@@ -71,6 +72,17 @@ lane_more() {  # one ingredient at a time: survey-mean prior, similarity prior w
 lane_recipe() {  # the recipe search's best (experiments/SEARCH.md: lr 8.96e-4, LoRA r 16) on the full epoch; kept only if
   # it beats method=prior_anchored on C1-Q2 (one epoch: make run must stay under 90 minutes on 2 cores)
   run prior_anchored_lr9e-4_r16 method=prior_anchored module.optimizer.lr=8.96e-4 model.lora.r=16
+}
+
+lane_recipe_valid() {  # the candidate against method=prior_anchored on all 1586 C1-Q2 rows (valid only; each adapter
+  # with its saved temperature). Decided in advance: the candidate would replace the default only if it is better on
+  # the 1286 of them that neither run used to pick its checkpoint or fit its temperature (the 300-row sample).
+  local trained
+  for trained in ft_prior_sim_aug prior_anchored_lr9e-4_r16; do
+    evaluate "${trained}_valid_all" "$trained" prior=similarity prior.fallback=position model.prompt_order=question_first \
+      model.prompt_style=plain "data.test_subsets=[C1-Q2]" data.limit_eval_per_subset=null &
+  done
+  wait
 }
 
 lane_ablation() { lane_baselines; lane_question_first; lane_prior; lane_more; }
