@@ -4,6 +4,7 @@
     simlab report DIR [DIR ...]          tables, figures and breakdowns of runs and sweeps (simlab.report)
     simlab reanalyse RUN --out DIR       the post-test analysis again from a run's predictions (simlab.reanalyse)
     simlab compare --runs A B ...        side-by-side metrics of runs (simlab.compare_runs)
+    simlab paired A B --subset S         B - A on the same rows, with a question-clustered SE (simlab.paired)
     simlab compare-languages --runs A B  English vs Chinese agreement (simlab.compare_languages)
     simlab build-wvs ...                 the paper-format WVS splits from the survey CSV (simlab.data.build_wvs)
     simlab bench ...                     throughput benchmarks (simlab.bench)
@@ -22,6 +23,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
     "report": ("simlab.report.__main__", "tables, figures and breakdowns of runs and sweeps"),
     "reanalyse": ("simlab.reanalyse", "the post-test analysis again from a run's predictions"),
     "compare": ("simlab.compare_runs", "side-by-side metrics of runs"),
+    "paired": ("simlab.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
     "compare-languages": ("simlab.compare_languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
     "bench": ("simlab.bench", "throughput benchmarks"),
