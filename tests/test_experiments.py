@@ -92,8 +92,8 @@ def test_launchers_compose(launcher):
 
 def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_path):
     """make run's method=prior_anchored is the configuration the quality table measured (experiments/QUALITY.md:
-    ft_prior_similarity + answer-position fallback + option-order augmentation + calibration); method=ft keeps the
-    paper's prompt, no prior, no augmentation, no calibration."""
+    ft_prior_similarity + answer-position fallback + option-order augmentation + calibration, LoRA r 16 at lr
+    8.96e-4); method=ft keeps the paper's prompt, no prior, no augmentation, no calibration, r 8 at lr 1e-4."""
     def resolved(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=[*overrides, "logger=none", f"paths.output_dir={tmp_path}"])
@@ -101,7 +101,7 @@ def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_pa
 
     anchored = resolved("method=prior_anchored")
     measured = resolved("method=ft_prior_similarity", "prior.fallback=position", "data.shuffle_options=train",
-                        "calibrate=true")
+                        "calibrate=true", "module.optimizer.lr=8.96e-4", "model.lora.r=16")
     assert anchored == measured
     assert anchored["task"]["name"] == "finetune" and anchored["calibrate"] is True
     assert anchored["data"]["prompt_order"] == "question_first" and anchored["data"]["shared_prefix"] is True
@@ -109,4 +109,5 @@ def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_pa
     paper = resolved("method=ft")
     assert paper["task"]["name"] == "finetune" and paper["prior"] is None and not paper["calibrate"]
     assert paper["data"]["prompt_order"] == "paper" and paper["data"]["shuffle_options"] is False
+    assert paper["module"]["optimizer"]["lr"] == 1e-4 and paper["model"]["lora"]["r"] == 8
     assert "method=prior_anchored" in (REPO / "Makefile").read_text().replace("$(RUN_METHOD)", "prior_anchored")
