@@ -77,12 +77,13 @@ lane_recipe() {  # the recipe search's best (experiments/SEARCH.md: lr 8.96e-4, 
 lane_recipe_valid() {  # the candidate against method=prior_anchored on all 1586 C1-Q2 rows (valid only; each adapter
   # with its saved temperature). Decided in advance: the candidate would replace the default only if it is better on
   # the 1286 of them that neither run used to pick its checkpoint or fit its temperature (the 300-row sample).
-  local trained
+  local trained pids=()
   for trained in ft_prior_sim_aug prior_anchored_lr9e-4_r16; do
     evaluate "${trained}_valid_all" "$trained" prior=similarity prior.fallback=position model.prompt_order=question_first \
       model.prompt_style=plain "data.test_subsets=[C1-Q2]" data.limit_eval_per_subset=null &
+    pids+=($!)
   done
-  wait
+  local pid; for pid in "${pids[@]}"; do wait "$pid"; done  # a failed evaluation fails the lane (a bare wait would not)
 }
 
 lane_ablation() { lane_baselines; lane_question_first; lane_prior; lane_more; }
