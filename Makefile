@@ -46,12 +46,12 @@ lint: install
 # loop) and of the shared-prefix path against simlab's, on 256 question_first C1-Q2 rows (whole questions); ~30 min
 # on a 2-core CPU. ARGS passes options, e.g. ARGS="--rows 64 --threads 1", ARGS="--ablation --profile".
 bench: install
-	$(PY) -m simlab.bench $(ARGS)
+	$(PY) -m simlab.devtools.bench $(ARGS)
 
 # Fault injection on the embedded model at smoke size: kill -9 / SIGTERM and resume, runs started together, a
 # kill between outputs, a reused folder, contradictory data; prints fault | expected | observed | pass/fail.
 faults: install
-	$(PY) -m simlab.faults $(ARGS)
+	$(PY) -m simlab.devtools.faults $(ARGS)
 
 clean:
 	rm -rf outputs multirun/* .pytest_cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from simlab.rundir import sqlite_storage, unique_run_dir
+from simlab.runs.status import sqlite_storage, unique_run_dir
 from simlab.tasks import objective, run_task
 
 # hydra.run.dir: the folder to resume, else a new one per run (date, time and a random part; cached per config)

@@ -19,7 +19,7 @@ COMMON=(logger=csv data.limit_eval_per_subset=300 callbacks.progress.refresh_rat
 run() {  # run NAME OVERRIDES...: start, resume or skip outputs/quality/NAME
   local name=$1; shift
   local dir=$OUT/$name state
-  state=$($PY -c "from simlab.rundir import read_status; s=read_status('$dir') or {}; print('dead' if s.get('dead') else s.get('status','new'))")
+  state=$($PY -c "from simlab.runs.rundir import read_status; s=read_status('$dir') or {}; print('dead' if s.get('dead') else s.get('status','new'))")
   case $state in
     completed) echo "== $name: completed, skipped"; return ;;
     interrupted|dead|failed)

@@ -73,7 +73,7 @@ def diversity_of(job) -> tuple[float, float]:
 
 
 def one_minus_jsd(p, q) -> float:
-    from simlab.metrics import one_minus_jsd as metric_one_minus_jsd  # the metric of metrics.json
+    from simlab.metrics.registry import one_minus_jsd as metric_one_minus_jsd  # the metric of metrics.json
 
     return float(metric_one_minus_jsd(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)))
 

@@ -5,7 +5,7 @@
 #   bash experiments/settings_smollm2.sh FT_RUN ZS_RUN FTCTRL_CKPT [N]
 # FT_RUN: a `make run` folder (adapter/); ZS_RUN: a `make zeroshot` folder; FTCTRL_CKPT: the best checkpoint of
 # `python run.py data.country_control=true` (FT[ctrl]). Full-data runs (FT, ZS, the KNN run at KNN_RUN if set)
-# are re-scored on the sample with python -m simlab.reanalyse; the rest run here (~15 min on 2 CPU cores).
+# are re-scored on the sample with python -m simlab.analysis.reanalyse; the rest run here (~15 min on 2 CPU cores).
 # A column whose metrics.json exists is kept, so an interrupted script resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ N=${4:-200}
 PY=.venv/bin/python
 OUT=outputs/settings_n$N
 run() { local name=$1; shift; [ -f "$OUT/$name/metrics.json" ] || $PY run.py logger=csv "hydra.run.dir=$OUT/$name" data.limit_eval_per_subset=$N "$@"; }
-sampled() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $PY -m simlab.reanalyse "$src" --out "$OUT/$name" --limit-eval-per-subset $N "$@"; }
+sampled() { local name=$1 src=$2; shift 2; [ -f "$OUT/$name/metrics.json" ] || $PY -m simlab.analysis.reanalyse "$src" --out "$OUT/$name" --limit-eval-per-subset $N "$@"; }
 
 # FT[ctrl]'s adapter from its Lightning checkpoint (LoRA weights only), in peft's format
 if [ ! -f "$OUT/ft_ctrl_adapter/adapter_config.json" ]; then
@@ -63,7 +63,7 @@ PYEOF
   for metric in one_minus_jsd emd accuracy; do
     echo "## $metric"
     echo
-    $PY -m simlab.compare_runs --metrics "$metric" \
+    $PY -m simlab.report.compare --metrics "$metric" \
       --runs $OUT/uniform $OUT/avg_culture $OUT/knn $OUT/zs $OUT/zs_ctrl $OUT/ft $OUT/ft_ctrl $OUT/ft_shuffled \
       --names uniform avg_culture knn ZS "ZS[ctrl]" FT "FT[ctrl]" "FT shuffled"
     echo

@@ -2,13 +2,13 @@
 ``python -m simlab.<module>``).
 
     simlab report DIR [DIR ...]          tables, figures and breakdowns of runs and sweeps (simlab.report)
-    simlab reanalyse RUN --out DIR       the post-test analysis again from a run's predictions (simlab.reanalyse)
-    simlab compare --runs A B ...        side-by-side metrics of runs (simlab.compare_runs)
-    simlab paired A B --subset S         B - A on the same rows, with a question-clustered SE (simlab.paired)
-    simlab compare-languages --runs A B  English vs Chinese agreement (simlab.compare_languages)
+    simlab reanalyse RUN --out DIR       the post-test analysis again from a run's predictions (analysis.reanalyse)
+    simlab compare --runs A B ...        side-by-side metrics of runs (simlab.report.compare)
+    simlab paired A B --subset S         B - A on the same rows, with a question-clustered SE (simlab.analysis.paired)
+    simlab compare-languages --runs A B  English vs Chinese agreement (simlab.analysis.languages)
     simlab build-wvs ...                 the paper-format WVS splits from the survey CSV (simlab.data.build_wvs)
-    simlab bench ...                     throughput benchmarks (simlab.bench)
-    simlab faults ...                    fault injection on the embedded model (simlab.faults)
+    simlab bench ...                     throughput benchmarks (simlab.devtools.bench)
+    simlab faults ...                    fault injection on the embedded model (simlab.devtools.faults)
     simlab adapter-from-ckpt CKPT OUT    a peft adapter folder from a run's Lightning checkpoint
 """
 
@@ -21,18 +21,18 @@ from collections.abc import Sequence
 
 COMMANDS = {  # command -> (module with main(argv), what it does)
     "report": ("simlab.report.__main__", "tables, figures and breakdowns of runs and sweeps"),
-    "reanalyse": ("simlab.reanalyse", "the post-test analysis again from a run's predictions"),
-    "compare": ("simlab.compare_runs", "side-by-side metrics of runs"),
-    "paired": ("simlab.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
-    "compare-languages": ("simlab.compare_languages", "English vs Chinese agreement of two runs"),
+    "reanalyse": ("simlab.analysis.reanalyse", "the post-test analysis again from a run's predictions"),
+    "compare": ("simlab.report.compare", "side-by-side metrics of runs"),
+    "paired": ("simlab.analysis.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
+    "compare-languages": ("simlab.analysis.languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
-    "bench": ("simlab.bench", "throughput benchmarks"),
-    "faults": ("simlab.faults", "fault injection on the embedded model"),
+    "bench": ("simlab.devtools.bench", "throughput benchmarks"),
+    "faults": ("simlab.devtools.faults", "fault injection on the embedded model"),
 }
 
 
 def adapter_from_ckpt(argv: Sequence[str]) -> int:
-    from .distributed import adapter_from_run_checkpoint
+    from simlab.training.distributed import adapter_from_run_checkpoint
 
     parser = argparse.ArgumentParser(prog="simlab adapter-from-ckpt",
                                      description="a peft adapter folder from a simlab run's Lightning checkpoint")

@@ -33,10 +33,10 @@ def worker(rank: int, world: int, model_dir: str, work: str, out: str, port: int
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     from simlab.data.batching import PadCollator, SharedPrefixCollator
-    from simlab.distributed import clean_param_name, fsdp_auto_wrap_policy
-    from simlab.losses import KLDivergenceLoss
     from simlab.model import attach_lora
-    from simlab.scoring import option_logits
+    from simlab.model.scoring import option_logits
+    from simlab.training.distributed import clean_param_name, fsdp_auto_wrap_policy
+    from simlab.training.losses import KLDivergenceLoss
 
     class Scorer(torch.nn.Module):  # the root unit's forward runs the scoring, as Lightning's wrapper does
         def __init__(self, model):

@@ -16,7 +16,7 @@ from simlab.baselines import (
     parse_json_distribution,
 )
 from simlab.data.rows import read_rows
-from simlab.evaluation import score_subset
+from simlab.metrics.scoring import score_subset
 
 TEST_SUBSETS = {
     "test_1": "C1-Q3", "test_2": "C2-Q1", "test_3": "C2-Q2", "test_4": "C2-Q3",

@@ -8,7 +8,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 import simlab.model
-from simlab import bench
+from simlab.devtools import bench
 from simlab.model import LanguageModel, attach_lora
 
 OPTIONS = ["(A)Very important", "(B)Rather important", "(C)Not very important", "(D)Not at all important"]

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from simlab.calibration import (
+from simlab.metrics.divergences import masked_softmax
+from simlab.metrics.registry import kl_div_rows
+from simlab.simulator.temperature import (
     apply_temperature,
     calibrate_predictions,
     fit_temperature,
     logits_from_probs,
 )
-from simlab.divergences import masked_softmax
-from simlab.metrics import kl_div_rows
 
 RAGGED_KS = (2, 3, 4, 5, 7, 11)
 

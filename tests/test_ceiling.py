@@ -11,7 +11,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import multinomial
 
-from simlab.ceiling import expected_one_minus_jsd, noise_ceiling, one_minus_jsd
+from simlab.analysis.ceiling import expected_one_minus_jsd, noise_ceiling, one_minus_jsd
 from simlab.data.rows import SurveyRow
 
 

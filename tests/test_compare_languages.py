@@ -3,7 +3,7 @@ import json
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from simlab.compare_languages import compare, load_cells, main
+from simlab.analysis.languages import compare, load_cells, main
 
 
 def _write(run, records):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from simlab.compare_runs import comparison_table, load_metrics, main
+from simlab.report.compare import comparison_table, load_metrics, main
 
 
 def _run(tmp_path, name, subsets, average=None):

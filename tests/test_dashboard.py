@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from simlab.dashboard import prediction_rows, resolve_adapter, results_rows
-from simlab.wandb_offline import logged_media, read_run, run_files
+from simlab.report.wandb_logging import prediction_rows, resolve_adapter, results_rows
+from simlab.runs.wandb_offline import logged_media, read_run, run_files
 
 TINY = ("data.limit_per_subset=8", "data.max_length=2048")
 

@@ -14,7 +14,7 @@ from conftest import REPO, compose_config
 from hydra.utils import instantiate
 
 from simlab.data.batching import LengthGroupedBatchSampler
-from simlab.distributed import (
+from simlab.training.distributed import (
     accumulation_for,
     adapter_from_checkpoint,
     check_launch,
@@ -135,7 +135,7 @@ def test_trainer_configs_resolve_and_build_without_a_gpu(name, devices, accumula
 
 
 def test_cpu_precision_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch):
-    import simlab.precision as precision
+    import simlab.training.precision as precision
 
     cfg = compose_config(f"paths.output_dir={tmp_path}")
     assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
@@ -156,9 +156,9 @@ def test_fsdp_needs_a_decoder_layer(tmp_path):
 def _tiny_peft_module(tiny_llama_dir):
     from peft import LoraConfig
 
-    from simlab.losses import KLDivergenceLoss
     from simlab.model import attach_lora, load_language_model
-    from simlab.module import SurveyLitModule
+    from simlab.training.losses import KLDivergenceLoss
+    from simlab.training.module import SurveyLitModule
 
     lm = load_language_model(path=str(tiny_llama_dir))
     model = attach_lora(lm.model,

@@ -9,9 +9,9 @@ import torch
 from simlab.data import PromptFormat, resolve_letter_ids
 from simlab.data.batching import EncodedRow, PadCollator
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
-from simlab.divergences import masked_softmax
+from simlab.metrics.divergences import masked_softmax
 from simlab.model import embedded_gguf_file, load_language_model
-from simlab.scoring import option_logits
+from simlab.model.scoring import option_logits
 
 
 def test_embedded_file_is_found():

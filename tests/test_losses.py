@@ -12,8 +12,8 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from scipy.stats import entropy
 
-from simlab.divergences import js_divergence_rows, kl_rows, masked_log_softmax, masked_softmax, w1_rows
-from simlab.losses import (
+from simlab.metrics.divergences import js_divergence_rows, kl_rows, masked_log_softmax, masked_softmax, w1_rows
+from simlab.training.losses import (
     JensenShannonLoss,
     KLDivergenceLoss,
     MajorityCrossEntropyLoss,

@@ -11,12 +11,11 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from simlab.ceiling import expected_one_minus_jsd, noise_ceiling
-from simlab.compare_runs import comparison_table
+from simlab.analysis.ceiling import expected_one_minus_jsd, noise_ceiling
+from simlab.analysis.post_test import analyse
 from simlab.data.rows import SurveyRow
-from simlab.divergences import js_divergence_rows, kl_rows, w1_rows
-from simlab.evaluation import score_subsets
-from simlab.metrics import (
+from simlab.metrics.divergences import js_divergence_rows, kl_rows, w1_rows
+from simlab.metrics.registry import (
     metric_names,
     metric_spec,
     one_minus_jsd,
@@ -25,10 +24,14 @@ from simlab.metrics import (
     survey_metrics,
     unregister_metric,
 )
+from simlab.metrics.scoring import score_subsets
 from simlab.report import collect_jobs, metric_table
 from simlab.report.build import write_report
-from simlab.results import analyse, results_table, summarize, write_predictions
-from simlab.rundir import write_status
+from simlab.report.compare import comparison_table
+from simlab.report.results_table import results_table
+from simlab.runs.metrics_file import summarize
+from simlab.runs.predictions import write_predictions
+from simlab.runs.status import write_status
 
 FIVE = ("one_minus_jsd", "emd", "emd_paper", "accuracy", "kl")
 

@@ -10,7 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 from scipy.stats import wasserstein_distance
 
-from simlab.metrics import (
+from simlab.metrics.registry import (
     RowMeanMetric,
     accuracy_rows,
     emd_paper_rows,

@@ -46,7 +46,7 @@ def test_paper_model_config_composes(name, tmp_path):
 
 @pytest.mark.parametrize("name", [*sorted(PAPER_MODELS), "smollm2_135m", "hf"])
 def test_every_model_takes_the_one_paper_lora(name, tmp_path):
-    """conf/model/lora/paper.yaml is the model configs' LoRA, with the values simlab.bench uses (PAPER_LORA)."""
+    """conf/model/lora/paper.yaml is the model configs' LoRA, with the values the bench uses (PAPER_LORA)."""
     from conftest import REPO
     from omegaconf import OmegaConf
 

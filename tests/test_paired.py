@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from simlab.analysis.paired import compare, paired_difference
 from simlab.cli import main as simlab_cli
-from simlab.metrics import one_minus_jsd
-from simlab.paired import compare, paired_difference
+from simlab.metrics.registry import one_minus_jsd
 
 HUMAN = {"q1": [0.7, 0.2, 0.1], "q2": [0.1, 0.6, 0.3], "q3": [0.25, 0.25, 0.5]}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from simlab.position_bias import position_bias
+from simlab.analysis.position_bias import position_bias
 
 
 def test_position_bias_by_hand():

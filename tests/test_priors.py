@@ -5,7 +5,7 @@ import pytest
 
 from simlab.data.rows import SurveyRow
 from simlab.data.transforms import shuffle_options
-from simlab.priors import SurveyPrior, fit_temperature, permuted
+from simlab.simulator.prior import SurveyPrior, fit_temperature, permuted
 
 
 def make_row(country, target, question="1", survey="wvs7", letters=("A", "B", "C"), index=0):
@@ -85,8 +85,8 @@ def test_batches_carry_the_log_prior_and_uniform_prior_equals_no_prior(tmp_path,
     from transformers import AutoModelForCausalLM
 
     from simlab.data import SurveyDataModule
-    from simlab.divergences import masked_softmax
-    from simlab.scoring import option_logits, simulator_logits
+    from simlab.metrics.divergences import masked_softmax
+    from simlab.model.scoring import option_logits, simulator_logits
 
     rows = [paper_row(data_type="train", instruction=f"How would someone from {c} answer the following question:\n\n",
                       options_dist=d)

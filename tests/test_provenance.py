@@ -1,6 +1,6 @@
 import subprocess
 
-from simlab.provenance import git_state
+from simlab.runs.provenance import git_state
 
 
 def test_git_state_reports_commit_and_dirty(tmp_path):

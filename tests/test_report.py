@@ -7,7 +7,7 @@ import pytest
 
 from simlab.report import collect_jobs, metric_table
 from simlab.report.breakdown import diversity, per_country, per_dimension
-from simlab.rundir import write_status
+from simlab.runs.status import write_status
 
 
 def make_run(folder, overrides, subsets, status="completed", records=()):

@@ -1,6 +1,6 @@
 """Interrupted fine-tunes resume exactly: kill -9 after a mid-epoch checkpoint, SIGTERM at a step that validation
 follows, SIGTERM during a validation. Each resumed run must end with the uninterrupted run's adapter weights and
-predictions (to 1e-6). Faults are placed exactly by simlab.faults.SignalAtStep on a tiny random Llama."""
+predictions (to 1e-6). Faults are placed exactly by simlab.devtools.faults.SignalAtStep on a tiny random Llama."""
 
 import json
 import os
@@ -40,7 +40,7 @@ def reference(base, tmp_path_factory):
 
 
 def fault(step: int, name: str, phase: str = "train") -> list[str]:
-    return ["+callbacks.fault._target_=simlab.faults.SignalAtStep", f"+callbacks.fault.step={step}",
+    return ["+callbacks.fault._target_=simlab.devtools.faults.SignalAtStep", f"+callbacks.fault.step={step}",
             f"+callbacks.fault.signal={name}", f"+callbacks.fault.phase={phase}"]
 
 
@@ -73,7 +73,7 @@ def test_kill_9_after_a_mid_epoch_checkpoint_then_resume(base, reference, tmp_pa
     record = status(out)
     assert record["status"] == "running" and not (out / "metrics.json").exists()
     from simlab.report.collect import load_job
-    from simlab.rundir import read_status
+    from simlab.runs.status import read_status
 
     assert read_status(out)["dead"] and load_job(out).status == "dead"  # never counted as completed
     run_py(*base, *fault(5, "SIGKILL"), f"hydra.run.dir={out}", f"resume={out}")

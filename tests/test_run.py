@@ -92,7 +92,7 @@ def test_missing_data_root_is_a_clear_error(tiny_llama_dir, tmp_path):
 
 
 def test_reanalyse_recomputes_the_analysis_from_predictions(finetune_dir, tmp_path):
-    from simlab.reanalyse import reanalyse
+    from simlab.analysis.reanalyse import reanalyse
 
     original = json.loads((finetune_dir / "metrics.json").read_text())
     again = reanalyse(finetune_dir, tmp_path / "again", calibrate_on="C1-Q2")

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 from conftest import REPO
 
-from simlab.rundir import RunDirError, atomic_writer, claim, read_status, unique_run_dir, write_json, write_status
+from simlab.files import atomic_writer, write_json
+from simlab.runs.status import RunDirError, claim, read_status, unique_run_dir, write_status
 
 
 def test_kill_9_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
@@ -18,7 +19,7 @@ def test_kill_9_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
     write_json(target, {"old": True})
     script = textwrap.dedent(f"""
         import os, signal
-        from simlab.rundir import atomic_writer
+        from simlab.files import atomic_writer
         with atomic_writer({str(target)!r}) as handle:
             handle.write('{{"new": ')
             handle.flush()
@@ -108,7 +109,7 @@ def test_a_failed_run_logs_its_error_and_traceback_to_run_log(tmp_path, tiny_lla
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch):
-    from simlab import precision
+    from simlab.training import precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     chosen, why = precision.resolve_precision("auto", "cpu")
@@ -130,7 +131,7 @@ def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):
 
 
 def test_metrics_schema_round_trips_and_keeps_key_order():
-    from simlab.rundir import UNSET, RunMetrics
+    from simlab.runs.metrics_file import UNSET, RunMetrics
 
     written = {"task": "zeroshot", "model": "m", "adapter": None, "subsets": {"C2-Q1": {"n": 3, "emd": 0.1}},
                "paper_average": None, "rows": {"C2-Q1": 3}, "limit_eval_per_subset": 3, "something_new": [1]}
@@ -144,8 +145,8 @@ def test_metrics_schema_round_trips_and_keeps_key_order():
 
 
 def test_reanalyse_recomputes_the_schema_keys_marked_recomputed():
-    from simlab.reanalyse import RECOMPUTED
-    from simlab.rundir import RunMetrics
+    from simlab.analysis.reanalyse import RECOMPUTED
+    from simlab.runs.metrics_file import RunMetrics
 
     assert set(RECOMPUTED) == {"subsets", "paper_average", "paper_average_subsets", "paper_average_missing",
                                "position_bias", "noise_ceiling", "calibrated", "rows"}
@@ -163,7 +164,7 @@ def test_job_folder_names_and_report_labels_ignore_the_same_overrides():
 
 
 def test_every_run_file_name_is_the_run_dirs(tmp_path):
-    from simlab.rundir import RunDir
+    from simlab.runs.rundir import RunDir
 
     run = RunDir(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in (

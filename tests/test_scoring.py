@@ -6,10 +6,10 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 from simlab.data.batching import EncodedRow, PadCollator
-from simlab.losses import KLDivergenceLoss
 from simlab.model import attach_lora
-from simlab.module import SurveyLitModule
-from simlab.scoring import option_logits
+from simlab.model.scoring import option_logits
+from simlab.training.losses import KLDivergenceLoss
+from simlab.training.module import SurveyLitModule
 
 
 def _rows(tokenizer, texts, letters="ABCD"):

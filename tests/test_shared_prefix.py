@@ -23,12 +23,12 @@ from simlab.data.batching import (
 )
 from simlab.data.prompts import PromptFormat
 from simlab.data.rows import ENGLISH_COUNTRY_PATTERN, parse_row
-from simlab.distributed import clean_param_name
-from simlab.divergences import masked_softmax
-from simlab.losses import KLDivergenceLoss
+from simlab.metrics.divergences import masked_softmax
 from simlab.model import attach_lora
-from simlab.scoring import option_logits
-from simlab.shared_prefix import SharedPrefixUnsupported
+from simlab.model.scoring import option_logits
+from simlab.model.shared_prefix import SharedPrefixUnsupported
+from simlab.training.distributed import clean_param_name
+from simlab.training.losses import KLDivergenceLoss
 
 TOLERANCE = 1e-5
 OPTIONS = ["(A)Very important", "(B)Rather important", "(C)Not very important", "(D)Not at all important"]
@@ -329,7 +329,7 @@ def test_unsupported_attention_is_refused(tmp_path, tiny_tokenizer, tiny_llama_d
 
 
 def test_a_lightning_training_step_runs_on_shared_prefix_batches(tmp_path, tiny_tokenizer, tiny_llama_dir):
-    from simlab.module import SurveyLitModule
+    from simlab.training.module import SurveyLitModule
 
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first", shared_prefix=True, batch_size=4)
     dm.train_subset = "V"

@@ -11,7 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from simlab.rundir import RunDir, RunDirError, RunMetrics
+from simlab.runs.metrics_file import RunMetrics
+from simlab.runs.rundir import RunDir
+from simlab.runs.status import RunDirError
 from simlab.tasks import run_task, task_wrapper
 
 TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
@@ -107,7 +109,7 @@ def test_a_failing_task_is_recorded_and_re_raised(job, tmp_path):
 
 
 def test_an_interrupted_task_exits_128_plus_the_signal_with_the_resume_command(job, tmp_path):
-    from simlab.interrupt import RunInterrupted
+    from simlab.runs.interrupt import RunInterrupted
 
     cfg = job("task=finetune", "logger=none", out=tmp_path)
     checkpoint = str(RunDir(tmp_path).last_checkpoint)

@@ -6,17 +6,17 @@ survey prior alone. One module per baseline; each implements :class:`simlab.base
 * ``report() -> dict``: counts worth recording (fallbacks, unparsed outputs), totals over every ``predict``
   call so far plus a breakdown by subset.
 
-Predictions are scored with :func:`simlab.evaluation.score_subset`.
+Predictions are scored with :func:`simlab.metrics.scoring.score_subset`.
 """
 
-from .avg_culture import AvgCultureBaseline
-from .base import Baseline, Distribution, NeedsLanguageModel
-from .embedding import PACKAGED_EMBEDDING_MODELS, load_sentence_embedder, sentence_embedding_model_path
-from .json_parse import parse_json_distribution
-from .json_zs import JSON_INSTRUCTION, JsonZeroShotBaseline
-from .knn import KNNBaseline, knn_text
-from .survey_prior import SurveyPriorBaseline
-from .uniform import UniformBaseline
+from simlab.baselines.avg_culture import AvgCultureBaseline
+from simlab.baselines.base import Baseline, Distribution, NeedsLanguageModel
+from simlab.baselines.embedding import PACKAGED_EMBEDDING_MODELS, load_sentence_embedder, sentence_embedding_model_path
+from simlab.baselines.json_parse import parse_json_distribution
+from simlab.baselines.json_zs import JSON_INSTRUCTION, JsonZeroShotBaseline
+from simlab.baselines.knn import KNNBaseline, knn_text
+from simlab.baselines.survey_prior import SurveyPriorBaseline
+from simlab.baselines.uniform import UniformBaseline
 
 __all__ = [
     "JSON_INSTRUCTION",

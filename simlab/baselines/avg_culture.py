@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.rows import SurveyRow
-from .base import Distribution
-from .common import Counts, normalised, uniform
+from simlab.baselines.base import Distribution
+from simlab.baselines.common import Counts, normalised, uniform
+from simlab.data.rows import SurveyRow
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..data.rows import SurveyRow
+from simlab.data.rows import SurveyRow
 
 Distribution = list[float]
 

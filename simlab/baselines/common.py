@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.rows import SurveyRow
-from .base import Distribution
+from simlab.baselines.base import Distribution
+from simlab.data.rows import SurveyRow
 
 
 def uniform(k: int) -> Distribution:

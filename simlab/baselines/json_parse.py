@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Distribution
+from simlab.baselines.base import Distribution
 
 _OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*(?=[}\]])")

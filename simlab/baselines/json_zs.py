@@ -7,11 +7,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data.prompts import PromptFormat
-from ..data.rows import SurveyRow
-from .base import Distribution
-from .common import Counts, row_key, uniform
-from .json_parse import parse_json_distribution
+from simlab.baselines.base import Distribution
+from simlab.baselines.common import Counts, row_key, uniform
+from simlab.baselines.json_parse import parse_json_distribution
+from simlab.data.prompts import PromptFormat
+from simlab.data.rows import SurveyRow
 
 JSON_INSTRUCTION = (
     "Answer with a JSON object mapping each option letter to the percentage of people who would choose it, "

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.rows import SurveyRow
-from .base import Distribution
-from .common import Counts, normalised, uniform
-from .embedding import load_sentence_embedder
+from simlab.baselines.base import Distribution
+from simlab.baselines.common import Counts, normalised, uniform
+from simlab.baselines.embedding import load_sentence_embedder
+from simlab.data.rows import SurveyRow
 
 log = logging.getLogger(__name__)
 

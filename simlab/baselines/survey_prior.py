@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.rows import SurveyRow
-from .base import Distribution
-from .common import Counts
+from simlab.baselines.base import Distribution
+from simlab.baselines.common import Counts
+from simlab.data.rows import SurveyRow
 
 
 class SurveyPriorBaseline:
-    """The prior-anchored simulator's prior alone (:class:`simlab.priors.SurveyPrior`), no model logits: what the
-    survey's own answers say about a row (the other training countries' answers to its question, else the
+    """The prior-anchored simulator's prior alone (:class:`simlab.simulator.prior.SurveyPrior`), no model logits:
+    what the survey's own answers say about a row (the other training countries' answers to its question, else the
     answer-position prior), so the model's contribution can be read off against it.
 
     With ``similarity`` the training countries are weighted by the language model's country similarity (the
@@ -32,7 +32,7 @@ class SurveyPriorBaseline:
         return self
 
     def fit(self, train_rows: Sequence[SurveyRow], countries: Sequence[str] = ()) -> SurveyPriorBaseline:
-        from ..priors import build_prior
+        from simlab.simulator.prior import build_prior
 
         lm = self.language_model
         self.prior = build_prior(train_rows, model=lm.model if lm else None, tokenizer=lm.tokenizer if lm else None,

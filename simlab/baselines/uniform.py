@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.rows import SurveyRow
-from .base import Distribution
-from .common import Counts, uniform
+from simlab.baselines.base import Distribution
+from simlab.baselines.common import Counts, uniform
+from simlab.data.rows import SurveyRow
 
 
 class UniformBaseline:

@@ -266,7 +266,7 @@ def split_prefix(rows: list[list[int]]) -> int:
 
 
 class SharedPrefixCollator:
-    """A batch split into shared prefixes and per-row suffixes (:func:`simlab.scoring.option_logits` runs it).
+    """A batch split into shared prefixes and per-row suffixes (:func:`simlab.model.scoring.option_logits` runs it).
 
     Rows are grouped by ``prefix_group`` (in order of first appearance); each group's prefix is the longest
     common token prefix of its rows in this batch (every row keeps at least one token: its answer slot), so

@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..rundir import write_text
-from .prompts import PAPER_INSTRUCTION
+from simlab.data.prompts import PAPER_INSTRUCTION
+from simlab.files import write_text
 
 COUNTRY_COLUMN = "B_COUNTRY"
 MISSING = -99  # blank cells become this code, i.e. missing like the official negative codes

@@ -12,8 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ..paths import data_root
-from .batching import (
+from simlab.data.batching import (
     EncodedDataset,
     EncodedRow,
     LengthGroupedBatchSampler,
@@ -21,11 +20,11 @@ from .batching import (
     PrefixGroupedBatchSampler,
     SharedPrefixCollator,
 )
-from .letters import resolve_letter_ids
-from .option_orders import cyclic_shifts, given_order, merge_option_orders
-from .prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
-from .rows import SurveyRow, read_rows
-from .selection import (
+from simlab.data.letters import resolve_letter_ids
+from simlab.data.option_orders import cyclic_shifts, given_order, merge_option_orders
+from simlab.data.prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
+from simlab.data.rows import SurveyRow, read_rows
+from simlab.data.selection import (
     check_files_exist,
     check_unique_cells,
     data_file,
@@ -33,7 +32,8 @@ from .selection import (
     row_limit,
     sample_rows,
 )
-from .transforms import permuted, relabelled_letters, replace_country, rotate_options, shuffle_options
+from simlab.data.transforms import permuted, relabelled_letters, replace_country, rotate_options, shuffle_options
+from simlab.paths import data_root
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -60,7 +60,7 @@ class SurveyDataModule(pl.LightningDataModule):
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
         shared_prefix: batches of rows sharing a prompt prefix
             (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
-            (:mod:`simlab.shared_prefix`); same scores as per-row batches.
+            (:mod:`simlab.model.shared_prefix`); same scores as per-row batches.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
         test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
@@ -205,7 +205,7 @@ class SurveyDataModule(pl.LightningDataModule):
         return row
 
     def set_prior(self, prior) -> None:
-        """Anchor every row's prediction on ``prior`` (a :class:`simlab.priors.SurveyPrior`; None: no prior)."""
+        """Anchor every row's prediction on ``prior`` (:class:`simlab.simulator.prior.SurveyPrior`; None: none)."""
         self.prior = prior
         self.datasets, self.test_datasets = {}, {}
 

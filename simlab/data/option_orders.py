@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .rows import SurveyRow
+from simlab.data.rows import SurveyRow
 
 Variant = tuple[int, tuple[int, ...]]  # (row position, the order its options were shown in)
 

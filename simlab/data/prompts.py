@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .letters import tokenizer_name
+from simlab.data.letters import tokenizer_name
 
 if TYPE_CHECKING:  # rows imports this module's country pattern
-    from .rows import SurveyRow
+    from simlab.data.rows import SurveyRow
 
 # The paper's instruction naming the country (the WVS rows carry it formatted; build_wvs and the Simulator format
 # it), and the pattern that reads the country back out of it (data.country_pattern of conf/data/wvs_en.yaml).
@@ -38,7 +38,7 @@ class PromptFormat:
     country first. ``question_first`` keeps the paper's wording but moves the instruction after the options:
     question + options + "\n\n" + instruction (its trailing whitespace dropped), then the answer prefix as above.
     Every row of one question then shares the whole question and its options as a prompt prefix, which
-    shared-prefix execution (:mod:`simlab.shared_prefix`) computes once per batch.
+    shared-prefix execution (:mod:`simlab.model.shared_prefix`) computes once per batch.
     """
 
     style: Literal["plain", "chat"] = "plain"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .prompts import ENGLISH_COUNTRY_PATTERN
+from simlab.data.prompts import ENGLISH_COUNTRY_PATTERN
 
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
 REQUIRED_FIELDS = ("id", "instruction", "input", "options", "options_dist", "data_type")

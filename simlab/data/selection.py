@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .rows import RowError, SurveyRow
+from simlab.data.rows import RowError, SurveyRow
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .rows import OPTION_PATTERN, SurveyRow
+from simlab.data.rows import OPTION_PATTERN, SurveyRow
 
 
 def row_rng(seed: int, row: SurveyRow, purpose: str, key: str | None = None) -> random.Random:

@@ -7,7 +7,7 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 
 # The paper's LoRA, as conf/model/lora/paper.yaml writes it for run.py (tests/test_models.py checks they agree);
-# simlab.bench takes it from here.
+# simlab.devtools.bench takes it from here.
 PAPER_LORA = {"task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 32, "lora_dropout": 0.05,
               "target_modules": ["q_proj", "v_proj"]}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import transformers
 
-from ..paths import cache_dir
+from simlab.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from .embedded import embedded_model_dir
+from simlab.model.embedded import embedded_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     python -m simlab.report multirun/table7/<time> [more run or sweep dirs] [--out DIR]
 """
 
-from .collect import Job, collect_jobs
-from .tables import metric_table
+from simlab.report.collect import Job, collect_jobs
+from simlab.report.tables import metric_table
 
 __all__ = ["Job", "collect_jobs", "metric_table"]

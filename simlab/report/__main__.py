@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..paths import data_root
-from .build import write_report
-from .collect import collect_jobs
+from simlab.paths import data_root
+from simlab.report.build import write_report
+from simlab.report.collect import collect_jobs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     path = write_report(jobs, out, subset=args.subset, questionnaire=questionnaire,
                         title=args.title or f"simlab report: {', '.join(args.dirs)}")
     if args.wandb:
-        from ..dashboard import log_report
+        from simlab.report.wandb_logging import log_report
 
         log_report(out, jobs, offline=not args.wandb_online)
     print(path)

@@ -8,8 +8,8 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from ..evaluation import pad_distributions
-from ..metrics import accuracy_rows, one_minus_jsd_rows
+from simlab.metrics.registry import accuracy_rows, one_minus_jsd_rows
+from simlab.metrics.scoring import pad_distributions
 
 
 def _row_scores(records: list[dict]) -> tuple[list[float], list[float]]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import figures
-from .breakdown import diversity, load_dimensions, per_country, per_dimension
-from .collect import Job
-from .tables import (
+from simlab.report import figures
+from simlab.report.breakdown import diversity, load_dimensions, per_country, per_dimension
+from simlab.report.collect import Job
+from simlab.report.tables import (
     latex_table,
     markdown_table,
     metric_table,

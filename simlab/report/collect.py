@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..rundir import RunDir, read_status
+from simlab.runs.rundir import RunDir
+from simlab.runs.status import read_status
 
 # overrides that name paths, sweep plumbing or loggers: never what distinguishes a table row. The same list names
 # a sweep's job folders: conf/hydra/default.yaml's hydra.job.config.override_dirname.exclude_keys (a test checks).

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .collect import Job  # noqa: E402
+from simlab.report.collect import Job  # noqa: E402
 
 
 def _grouped_bars(ax, categories: list[str], series: dict[str, list[float]]) -> None:

@@ -7,12 +7,12 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..metrics import metric_names, metric_spec
-from .collect import Job
+from simlab.metrics.registry import metric_names, metric_spec
+from simlab.report.collect import Job
 
 
 def report_metrics() -> tuple[str, ...]:
-    """The metrics with a table in the report: those registered with ``in_report`` (:mod:`simlab.metrics`)."""
+    """The metrics with a table in the report: those registered with ``in_report`` (:mod:`simlab.metrics.registry`)."""
     return metric_names(in_report=True)
 
 

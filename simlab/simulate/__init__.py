@@ -3,7 +3,7 @@
 The point of the framework: ask a question that was never surveyed, for the countries you care about, and
 read the model's predicted share of each answer option. Prompts are the paper's (the WVS instruction naming
 the country, the question, the lettered options, the answer prefix) and scoring is exactly the evaluation
-path (:func:`simlab.scoring.simulator_logits` + masked softmax, with the adapter's saved temperature and prior),
+path (:func:`simlab.model.scoring.simulator_logits` + masked softmax, with the adapter's saved temperature and prior),
 so a simulation means what a test score means.
 
 Notebook use (no Hydra needed)::
@@ -20,11 +20,11 @@ use), :mod:`.observed` (surveyed cells and the survey prior), :mod:`.simulator` 
 :mod:`.outputs` (the CSV, sidecar, markdown and charts), :mod:`.task` (``task=simulate``).
 """
 
-from ..data.prompts import PromptTooLongError
-from .countries import WVS_GROUPS, check_countries, wvs_countries
-from .observed import SIMULATED_SURVEY, cell_row, read_observed, simulation_prior
-from .outputs import write_simulation
-from .questions import (
+from simlab.data.prompts import PromptTooLongError
+from simlab.simulate.countries import WVS_GROUPS, check_countries, wvs_countries
+from simlab.simulate.observed import SIMULATED_SURVEY, cell_row, read_observed, simulation_prior
+from simlab.simulate.outputs import write_simulation
+from simlab.simulate.questions import (
     LETTERS,
     OPTIONS_INTRO,
     QUESTION_FIELDS,
@@ -34,8 +34,8 @@ from .questions import (
     make_question,
     read_questions,
 )
-from .simulator import CAUTION, COLUMNS, Simulator, model_max_length
-from .task import PROMPT_KEYS, check_prompt_matches_adapter, simulate_task
+from simlab.simulate.simulator import CAUTION, COLUMNS, Simulator, model_max_length
+from simlab.simulate.task import PROMPT_KEYS, check_prompt_matches_adapter, simulate_task
 
 __all__ = [
     "CAUTION",

@@ -7,8 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..paths import data_root
-from .questions import SimulationInputError
+from simlab.paths import data_root
+from simlab.simulate.questions import SimulationInputError
 
 WVS_GROUPS = ("C1", "C2", "C3")
 

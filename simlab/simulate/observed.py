@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data.prompts import PAPER_INSTRUCTION
-from ..data.rows import SurveyRow
-from .countries import check_countries, wvs_countries
-from .questions import Question, SimulationInputError
+from simlab.data.prompts import PAPER_INSTRUCTION
+from simlab.data.rows import SurveyRow
+from simlab.simulate.countries import check_countries, wvs_countries
+from simlab.simulate.questions import Question, SimulationInputError
 
 SIMULATED_SURVEY = "simulate"  # new questions: their ids are the user's, never a survey's question numbers
 
@@ -33,7 +33,7 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
     """Surveyed distributions for some (question, country) cells, from a CSV with columns question_id, country,
     letter, share (simulation.csv's layout; option labels may be there too): the prior for the other countries.
     Every cell must give each of its question's letters exactly once, with shares summing to 1 or 100."""
-    from ..data.rows import SHARE_SCALES, SUM_TOLERANCE
+    from simlab.data.rows import SHARE_SCALES, SUM_TOLERANCE
 
     path = Path(path)
     if not path.is_file():
@@ -84,7 +84,7 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
 def simulation_prior(cfg: Mapping[str, Any], lm, adapter: str | None, observed: Sequence[SurveyRow]):
     """The prior a simulation anchors on: the run's (prior config, or the prior saved with the adapter), built from
     the training rows plus the observed cells; with observed cells alone an equal-weight prior; else None."""
-    from ..priors import SurveyPrior, build_prior, load_prior_settings
+    from simlab.simulator.prior import SurveyPrior, build_prior, load_prior_settings
 
     build = cfg.get("prior")
     build = {k: v for k, v in build.items() if not k.startswith("_")} if build else None
@@ -93,7 +93,7 @@ def simulation_prior(cfg: Mapping[str, Any], lm, adapter: str | None, observed: 
         build = saved["build"]
     if build is None:
         return SurveyPrior(observed) if observed else None
-    from ..data import SurveyDataModule
+    from simlab.data import SurveyDataModule
 
     datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
     datamodule.load_rows()

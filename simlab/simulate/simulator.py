@@ -1,7 +1,7 @@
 """The Simulator: a language model (plus an optional LoRA adapter) that predicts answer distributions per country.
 
 Prompts are the paper's (the WVS instruction naming the country, the question, the lettered options, the answer
-prefix) and scoring is exactly the evaluation path (:func:`simlab.scoring.simulator_logits` + masked softmax, with
+prefix) and scoring is exactly the evaluation path (:func:`simlab.model.scoring.simulator_logits` + masked softmax, with
 the adapter's saved temperature and prior), so a simulation means what a test score means.
 """
 
@@ -17,17 +17,17 @@ import torch
 from hydra.utils import get_method
 from tqdm.auto import tqdm
 
-from ..calibration import load_calibration
-from ..data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
-from ..data.letters import resolve_letter_ids
-from ..data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
-from ..divergences import masked_softmax
-from ..model import LanguageModel, base_model, load_adapter, load_language_model
-from ..rundir import RunDir
-from ..scoring import simulator_logits
-from .countries import check_countries, wvs_countries
-from .observed import cell_row, simulation_prior
-from .questions import LETTERS, Question, input_location, make_question
+from simlab.data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
+from simlab.data.letters import resolve_letter_ids
+from simlab.data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
+from simlab.metrics.divergences import masked_softmax
+from simlab.model import LanguageModel, base_model, load_adapter, load_language_model
+from simlab.model.scoring import simulator_logits
+from simlab.runs.rundir import RunDir
+from simlab.simulate.countries import check_countries, wvs_countries
+from simlab.simulate.observed import cell_row, simulation_prior
+from simlab.simulate.questions import LETTERS, Question, input_location, make_question
+from simlab.simulator.temperature import load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ class Simulator:
             ``chat``; ``paper`` or ``question_first``).
         batch_size: prompts per forward pass (grouped by length, padded per batch).
         shared_prefix: batch each question's countries together and compute the prompt prefix they share once
-            (:mod:`simlab.shared_prefix`; the same shares as per-row batches, to float rounding).
+            (:mod:`simlab.model.shared_prefix`; the same shares as per-row batches, to float rounding).
         device: ``cuda``, ``cpu``...; None picks CUDA when available.
         max_length: the longest prompt allowed, in tokens; None: the model's own limit. Never truncated.
         known_countries: the names a simulation may use; None reads the WVS countries from ``data_root``.
         name: the model's name in every output (default: where it was loaded from).
-        prior: the prior-anchored simulator's :class:`~simlab.priors.SurveyPrior` (an adapter trained on a prior
-            needs it); new questions are looked up as survey ``simulate``, so only observed rows inform them.
+        prior: the prior-anchored simulator's :class:`~simlab.simulator.prior.SurveyPrior` (an adapter trained on a
+            prior needs it); new questions are looked up as survey ``simulate``, so only observed rows inform them.
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
     """
 

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..rundir import RunDir
-from .countries import check_countries, wvs_countries
-from .observed import read_observed
-from .outputs import write_simulation
-from .questions import read_questions
-from .simulator import CAUTION, Simulator
+from simlab.runs.rundir import RunDir
+from simlab.simulate.countries import check_countries, wvs_countries
+from simlab.simulate.observed import read_observed
+from simlab.simulate.outputs import write_simulation
+from simlab.simulate.questions import read_questions
+from simlab.simulate.simulator import CAUTION, Simulator
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,6 @@ yaml in conf/task/, with no change to run.py. The pieces tasks share: :mod:`.com
 loggers), :mod:`.lm` (the language model's fit and test), :mod:`.outputs` (calibration and the run's outputs).
 """
 
-from .wrapper import objective, run_task, task_wrapper
+from simlab.tasks.wrapper import objective, run_task, task_wrapper
 
 __all__ = ["objective", "run_task", "task_wrapper"]

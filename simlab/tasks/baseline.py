@@ -7,10 +7,9 @@ import time
 
 from omegaconf import DictConfig
 
-from simlab.rundir import RunDir
-
-from .common import build_loggers, closing_wandb, code_state, job_choice, load_data, log_metrics
-from .outputs import write_outputs
+from simlab.runs.rundir import RunDir
+from simlab.tasks.common import build_loggers, closing_wandb, code_state, job_choice, load_data, log_metrics
+from simlab.tasks.outputs import write_outputs
 
 
 def baseline(cfg: DictConfig) -> dict:
@@ -28,7 +27,7 @@ def fit_baseline(cfg: DictConfig) -> tuple:
     """Fit the baseline on the train subset and predict every test subset; (datamodule, scores, predictions, info)."""
     from hydra.utils import instantiate
 
-    from simlab.evaluation import score_subsets
+    from simlab.metrics.scoring import score_subsets
 
     if not cfg.get("baseline"):
         raise ValueError("task=baseline needs baseline=<uniform|avg_culture|knn|json_zs>")

@@ -42,7 +42,7 @@ def is_multirun() -> bool:
 
 def code_state() -> dict | None:
     """The code that runs (git commit, dirty or not), read at the start: not what is checked out later."""
-    from simlab.provenance import git_state
+    from simlab.runs.provenance import git_state
 
     return git_state(REPO)
 
@@ -117,7 +117,7 @@ def load_model(cfg: DictConfig):
 def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object | None]:
     """The prior-anchored simulator's prior (prior=survey|similarity), or the one saved with model.adapter (an
     adapter trained on a prior predicts residuals to it); (its build arguments, the prior) or (None, None)."""
-    from simlab.priors import build_prior, load_prior_settings
+    from simlab.simulator.prior import build_prior, load_prior_settings
 
     saved = load_prior_settings(cfg.model.adapter)
     if cfg.get("prior"):
@@ -140,7 +140,7 @@ def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object |
 def resolve_model_adapter(cfg: DictConfig) -> None:
     """``model.adapter=wandb:NAME[:ALIAS]``: the adapter a W&B run logged as an artifact, as a local folder (from
     the offline runs under ``paths.wandb_search``, else the W&B server); a folder path is left as it is."""
-    from simlab.dashboard import is_wandb_reference, resolve_adapter
+    from simlab.report.wandb_logging import is_wandb_reference, resolve_adapter
 
     if is_wandb_reference(cfg.model.adapter):
         cfg.model.adapter = resolve_adapter(cfg.model.adapter, search=list(cfg.paths.wandb_search),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .lm import run_language_model
+from simlab.tasks.lm import run_language_model
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -8,9 +8,8 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 
-from simlab.rundir import RunDir
-
-from .common import (
+from simlab.runs.rundir import RunDir
+from simlab.tasks.common import (
     attach_prior,
     build_loggers,
     closing_wandb,
@@ -21,7 +20,7 @@ from .common import (
     load_model,
     resolve_model_adapter,
 )
-from .outputs import write_outputs
+from simlab.tasks.outputs import write_outputs
 
 log = logging.getLogger("simlab")
 
@@ -42,9 +41,9 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
     from hydra.utils import instantiate
 
-    from simlab.callbacks import ResumeCheckpoint
-    from simlab.distributed import adapter_from_checkpoint, check_launch
-    from simlab.results import predictions_in_row_order
+    from simlab.runs.predictions import predictions_in_row_order
+    from simlab.training.callbacks import ResumeCheckpoint
+    from simlab.training.distributed import adapter_from_checkpoint, check_launch
 
     datamodule = load_data(cfg)
     lm = load_model(cfg)
@@ -79,7 +78,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
         else:
             module.model.save_pretrained(adapter)
         if prior is not None and trainer.is_global_zero:
-            from simlab.priors import save_prior_settings
+            from simlab.simulator.prior import save_prior_settings
 
             save_prior_settings(adapter, prior, prior_build)
     else:
@@ -88,7 +87,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
                 loss=job_choice("loss"), prior=prior.settings if prior is not None else None)
     predictions = datamodule.merge_option_orders(predictions_in_row_order(module.test_predictions))
     if datamodule.test_option_orders != "given":  # the module scored each option order; score the averages
-        from simlab.evaluation import score_subsets
+        from simlab.metrics.scoring import score_subsets
 
         return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
     return datamodule, module.test_results, predictions, info

@@ -8,9 +8,9 @@ import time
 
 from omegaconf import DictConfig
 
-from simlab.rundir import RunDir, RunMetrics
-
-from .common import job_overrides, log_metrics
+from simlab.runs.metrics_file import RunMetrics
+from simlab.runs.rundir import RunDir
+from simlab.tasks.common import job_overrides, log_metrics
 
 log = logging.getLogger("simlab")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("simlab")
 def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
     null (default): apply a saved one only, never fit; false: the raw option probabilities."""
-    from simlab.calibration import load_calibration
+    from simlab.simulator.temperature import load_calibration
 
     if cfg.task.name == "baseline" or cfg.calibrate is False:
         return False
@@ -31,7 +31,12 @@ def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | Non
     """(raw predictions, calibrated predictions, calibration record). A fine-tune fits the temperature on
     ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
     temperature saved with it (never refitted), else fits one on ``calibrate_on``."""
-    from simlab.calibration import calibrate_predictions, load_calibration, rescale_predictions, save_calibration
+    from simlab.simulator.temperature import (
+        calibrate_predictions,
+        load_calibration,
+        rescale_predictions,
+        save_calibration,
+    )
 
     saved = None if cfg.task.fit else load_calibration(adapter)
     if saved is not None:
@@ -55,9 +60,11 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
                   loggers: list, started: float, code: dict | None) -> dict:
     """Calibrate (when asked), analyse and write the run's outputs; returns metrics.json's content ({} on every
     process but rank zero: every rank holds the gathered predictions, rank zero alone writes them)."""
-    from simlab.distributed import is_rank_zero
-    from simlab.evaluation import score_subsets
-    from simlab.results import analyse, results_table, summarize
+    from simlab.analysis.post_test import analyse
+    from simlab.metrics.scoring import score_subsets
+    from simlab.report.results_table import results_table
+    from simlab.runs.metrics_file import summarize
+    from simlab.training.distributed import is_rank_zero
 
     if not is_rank_zero():
         return {}
@@ -96,8 +103,8 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
 
 def log_dashboards(loggers: list, run: RunDir, summary: dict, rows: dict, predictions: dict, *,
                    adapter: str | None, seed: int) -> None:
-    """The W&B run's results and predictions tables, figures and adapter artifact (simlab.dashboard)."""
-    from simlab.dashboard import log_run
+    """The W&B run's results and predictions tables, figures and adapter artifact (simlab.report.wandb_logging)."""
+    from simlab.report.wandb_logging import log_run
 
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":

@@ -9,8 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 def simulate(cfg: DictConfig) -> dict:
     from simlab.simulate import simulate_task
-
-    from .common import resolve_model_adapter
+    from simlab.tasks.common import resolve_model_adapter
 
     resolve_model_adapter(cfg)
     return simulate_task(OmegaConf.to_container(cfg, resolve=True), Path(cfg.paths.output_dir))

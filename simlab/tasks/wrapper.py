@@ -19,9 +19,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from simlab.rundir import CONFIG_FILE, RunDir, RunDirError
-
-from .common import is_multirun, job_overrides
+from simlab.runs.names import CONFIG_FILE
+from simlab.runs.rundir import RunDir
+from simlab.runs.status import RunDirError
+from simlab.tasks.common import is_multirun, job_overrides
 
 log = logging.getLogger("simlab")
 
@@ -35,9 +36,9 @@ def task_wrapper(task: Task) -> Task:
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict | None:
-        from simlab.distributed import is_rank_zero
-        from simlab.interrupt import RunInterrupted, raise_on_signals, signal_name
         from simlab.model import ModelNotAvailable
+        from simlab.runs.interrupt import RunInterrupted, raise_on_signals, signal_name
+        from simlab.training.distributed import is_rank_zero
 
         run = RunDir(cfg.paths.output_dir)
         overrides = job_overrides()
@@ -110,7 +111,7 @@ def start(cfg: DictConfig, run: RunDir) -> None:
     keeps the original's), and the seed."""
     import pytorch_lightning as pl
 
-    from simlab.distributed import is_rank_zero
+    from simlab.training.distributed import is_rank_zero
 
     if is_rank_zero() and not cfg.resume:
         run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
@@ -125,7 +126,7 @@ def resume_command(overrides: list[str], out: Path) -> str:
 def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     """resume=<run dir>: the same config as the interrupted run (else an error naming what differs), and its
     last checkpoint as ckpt_path."""
-    from simlab.rundir import config_differences
+    from simlab.runs.status import config_differences
 
     out = run.path
     if not cfg.task.fit:

@@ -1,8 +1,8 @@
 """The one implementation of every masked per-row quantity between two answer distributions.
 
-Losses (:mod:`simlab.losses`), evaluation metrics (:mod:`simlab.metrics`), temperature scaling
-(:mod:`simlab.calibration`), the noise ceiling (:mod:`simlab.ceiling`) and the run comparisons all call these
-functions, so training, evaluation and analysis measure exactly the same quantities.
+Losses (:mod:`simlab.training.losses`), evaluation metrics (:mod:`simlab.metrics.registry`), temperature scaling
+(:mod:`simlab.simulator.temperature`), the noise ceiling (:mod:`simlab.analysis.ceiling`) and the run comparisons
+all call these functions, so training, evaluation and analysis measure exactly the same quantities.
 
 Every question has its own number of options k_i, so a batch is padded to K slots. Shapes everywhere:
 ``p`` / ``q`` float [B, K] (distributions summing to 1 over the real options, 0 in padded slots), ``logits``

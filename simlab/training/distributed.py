@@ -59,7 +59,7 @@ def build_trainer(
     ``precision="auto"``: bf16 autocast where the hardware does bf16 natively, else float32 (logged, with why)."""
     import pytorch_lightning as pl
 
-    from .precision import resolve_precision
+    from simlab.training.precision import resolve_precision
 
     precision, why = resolve_precision(precision, str(trainer_kwargs.get("accelerator", "auto")))
     log.info("precision %s: %s", precision, why)
@@ -163,7 +163,7 @@ def fsdp_strategy(
 def adapter_from_checkpoint(
     peft_model, checkpoint_path: str | Path, out_dir: str | Path, prefix: str = "model.", adapter_name: str = "default"
 ) -> Path:
-    """Write a peft adapter folder from a Lightning checkpoint of :class:`simlab.module.SurveyLitModule`.
+    """Write a peft adapter folder from a Lightning checkpoint of :class:`simlab.training.module.SurveyLitModule`.
 
     Under FSDP the live LoRA weights are shards, so ``peft_model.save_pretrained()`` would save fragments; the
     checkpoint holds them whole (full state dict, gathered on rank 0). The files are written here rather than
@@ -230,8 +230,8 @@ def adapter_from_run_checkpoint(checkpoint_path: str | Path, out_dir: str | Path
     and LoRA settings read from that run's config_resolved.yaml (``simlab adapter-from-ckpt CKPT OUT``)."""
     import peft
 
-    from .model import attach_lora, load_language_model
-    from .rundir import RunDir
+    from simlab.model import attach_lora, load_language_model
+    from simlab.runs.rundir import RunDir
 
     run = RunDir(Path(checkpoint_path).resolve().parents[1])
     if not run.config_file.is_file():

@@ -4,9 +4,9 @@ Inputs everywhere: ``preds`` [B, K] predicted probabilities (0 in padded slots),
 probabilities, ``mask`` bool [B, K] (True = a real option; the real options are the first k_i slots).
 Each metric is a per-row function returning a float64 [B] tensor, registered with :func:`register_metric`.
 The registry is the single place a metric is declared: :func:`survey_metrics` (the torchmetrics collection the
-model's validation/test passes and :mod:`simlab.evaluation` update, hence metrics.json and W&B), the results.md
-table (:mod:`simlab.results`), the report tables (:mod:`simlab.report`) and :mod:`simlab.compare_runs` all read
-it, in registration order. The divergences themselves live in :mod:`simlab.divergences`.
+model's validation/test passes and :mod:`simlab.metrics.scoring` update, hence metrics.json and W&B), the results.md
+table (:mod:`simlab.runs.results`), the report tables (:mod:`simlab.report`) and :mod:`simlab.report.compare` all read
+it, in registration order. The divergences themselves live in :mod:`simlab.metrics.divergences`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from .divergences import js_divergence_rows, kl_rows, majority_option, w1_rows
+from simlab.metrics.divergences import js_divergence_rows, kl_rows, majority_option, w1_rows
 
 _LOG_FLOOR = 1e-12  # predicted probabilities are clamped here inside log() so KL stays finite
 

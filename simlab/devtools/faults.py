@@ -1,7 +1,7 @@
 """Fault injection: does a run survive being killed, interrupted, crowded or fed contradictory data?
 
-``python -m simlab.faults`` (``make faults``) runs the embedded model at smoke size through each fault with real
-signals from outside the process, and prints a table: fault, expected, observed, pass/fail. It exits non-zero
+``python -m simlab.devtools.faults`` (``make faults``) runs the embedded model at smoke size through each fault with
+real signals from outside the process, and prints a table: fault, expected, observed, pass/fail. It exits non-zero
 if any fault is not handled as expected. Runs go under ``outputs/faults/<time>/`` (or ``--out``).
 
 :class:`SignalAtStep` is a callback that sends a signal to its own process at a given training step (or during the
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from .paths import REPO_ROOT, data_root
-from .rundir import RunDir, read_status
+from simlab.paths import REPO_ROOT, data_root
+from simlab.runs.rundir import RunDir
+from simlab.runs.status import read_status
 
 
 class SignalAtStep(pl.Callback):
@@ -181,7 +182,7 @@ def _outputs_folder(output: str) -> Path | None:
 
 
 def killed_while_writing(out: Path) -> Outcome:
-    from .report.collect import load_job
+    from simlab.report.collect import load_job
 
     run_dir = out / "killed_write"
     process = run_py(["task=baseline", "baseline=uniform", "logger=none", f"hydra.run.dir={run_dir}"],
@@ -261,7 +262,7 @@ def markdown(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simlab.faults", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="folder for the runs (default outputs/faults/<time>)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "faults" / time.strftime("%Y-%m-%d_%H-%M-%S")

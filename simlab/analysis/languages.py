@@ -1,12 +1,12 @@
 """Compare two runs on the same (country, question) cells in two prompt languages (English vs Chinese C1-Q2).
 
-    python -m simlab.compare_languages --runs outputs/zeroshot/<en run> outputs/zeroshot/<zh run> \\
+    python -m simlab.analysis.languages --runs outputs/zeroshot/<en run> outputs/zeroshot/<zh run> \\
         --names English Chinese --subset C1-Q2 --out experiments/language.md
 
 For the cells present in both runs: each run's mean 1-JSD and accuracy against the human distribution, and
 the per-row agreement between the two runs' predictions (mean 1-JSD between them, share of rows with the same
 argmax). Cells present in only one run are counted and reported, never silently dropped. 1-JSD is
-:func:`simlab.metrics.one_minus_jsd` on the saved shares renormalised to sum 1 (as scipy's ``jensenshannon``,
+:func:`simlab.metrics.registry.one_minus_jsd` on the saved shares renormalised to sum 1 (as scipy's ``jensenshannon``,
 which this script used before, does; float32 predictions sum to 1 only within ~1e-7).
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import one_minus_jsd
-from .rundir import RunDir
+from simlab.metrics.registry import one_minus_jsd
+from simlab.runs.rundir import RunDir
 
 
 def load_cells(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .data.rows import SurveyRow
-from .metrics import survey_metrics
+from simlab.data.rows import SurveyRow
+from simlab.metrics.registry import survey_metrics
 
 
 def pad_distributions(distributions: Sequence[Sequence[float]]) -> tuple[torch.Tensor, torch.Tensor]:

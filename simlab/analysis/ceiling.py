@@ -7,7 +7,7 @@ p against each resample estimates that expectation: the best score one can hope 
 model scores in context. The observed shares stand in for the unknown p.
 
 1 - JSD here is the paper's metric: 1 - sqrt(JS divergence) with natural log, i.e. 1 - scipy's
-``jensenshannon`` distance (see :func:`simlab.metrics.one_minus_jsd_rows`).
+``jensenshannon`` distance (see :func:`simlab.metrics.registry.one_minus_jsd_rows`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .metrics import one_minus_jsd, one_minus_jsd_rows
+from simlab.metrics.registry import one_minus_jsd, one_minus_jsd_rows
 
 if TYPE_CHECKING:
-    from .data.rows import SurveyRow
+    from simlab.data.rows import SurveyRow
 
-__all__ = ["expected_one_minus_jsd", "noise_ceiling", "one_minus_jsd"]  # one_minus_jsd: simlab.metrics's, re-exported
+__all__ = ["expected_one_minus_jsd", "noise_ceiling", "one_minus_jsd"]  # one_minus_jsd: the registry's
 
 _CHUNK_VALUES = 2_000_000  # score the resamples of this many (row x sample x option) values per torch call
 

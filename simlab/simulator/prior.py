@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data.rows import SurveyRow
-from .data.transforms import permuted  # noqa: F401  (re-exported: a prior in a shuffled row's order)
+from simlab.data.rows import SurveyRow
+from simlab.data.transforms import permuted  # noqa: F401  (re-exported: a prior in a shuffled row's order)
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarr
 
 def _loo_score(prior: SurveyPrior, rows: Sequence[SurveyRow]) -> float:
     """Mean 1-JSD between each row's distribution and its leave-one-country-out prior, all rows in one call."""
-    from .evaluation import pad_distributions
-    from .metrics import one_minus_jsd_rows
+    from simlab.metrics.registry import one_minus_jsd_rows
+    from simlab.metrics.scoring import pad_distributions
 
     target, mask = pad_distributions([r.target for r in rows])
     predicted, _ = pad_distributions([prior.prior(r) for r in rows])
@@ -156,7 +156,7 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
     import torch
     from tqdm.auto import tqdm
 
-    from .model.adapters import base_model
+    from simlab.model.adapters import base_model
 
     lm = base_model(model)
     device = next(lm.parameters()).device
@@ -202,7 +202,7 @@ def save_prior_settings(adapter_dir, prior: SurveyPrior, build: Mapping) -> None
     (how to rebuild it, and what was fitted) so evaluation and simulation anchor it the same way."""
     from pathlib import Path
 
-    from .rundir import write_json
+    from simlab.files import write_json
 
     write_json(Path(adapter_dir) / PRIOR_FILE, {"build": dict(build), "fitted": prior.settings})
 

@@ -2,7 +2,7 @@
 predictions.jsonl, without the model: temperature scaling of option probabilities equals scaling the option
 logits, so it needs only the saved distributions.
 
-    python -m simlab.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2] [--limit-eval-per-subset 200]
+    python -m simlab.analysis.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2] [--limit-eval-per-subset 200]
 
 With ``--limit-eval-per-subset N`` every metric is recomputed on the same seeded sample of N rows per subset
 that a run with ``data.limit_eval_per_subset=N`` tests, so full runs and sampled runs compare on equal rows.
@@ -16,11 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .data.datamodule import SurveyDataModule
-from .evaluation import score_subsets
-from .provenance import git_state
-from .results import analyse, results_table, summarize, write_predictions
-from .rundir import RunDir, RunMetrics, write_text
+from simlab.analysis.post_test import analyse
+from simlab.data.datamodule import SurveyDataModule
+from simlab.files import write_text
+from simlab.metrics.scoring import score_subsets
+from simlab.report.results_table import results_table
+from simlab.runs.metrics_file import RunMetrics, summarize
+from simlab.runs.predictions import write_predictions
+from simlab.runs.provenance import git_state
+from simlab.runs.rundir import RunDir
 
 RECOMPUTED = RunMetrics.recomputed_keys()  # the metrics.json keys computed again from the predictions
 
@@ -98,7 +102,7 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simlab.reanalyse", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m simlab.analysis.reanalyse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--out", required=True, help="folder for the re-analysed metrics.json (not the run itself)")

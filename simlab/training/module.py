@@ -9,10 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from .distributed import clean_param_name
-from .divergences import masked_softmax
-from .metrics import survey_metrics
-from .scoring import simulator_logits
+from simlab.metrics.divergences import masked_softmax
+from simlab.metrics.registry import survey_metrics
+from simlab.model.scoring import simulator_logits
+from simlab.training.distributed import clean_param_name
 
 
 class SurveyLitModule(pl.LightningModule):
@@ -21,10 +21,10 @@ class SurveyLitModule(pl.LightningModule):
     Args:
         model: a transformers causal LM, usually wrapped by peft with LoRA (only trainable weights are
             optimised and checkpointed).
-        loss: a module ``loss(logits, target, mask) -> scalar`` from :mod:`simlab.losses`.
+        loss: a module ``loss(logits, target, mask) -> scalar`` from :mod:`simlab.training.losses`.
         optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a partial, e.g. AdamW with lr 1e-4).
         scheduler: ``scheduler(optimizer, total_steps, steps_per_epoch) -> (lr scheduler, "step"|"epoch")``, a
-            schedule of :mod:`simlab.schedules`; None keeps the learning rate constant.
+            schedule of :mod:`simlab.training.schedules`; None keeps the learning rate constant.
         test_subsets: names of the test dataloaders, in order.
     """
 

@@ -1,10 +1,10 @@
 """Side-by-side table of several runs' metrics.json (e.g. zero-shot vs fine-tuned), per subset.
 
-    python -m simlab.compare_runs --runs outputs/zeroshot/<run> outputs/finetune/<run> --names ZS FT \\
+    python -m simlab.report.compare --runs outputs/zeroshot/<run> outputs/finetune/<run> --names ZS FT \\
         --metrics one_minus_jsd emd accuracy
 
 Subsets are the union over the runs, in the first run's order; a subset a run did not test shows "-". Column titles
-come from the metric registry (:mod:`simlab.metrics`).
+come from the metric registry (:mod:`simlab.metrics.registry`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .metrics import metric_names, registered_metrics
-from .rundir import RunDir
+from simlab.metrics.registry import metric_names, registered_metrics
+from simlab.runs.rundir import RunDir
 
 
 def label(metric: str) -> str:

@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM as an interruption, not a failure.
 
 Ctrl-C, ``timeout``, ``docker stop`` and SLURM pre-emption all send one of them. Outside training a run stops at
-once (:func:`raise_on_signals`); during training :class:`simlab.callbacks.ResumeCheckpoint` defers the stop to
+once (:func:`raise_on_signals`); during training :class:`simlab.training.callbacks.ResumeCheckpoint` defers the stop to
 the end of the current optimizer step and saves a checkpoint first. Either way the run ends with
 :class:`RunInterrupted`, which run.py records as status ``interrupted`` with the checkpoint to resume from.
 """

@@ -14,8 +14,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data.rows import SurveyRow
-from .rundir import FIGURES_DIR
+from simlab.data.rows import SurveyRow
+from simlab.runs.names import FIGURES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ PREDICTION_SAMPLE = 200  # rows per run in the predictions table: enough to filt
 def results_rows(summary: dict) -> tuple[list[str], list[list]]:
     """(columns, rows): one row per tested subset and one for the paper average, every metric of metrics.json;
     with the uncalibrated 1-JSD when the simulator was calibrated and the noise ceiling where computed."""
-    from .metrics import metric_names
+    from simlab.metrics.registry import metric_names
 
     metrics = list(metric_names())
     uncalibrated = (summary.get("uncalibrated") or {}).get("subsets") or {}
@@ -65,8 +65,8 @@ def prediction_rows(rows: dict[str, list[SurveyRow]], predictions: dict[str, lis
     simulator predicted, and their 1-JSD (the same per-row metric as metrics.json)."""
     import torch
 
-    from .evaluation import pad_distributions
-    from .metrics import one_minus_jsd_rows
+    from simlab.metrics.registry import one_minus_jsd_rows
+    from simlab.metrics.scoring import pad_distributions
 
     cells = [(subset, index) for subset in predictions for index in range(len(predictions[subset]))]
     chosen = sorted(random.Random(seed).sample(range(len(cells)), min(sample, len(cells))))
@@ -92,9 +92,9 @@ def prediction_rows(rows: dict[str, list[SurveyRow]], predictions: dict[str, lis
 def run_figures(run_dir: str | Path) -> list[Path]:
     """The report's figures for one completed run (per-subset bars, diversity across countries, position bias),
     written to ``<run dir>/figures/`` by ``simlab.report``'s own functions."""
-    from .report import figures
-    from .report.breakdown import diversity
-    from .report.collect import load_job
+    from simlab.report import figures
+    from simlab.report.breakdown import diversity
+    from simlab.report.collect import load_job
 
     run_dir = Path(run_dir)
     job = load_job(run_dir)
@@ -189,7 +189,7 @@ def resolve_adapter(reference: str, search: Sequence[str | Path] = ("outputs", "
 
 def sweep_group(jobs) -> str | None:
     """The W&B group the jobs logged to (a sweep's jobs share one: the sweep folder), read from their run files."""
-    from .wandb_offline import read_run, run_files
+    from simlab.runs.wandb_offline import read_run, run_files
 
     for job in jobs:
         for run_file in run_files(job.path):
@@ -205,7 +205,7 @@ def log_report(report_dir: str | Path, jobs, *, group: str | None = None, projec
     per metric (the report's rows x subsets) and every figure; returns the run's folder."""
     import wandb
 
-    from .report.tables import metric_table, report_metrics
+    from simlab.report.tables import metric_table, report_metrics
 
     report_dir = Path(report_dir)
     group = group or sweep_group(jobs)
@@ -230,7 +230,7 @@ def log_report(report_dir: str | Path, jobs, *, group: str | None = None, projec
 def _offline_artifact(name: str, search: Sequence[str | Path], cache: str | Path) -> Path | None:
     """The newest offline run under ``search`` that logged artifact ``name`` with its staged files still there:
     those files copied into ``cache``; None when there is none."""
-    from .wandb_offline import read_run, run_files
+    from simlab.runs.wandb_offline import read_run, run_files
 
     newest_first = sorted((f for folder in search if Path(folder).is_dir() for f in run_files(folder)),
                           key=lambda f: f.stat().st_mtime, reverse=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from .interrupt import RunInterrupted, handle_signals, signal_name
-from .rundir import LAST_CHECKPOINT
+from simlab.runs.interrupt import RunInterrupted, handle_signals, signal_name
+from simlab.runs.names import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ResumeCheckpoint(Checkpoint):
 
     Saved every ``every_n_steps`` optimizer steps, at the end of each validation during fitting, and at the end
     of training. While training, SIGINT/SIGTERM do not kill the run: the current optimizer step finishes (and the
-    validation, if one is due after it), ``last.ckpt`` is saved and :class:`~simlab.interrupt.RunInterrupted` is
+    validation, if one is due after it), ``last.ckpt`` is saved and :class:`~simlab.runs.interrupt.RunInterrupted` is
     raised; a second signal stops at once (progress after the last checkpoint is lost).
 
     Args:

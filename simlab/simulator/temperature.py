@@ -5,7 +5,7 @@ One scalar temperature T > 0, fitted on the valid split, rescales every row's op
 softmax(logits / T): it cannot change which option ranks first, only how spread the distribution is, so
 it is a cheap, low-variance correction that is fitted once and applied to every test subset.
 
-Shapes follow :mod:`simlab.divergences`: ``logits`` / ``target`` float [B, K] padded to K slots, ``mask`` bool
+Shapes follow :mod:`simlab.metrics.divergences`: ``logits`` / ``target`` float [B, K] padded to K slots, ``mask`` bool
 [B, K] (True = a real option). Padded slots of ``logits`` may hold anything; they are ignored.
 """
 
@@ -20,10 +20,10 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
-from .divergences import kl_rows_from_logs, masked_log_softmax, masked_softmax, safe_log
-from .evaluation import pad_distributions
+from simlab.metrics.divergences import kl_rows_from_logs, masked_log_softmax, masked_softmax, safe_log
+from simlab.metrics.scoring import pad_distributions
 
-PROB_FLOOR = 1e-12  # saved probabilities are clamped here before log(), as in simlab.metrics
+PROB_FLOOR = 1e-12  # saved probabilities are clamped here before log(), as in simlab.metrics.registry
 DEFAULT_BOUNDS = (0.05, 20.0)
 _NEGLIGIBLE_KL = 1e-12  # a KL gain below this is rounding noise: keep T = 1 rather than a meaningless 1 ± 1e-9
 
@@ -183,7 +183,7 @@ CALIBRATION_FILE = "calibration.json"
 
 def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int) -> Path:
     """The temperature becomes part of the simulator: saved beside the adapter, applied wherever it is loaded."""
-    from .rundir import write_json
+    from simlab.files import write_json
 
     record = {"temperature": _check_temperature(temperature), "fitted_on": fitted_on, "rows": int(rows)}
     return write_json(Path(adapter_dir) / CALIBRATION_FILE, record)

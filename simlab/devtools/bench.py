@@ -16,12 +16,12 @@ paths use the letter ids simlab resolves in context.
 
 simlab's path is the library's: rows encoded once by :class:`~simlab.data.SurveyDataModule`, length-grouped
 batches (:class:`~simlab.data.batching.LengthGroupedBatchSampler`) padded to their own longest prompt
-(:class:`~simlab.data.batching.PadCollator`), :func:`simlab.scoring.option_logits` (no full-vocabulary logits),
-the masked :class:`~simlab.losses.KLDivergenceLoss`, and ``torch.inference_mode`` for evaluation.
+(:class:`~simlab.data.batching.PadCollator`), :func:`simlab.model.scoring.option_logits` (no full-vocabulary logits),
+the masked :class:`~simlab.training.losses.KLDivergenceLoss`, and ``torch.inference_mode`` for evaluation.
 
 The shared-prefix path is simlab's with :class:`~simlab.data.batching.PrefixGroupedBatchSampler` and
 :class:`~simlab.data.batching.SharedPrefixCollator`: rows of one prompt prefix batched together, the prefix run once
-per batch (:mod:`simlab.shared_prefix`). By default the rows are question_first prompts
+per batch (:mod:`simlab.model.shared_prefix`). By default the rows are question_first prompts
 (:class:`~simlab.data.prompts.PromptFormat` ``order``) sampled by whole questions, so a batch's rows share the
 question and its options; ``--prompt-order paper`` measures the paper's prompt, whose rows share only the chat
 template's head.
@@ -47,8 +47,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .data import SurveyDataModule
-from .data.batching import (
+from simlab.data import SurveyDataModule
+from simlab.data.batching import (
     EncodedDataset,
     EncodedRow,
     LengthGroupedBatchSampler,
@@ -57,9 +57,9 @@ from .data.batching import (
     SharedPrefixCollator,
     computed_tokens,
 )
-from .divergences import masked_softmax
-from .losses import KLDivergenceLoss
-from .scoring import option_logits
+from simlab.metrics.divergences import masked_softmax
+from simlab.model.scoring import option_logits
+from simlab.training.losses import KLDivergenceLoss
 
 REFERENCE_MAX_LENGTH = 512
 
@@ -567,7 +567,7 @@ def path_tokens(data: BenchData, method: Method, indices: Sequence[int], batch_s
 
 def linear_flops_per_token(model) -> int:
     """Multiply-add FLOPs of the decoder's linear layers (LoRA branches included) per token position: 2 x weights."""
-    from .model.adapters import base_model
+    from simlab.model.adapters import base_model
 
     decoder = base_model(model).get_decoder()
     return sum(2 * m.in_features * m.out_features for m in decoder.modules() if isinstance(m, torch.nn.Linear))
@@ -576,7 +576,7 @@ def linear_flops_per_token(model) -> int:
 def matmul_peak(model, tokens: int = 2048, repeats: int = 5, autocast: bool = False) -> float:
     """GFLOP/s of ``F.linear`` on one decoder layer's weight shapes with ``tokens`` rows, best of ``repeats``: what
     this machine's matmul kernels reach on the model's shapes, in this process, at its thread count."""
-    from .model.adapters import base_model
+    from simlab.model.adapters import base_model
 
     layer = base_model(model).get_decoder().layers[0]
     weights = [m.weight.detach() for n, m in layer.named_modules()
@@ -658,7 +658,7 @@ def run(args: argparse.Namespace) -> int:
 
 def set_up(args: argparse.Namespace) -> tuple[Any, BenchData, Bench]:
     """The embedded model with a fresh paper LoRA adapter, the sampled rows and the :class:`Bench`; logs them."""
-    from .model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
+    from simlab.model import PAPER_LORA, attach_lora, load_language_model, paper_lora_config
 
     lm = load_language_model(embedded=args.embedded, dtype="float32")
     if lm.tokenizer.pad_token_id is None:
@@ -871,7 +871,7 @@ def profile(bench: Bench, rows: list[int]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simlab.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=192, help="seeded sample of C1-Q2 valid rows (default 192)")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
                         help="prompt order of the rows (default question_first: a question's rows share its prefix)")

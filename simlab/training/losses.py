@@ -5,15 +5,15 @@ Every question has its own number of options k_i, so a batch is padded to K slot
 distribution, sums to 1 over the real options, 0 in padded slots), ``mask`` bool [B, K] (True = a real
 option; the real options are the first k_i >= 2 slots of each row). Losses return the mean over rows.
 
-The per-row quantities come from :mod:`simlab.divergences`, the one implementation shared with
-:mod:`simlab.metrics`, so training and evaluation measure the same quantities.
+The per-row quantities come from :mod:`simlab.metrics.divergences`, the one implementation shared with
+:mod:`simlab.metrics.registry`, so training and evaluation measure the same quantities.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .divergences import (
+from simlab.metrics.divergences import (
     js_divergence_rows,
     kl_rows_from_logs,
     majority_option,

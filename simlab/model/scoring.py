@@ -3,21 +3,21 @@
 The decoder runs once; only the hidden state at each row's answer slot (the token '(' that ends the
 prompt) is multiplied by the output-embedding rows of that row's option letters. A batch from
 :class:`simlab.data.batching.SharedPrefixCollator` (it has ``prefix_ids``) runs each shared prefix once
-(:mod:`simlab.shared_prefix`); the scores are the same.
+(:mod:`simlab.model.shared_prefix`); the scores are the same.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .model.adapters import base_model
+from simlab.model.adapters import base_model
 
 
 def option_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, K] next-token logits of each row's option letters (padded slots hold garbage; mask them)."""
     lm = base_model(model)
     if "prefix_ids" in batch:
-        from .shared_prefix import answer_hidden_states
+        from simlab.model.shared_prefix import answer_hidden_states
 
         answer_hidden = answer_hidden_states(lm, batch)  # [B, H]
     else:
@@ -48,7 +48,8 @@ def _model_logit_transforms(config, logits: torch.Tensor) -> torch.Tensor:
 
 def simulator_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The simulator's option logits: the model's, plus each row's log prior when the batch carries one (the
-    prior-anchored simulator, ``q ∝ prior · exp(logits)``, :mod:`simlab.priors`). Without a prior: the model's."""
+    prior-anchored simulator, ``q ∝ prior · exp(logits)``, :mod:`simlab.simulator.prior`). Without a prior:
+    the model's."""
     logits = option_logits(model, batch)
     log_prior = batch.get("log_prior")
     return logits if log_prior is None else logits + log_prior

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .metrics import metric_spec
-from .rundir import RunDir
+from simlab.metrics.registry import metric_spec
+from simlab.runs.rundir import RunDir
 
 RowKey = tuple[str, str]  # (country, question id)
 
