@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parent  # the simlab package
+REPO_ROOT = PACKAGE_ROOT.parent  # the checkout (in an installed wheel: site-packages)
 DATA_ENV = "SIMLAB_DATA"
 CACHE_ENV = "SIMLAB_CACHE"
 

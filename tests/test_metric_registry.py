@@ -28,9 +28,9 @@ from simlab.metrics.scoring import score_subsets
 from simlab.report import collect_jobs, metric_table
 from simlab.report.build import write_report
 from simlab.report.compare import comparison_table
-from simlab.report.results_table import results_table
 from simlab.runs.metrics_file import summarize
 from simlab.runs.predictions import write_predictions
+from simlab.runs.results_table import results_table
 from simlab.runs.status import write_status
 
 FIVE = ("one_minus_jsd", "emd", "emd_paper", "accuracy", "kl")

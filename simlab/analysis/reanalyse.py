@@ -20,10 +20,10 @@ from simlab.analysis.post_test import analyse
 from simlab.data.datamodule import SurveyDataModule
 from simlab.files import write_text
 from simlab.metrics.scoring import score_subsets
-from simlab.report.results_table import results_table
 from simlab.runs.metrics_file import RunMetrics, summarize
 from simlab.runs.predictions import write_predictions
 from simlab.runs.provenance import git_state
+from simlab.runs.results_table import results_table
 from simlab.runs.rundir import RunDir
 
 RECOMPUTED = RunMetrics.recomputed_keys()  # the metrics.json keys computed again from the predictions

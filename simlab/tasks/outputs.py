@@ -62,8 +62,8 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
     process but rank zero: every rank holds the gathered predictions, rank zero alone writes them)."""
     from simlab.analysis.post_test import analyse
     from simlab.metrics.scoring import score_subsets
-    from simlab.report.results_table import results_table
     from simlab.runs.metrics_file import summarize
+    from simlab.runs.results_table import results_table
     from simlab.training.distributed import is_rank_zero
 
     if not is_rank_zero():
