@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent  # the simlab package
-REPO_ROOT = PACKAGE_ROOT.parent  # the checkout (in an installed wheel: site-packages)
+REPO_ROOT = PACKAGE_ROOT.parent  # the checkout (for an installed wheel: the folder holding the package)
 DATA_ENV = "SIMLAB_DATA"
 CACHE_ENV = "SIMLAB_CACHE"
 
