@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from simlab.devtools.bench import cpu_model
+from simlab.devtools.bench.meters import cpu_model
 from simlab.model import load_language_model
 from simlab.simulate import Simulator, read_questions
 

@@ -26,7 +26,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
     "paired": ("simlab.analysis.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
     "compare-languages": ("simlab.analysis.languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
-    "bench": ("simlab.devtools.bench", "throughput benchmarks"),
+    "bench": ("simlab.devtools.bench.command", "throughput benchmarks"),
     "faults": ("simlab.devtools.faults", "fault injection on the embedded model"),
 }
 

@@ -8,7 +8,8 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 import simlab.model
-from simlab.devtools import bench
+from simlab.devtools.bench import command, meters, methods, paths, timing, workload
+from simlab.devtools.bench.reference import REFERENCE_MAX_LENGTH
 from simlab.model import LanguageModel, attach_lora
 
 OPTIONS = ["(A)Very important", "(B)Rather important", "(C)Not very important", "(D)Not at all important"]
@@ -31,7 +32,7 @@ def _rows(count=10):
 @pytest.fixture()
 def data(tmp_path, tiny_tokenizer):
     write_rows(tmp_path / "rows.json", _rows())
-    return bench.load_bench_data(tiny_tokenizer, root=str(tmp_path), rows=10, seed=0, file="rows.json")
+    return workload.load_bench_data(tiny_tokenizer, root=str(tmp_path), rows=10, seed=0, file="rows.json")
 
 
 def _lora_model(tiny_llama_dir, dropout=0.0):
@@ -46,8 +47,8 @@ def _lora_model(tiny_llama_dir, dropout=0.0):
 
 
 def test_reference_batches_are_padded_to_512_with_the_answer_slot_on_the_prompt_end(data):
-    batch = next(bench.batches(data, bench.REFERENCE, range(len(data)), 4, train=False))
-    assert batch["input_ids"].shape == (4, bench.REFERENCE_MAX_LENGTH)
+    batch = next(paths.batches(data, methods.REFERENCE, range(len(data)), 4, train=False))
+    assert batch["input_ids"].shape == (4, REFERENCE_MAX_LENGTH)
     assert bool(batch["attention_mask"].all())  # the reference's example.ge(0) mask
     for b, row in enumerate(batch["row_index"].tolist()):
         ids = data.encoded[row].input_ids
@@ -59,11 +60,11 @@ def test_reference_batches_are_padded_to_512_with_the_answer_slot_on_the_prompt_
 def test_every_ablation_step_gives_the_reference_predictions_and_loss(data, tiny_llama_dir):
     model = _lora_model(tiny_llama_dir)
     indices = list(range(len(data)))
-    reference = bench.evaluate(model, data, bench.REFERENCE, indices, batch_size=4)
+    reference = paths.evaluate(model, data, methods.REFERENCE, indices, batch_size=4)
     assert sorted(reference.probs) == indices
-    for rung in bench.EVAL_LADDER[1:]:
-        result = bench.evaluate(model, data, rung, indices, batch_size=4)
-        assert bench.max_prob_difference(reference, result) < 1e-4, rung.name
+    for rung in methods.EVAL_LADDER[1:]:
+        result = paths.evaluate(model, data, rung, indices, batch_size=4)
+        assert paths.max_prob_difference(reference, result) < 1e-4, rung.name
         assert result.loss == pytest.approx(reference.loss, abs=1e-4), rung.name
     for row in indices:
         assert len(reference.probs[row]) == len(data.rows[row].letters)
@@ -72,14 +73,14 @@ def test_every_ablation_step_gives_the_reference_predictions_and_loss(data, tiny
 
 def test_a_training_step_is_the_same_on_both_paths(data, tiny_llama_dir):
     model = _lora_model(tiny_llama_dir)
-    runner = bench.Bench(model, data, lr=1e-3, eval_batch=4, train_batch=len(data), autocast=False)
+    runner = timing.Bench(model, data, lr=1e-3, eval_batch=4, train_batch=len(data), autocast=False)
     ref_loss, sim_loss, grad_diff = runner.train_check(list(range(len(data))))
     assert sim_loss == pytest.approx(ref_loss, abs=1e-5)
     assert grad_diff < 1e-5
     after = {}
-    for method in (bench.REFERENCE, bench.SIMLAB):  # one step on all rows: same loss, same updated adapter
+    for method in (methods.REFERENCE, methods.SIMLAB):  # one step on all rows: same loss, same updated adapter
         optimizer = runner.reset()
-        losses = bench.train_steps(model, optimizer, data, method, range(len(data)), len(data), seed=0)
+        losses = paths.train_steps(model, optimizer, data, method, range(len(data)), len(data), seed=0)
         after[method.name] = (losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
     assert after["simlab"][0] == pytest.approx(after["reference"][0], abs=1e-5)
     for name, value in after["reference"][1].items():
@@ -88,7 +89,7 @@ def test_a_training_step_is_the_same_on_both_paths(data, tiny_llama_dir):
 
 
 def test_peak_rss_sees_a_large_allocation():
-    with bench.PeakRSS() as memory:
+    with meters.PeakRSS() as memory:
         block = torch.ones(64 * 2**20)  # 256 MiB, every page touched
     assert memory.delta_mib > 200
     del block
@@ -99,7 +100,7 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
     write_rows(tmp_path / "wvs7" / "sft_wvs_valid.json", _rows(8))
     tiny = LanguageModel(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_tokenizer, "tiny")
     monkeypatch.setattr(simlab.model, "load_language_model", lambda **kwargs: tiny)
-    code = bench.main([
+    code = command.main([
         "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
         "--train-batch", "4", "--data-root", str(tmp_path), "--ablation", "--ablation-rows", "4", "--threads", "1",
     ])
