@@ -20,6 +20,7 @@ def atomic_writer(path: str | Path, newline: str | None = None) -> Iterator[IO[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: a run is readable as the umask says
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
             yield handle
@@ -59,3 +60,10 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, payload) -> Path:
     return write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -5,8 +5,8 @@ probabilities, ``mask`` bool [B, K] (True = a real option; the real options are 
 Each metric is a per-row function returning a float64 [B] tensor, registered with :func:`register_metric`.
 The registry is the single place a metric is declared: :func:`survey_metrics` (the torchmetrics collection the
 model's validation/test passes and :mod:`simlab.metrics.scoring` update, hence metrics.json and W&B), the results.md
-table (:mod:`simlab.runs.results_table`), the report tables (:mod:`simlab.report`) and :mod:`simlab.report.compare` all read
-it, in registration order. The divergences themselves live in :mod:`simlab.metrics.divergences`.
+table (:mod:`simlab.runs.results_table`), the report tables (:mod:`simlab.report`) and :mod:`simlab.report.compare`
+all read it, in registration order. The divergences themselves live in :mod:`simlab.metrics.divergences`.
 """
 
 from __future__ import annotations

@@ -130,5 +130,6 @@ class RunDir:
     def read_status(self) -> dict | None:
         return read_status(self.path)
 
-    def claim(self, *, resume: bool = False, overwrite: bool = False) -> dict | None:
-        return claim(self.path, resume=resume, overwrite=overwrite)
+    def claim(self, *, resume: bool = False, overwrite: bool = False, force: bool = False,
+              overrides: list[str] | None = None, **running: object) -> dict | None:
+        return claim(self.path, resume=resume, overwrite=overwrite, force=force, overrides=overrides, **running)

@@ -12,12 +12,14 @@ never looks finished unless it is:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from simlab.files import write_json
@@ -87,39 +89,80 @@ def leftover_outputs(out: str | Path) -> list[str]:
     return found + sorted(p.name for pattern in RUN_OUTPUT_PATTERNS for p in out.glob(pattern))
 
 
-def claim(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict | None:
-    """Make ``out`` this run's folder before anything is written; returns the previous status record (or None).
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` itself (flock on the directory: no file is left behind), so that checking a
+    folder and writing its ``running`` status is one step: two runs claiming one folder at once cannot both win.
+    Where flock does not exist (Windows) the claim is unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
-    A folder that holds another run's outputs is refused, unless this run resumes it (the previous run must
-    have stopped: interrupted, failed, or dead) or ``overwrite`` is set (its outputs are removed first, so
-    nothing of the old run is left beside the new one). A folder whose run is still alive is always refused.
-    """
+
+def refusal(out: str | Path, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> str | None:
+    """Why this run may not use ``out`` (None: it may), read-only: checked before Hydra writes anything there and
+    again, under the folder lock, by :func:`claim`."""
     out = Path(out)
-    previous = read_status(out)
-    alive = previous is not None and previous["status"] == "running" and not previous.get("dead")
-    if alive:
-        raise RunDirError(
-            f"{out} belongs to a run that is still running (pid {previous.get('pid')} on {previous.get('host')}, "
-            f"started {previous.get('started', previous.get('time'))}); wait for it or stop it first"
-        )
-    leftovers = leftover_outputs(out)
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file, not a run folder"
+    if resume and not out.is_dir():
+        return f"resume={out}: no such run folder"
+    previous = read_status(out) if out.is_dir() else None
+    if previous is not None and previous["status"] == "running" and not previous.get("dead"):
+        elsewhere = previous.get("host") != socket.gethostname()
+        if not (resume and force and elsewhere):
+            hint = (f"; if that host is gone, resume with resume={out} resume_force=true" if elsewhere and resume
+                    else "; wait for it or stop it first")
+            return (f"{out} belongs to a run that is still running (pid {previous.get('pid')} on "
+                    f"{previous.get('host')}, started {previous.get('started', previous.get('time'))}){hint}")
     if resume:
         if previous is None:
-            raise RunDirError(f"resume={out}: no status.json there, so no simlab run to resume")
+            return f"resume={out}: no status.json there, so no simlab run to resume"
         if previous["status"] in ("completed", "skipped"):
-            raise RunDirError(f"resume={out}: that run is already {previous['status']}; nothing to resume")
-        return previous
-    if leftovers:
-        if not overwrite:
-            state = previous["status"] if previous else "no status"
-            raise RunDirError(
-                f"{out} already holds another run's outputs ({state}: {', '.join(leftovers)}). Use a new folder "
+            return f"resume={out}: that run is already {previous['status']}; nothing to resume"
+        return None
+    leftovers = leftover_outputs(out) if out.is_dir() else []
+    if leftovers and not overwrite:
+        state = previous["status"] if previous else "no status"
+        return (f"{out} already holds another run's outputs ({state}: {', '.join(leftovers)}). Use a new folder "
                 f"(the default hydra.run.dir is always new), resume that run with resume={out}, or pass "
-                f"overwrite=true to delete its outputs first"
-            )
-        for name in leftovers:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+                f"overwrite=true to delete its outputs first")
+    return None
+
+
+def claim(out: str | Path, *, resume: bool = False, overwrite: bool = False, force: bool = False,
+          overrides: list[str] | None = None, **running: object) -> dict | None:
+    """Make ``out`` this run's folder; returns the previous status record (or None).
+
+    A folder that holds another run's outputs is refused, unless this run resumes it (the previous run must
+    have stopped: interrupted, failed, or dead; ``force`` also takes one still marked ``running`` on another host,
+    which cannot be asked whether it is alive) or ``overwrite`` is set (its outputs are removed first, so nothing of
+    the old run is left beside the new one). A folder whose run is alive on this host is always refused. With
+    ``overrides``, status.json ``running`` (with ``running`` as extra fields) is written under the same lock.
+    """
+    out = Path(out)
+    if resume and not out.is_dir():
+        raise RunDirError(refusal(out, resume=True))
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        reason = refusal(out, resume=resume, overwrite=overwrite, force=force)
+        if reason:
+            raise RunDirError(reason)
+        previous = read_status(out)
+        if not resume:
+            for name in leftover_outputs(out):
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if overrides is not None:
+            write_status(out, "running", overrides, **running)
     return previous
 
 

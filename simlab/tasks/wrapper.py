@@ -48,9 +48,10 @@ def task_wrapper(task: Task) -> Task:
                 if cfg.resume:
                     prepare_resume(cfg, run)
                 if is_rank_zero():
-                    run.claim(resume=bool(cfg.resume), overwrite=bool(cfg.overwrite))
-                    run.write_status("running", overrides, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                     resumed_from=cfg.ckpt_path if cfg.resume else None)
+                    run.claim(resume=bool(cfg.resume), overwrite=bool(cfg.overwrite),
+                              force=bool(cfg.get("resume_force")), overrides=overrides,
+                              started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              resumed_from=cfg.ckpt_path if cfg.resume else None)
                     owner = True
                 start(cfg, run)
                 result = task(cfg)
@@ -138,7 +139,8 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     for config in (saved, asked):  # the function that runs the task (absent from older runs) changes no result
         (config.get("task") or {}).pop("run", None)
     # optimized_metric: what a sweeper reads from the result, not how the run trains
-    differences = config_differences(saved, asked, ignore=("resume", "ckpt_path", "overwrite", "optimized_metric"))
+    differences = config_differences(saved, asked,
+                                     ignore=("resume", "resume_force", "ckpt_path", "overwrite", "optimized_metric"))
     if differences:
         raise RunDirError(
             f"resume={out}: the config differs from the interrupted run's ({'; '.join(differences[:10])}); give the "

@@ -1,0 +1,93 @@
+"""Claiming a run folder: one winner when runs race, nothing touched in a refused folder, a lost host's run resumable
+on request, outputs readable as the umask says."""
+
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from simlab.files import write_json
+from simlab.runs.status import RunDirError, claim, read_status, write_status
+
+
+def _claim_at_once(out, barrier, results):
+    barrier.wait()
+    try:
+        claim(out, overrides=[], started="now")
+        results.put("won")
+    except RunDirError:
+        results.put("refused")
+
+
+def test_runs_racing_for_one_empty_folder_have_one_winner(tmp_path):
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        barrier, results = context.Barrier(4), context.Queue()
+        workers = [context.Process(target=_claim_at_once, args=(out, barrier, results)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        outcomes = sorted(results.get(timeout=5) for _ in workers)
+        assert outcomes == ["refused", "refused", "refused", "won"], f"attempt {attempt}: {outcomes}"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_are_as_readable_as_the_umask_says(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_run_on_a_lost_host_resumes_only_when_forced(tmp_path):
+    write_status(tmp_path, "running", ["x=1"])
+    record = json.loads((tmp_path / "status.json").read_text())
+    (tmp_path / "status.json").write_text(json.dumps({**record, "host": "a-node-that-is-gone"}))
+    assert read_status(tmp_path).get("dead") is False  # another host: simlab cannot tell
+    with pytest.raises(RunDirError, match=r"still running .*a-node-that-is-gone.*resume_force=true"):
+        claim(tmp_path, resume=True)
+    with pytest.raises(RunDirError, match="still running"):
+        claim(tmp_path, force=True)  # forcing is for resuming only, never for overwriting a live run
+    assert claim(tmp_path, resume=True, force=True)["host"] == "a-node-that-is-gone"
+
+
+def test_a_run_on_this_host_that_is_alive_is_never_forced(tmp_path):
+    write_status(tmp_path, "running", [])  # this test's own, live pid
+    with pytest.raises(RunDirError, match="wait for it or stop it first"):
+        claim(tmp_path, resume=True, force=True)
+
+
+def _run_py(*overrides):
+    return subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_refused_run_touches_nothing_in_the_folder(tmp_path):
+    out = tmp_path / "done"
+    (out / ".hydra").mkdir(parents=True)
+    files = {".hydra/config.yaml": "the finished run's config\n", ".hydra/overrides.yaml": "- its=overrides\n",
+             "run.log": "its log\n", "metrics.json": "{}\n"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    write_status(out, "completed", ["its=overrides"])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = _run_py("task=baseline", "baseline=uniform", "logger=none", f"hydra.run.dir={out}")
+    assert result.returncode == 1 and "already holds another run's outputs" in result.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_resuming_a_folder_that_does_not_exist_creates_nothing(tmp_path):
+    missing = tmp_path / "no" / "such" / "run"
+    result = _run_py("experiment=smoke", "logger=none", f"resume={missing}")
+    assert result.returncode == 1 and f"resume={missing}: no such run folder" in result.stderr
+    assert not (tmp_path / "no").exists()
