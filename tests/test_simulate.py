@@ -299,3 +299,14 @@ def test_simulating_with_an_adapter_asks_for_the_prompt_it_was_trained_on(tmp_pa
     check_prompt_matches_adapter({"model": {"adapter": adapter},
                                   "data": {"prompt_order": "question_first", "prompt_style": "plain"}})
     check_prompt_matches_adapter({"model": {"adapter": None}, "data": {"prompt_order": "paper"}})
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_escaped():
+    import pandas as pd
+
+    from simlab.simulate.outputs import spreadsheet_safe
+
+    frame = pd.DataFrame({"option": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "Yes", "a=b"], "share": [0.1] * 6})
+    safe = spreadsheet_safe(frame)
+    assert list(safe["option"]) == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)", "Yes", "a=b"]
+    assert list(safe["share"]) == [0.1] * 6 and list(frame["option"])[0].startswith("=")  # the frame is unchanged

@@ -52,7 +52,7 @@ def write_simulation(frame, out_dir: str | Path) -> list[Path]:
 
     csv_path = out / CSV_NAME
     with atomic_writer(csv_path, newline="") as handle:
-        frame.to_csv(handle, index=False, float_format="%.10g")
+        spreadsheet_safe(frame).to_csv(handle, index=False, float_format="%.10g")
     meta_path = out / META_NAME
     meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
@@ -145,3 +145,20 @@ def plot_question(frame, question_id: str, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame):
+    """The frame with every text cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
+    carriage return: an option label such as ``=HYPERLINK(...)`` from a shared questions file) prefixed with ``'``,
+    the usual escape; numbers are left as they are."""
+    from pandas.api.types import is_numeric_dtype
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if not is_numeric_dtype(safe[column]):
+            safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+                            for v in safe[column]]
+    return safe
