@@ -14,13 +14,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from simlab.runs.status import sqlite_storage, unique_run_dir
+from simlab.runs.status import safe_dirname, sqlite_storage, unique_run_dir
 from simlab.tasks import objective, run_task
 
 # hydra.run.dir: the folder to resume, else a new one per run (date, time and a random part; cached per config)
 OmegaConf.register_new_resolver("simlab.run_dir", unique_run_dir, use_cache=True)
 # hparams_search: the Optuna study's SQLite file under the sweep folder (made first)
 OmegaConf.register_new_resolver("simlab.sqlite", sqlite_storage, use_cache=True)
+# a sweep job's folder name: its overrides as one safe path component (no "/" or "..")
+OmegaConf.register_new_resolver("simlab.dirname", safe_dirname)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -91,3 +91,21 @@ def test_resuming_a_folder_that_does_not_exist_creates_nothing(tmp_path):
     result = _run_py("experiment=smoke", "logger=none", f"resume={missing}")
     assert result.returncode == 1 and f"resume={missing}: no such run folder" in result.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_sweep_job_folders_stay_inside_the_sweep_folder(tmp_path):
+    from simlab.runs.status import safe_dirname
+
+    assert safe_dirname("+note=a/../../X") == "+note=a_______X"
+    assert safe_dirname("ckpt_path=ck/a.ckpt") == "ckpt_path=ck_a.ckpt"
+    assert safe_dirname("..") == "__" and safe_dirname("method=ft_js,loss=kl") == "method=ft_js,loss=kl"
+    long = safe_dirname("x=" + "a" * 400)
+    assert len(long) == 150 and long != safe_dirname("x=" + "a" * 399 + "b")
+    sweep = tmp_path / "sweep"
+    result = _run_py("-m", "task=baseline", "baseline=uniform", "logger=none", "data.limit_per_subset=4",
+                     "+note=a/../../escaped,ck/b", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rest = ",baseline=uniform,data.limit_per_subset=4,task=baseline"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [f"0_+note=a_______escaped{rest}",
+                                                                      f"1_+note=ck_b{rest}"]
+    assert not (tmp_path / "escaped").exists()

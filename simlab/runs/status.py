@@ -82,6 +82,19 @@ def unique_run_dir(resume: str | None, base: str) -> str:
     return f"{base}/{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
+def safe_dirname(name: str, limit: int = 150) -> str:
+    """A sweep job's folder name from its overrides, as one path component: a path separator or a character outside
+    letters, digits and ``._=,+-`` becomes ``_`` (so ``+note=a/../../X`` cannot put a job outside its sweep folder,
+    and ``ckpt_path=ck/a.ckpt`` does not nest folders); a long name is cut and ends with a hash of the whole."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", name).replace("..", "__").lstrip(".-") or "_"
+    if len(safe) > limit:
+        safe = f"{safe[: limit - 9]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe
+
+
 def leftover_outputs(out: str | Path) -> list[str]:
     """The run outputs already in ``out`` (another run's, or this run's before it was interrupted)."""
     out = Path(out)
