@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout whose code runs (its commit goes into metrics.json)
 DATA_ENV = "SIMLAB_DATA"
 CACHE_ENV = "SIMLAB_CACHE"
 

@@ -20,6 +20,7 @@ from simlab.analysis.post_test import analyse
 from simlab.data.datamodule import SurveyDataModule
 from simlab.files import write_text
 from simlab.metrics.scoring import score_subsets
+from simlab.paths import REPO_ROOT
 from simlab.report.results_table import results_table
 from simlab.runs.metrics_file import RunMetrics, summarize
 from simlab.runs.predictions import write_predictions
@@ -88,7 +89,7 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     extra = analyse(rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)
     metrics.update(extra)
     metrics["reanalysed_from"] = str(run_dir.resolve())
-    metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
+    metrics["reanalysis_code"] = git_state(REPO_ROOT)
     out.mkdir(parents=True, exist_ok=True)  # outputs first, status.json last (a folder the report can trust)
     source, target = RunDir(run_dir), RunDir(out)
     if limit_eval_per_subset is None:

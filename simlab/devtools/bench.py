@@ -59,6 +59,7 @@ from simlab.data.batching import (
 )
 from simlab.metrics.divergences import masked_softmax
 from simlab.model.scoring import option_logits
+from simlab.runs.provenance import cpu_model
 from simlab.training.losses import KLDivergenceLoss
 
 REFERENCE_MAX_LENGTH = 512
@@ -541,20 +542,6 @@ class Bench:
 
 def _log(message: str) -> None:
     print(message, flush=True)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), written beside every timing."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def path_tokens(data: BenchData, method: Method, indices: Sequence[int], batch_size: int, *, train: bool,
