@@ -111,7 +111,15 @@ class RunDir:
 
     def read_predictions(self, subset: str | None = None) -> list[dict]:
         """predictions.jsonl's records in file order (only ``subset``'s when given)."""
-        return [record for _, record in self.iter_predictions(subset)]
+        return predictions_file.read_predictions(self.predictions_file, subset)
+
+    def records_by_row(self, subset: str) -> dict[predictions_file.RowKey, dict]:
+        """``subset``'s records keyed by (country, question id); a row seen twice is an error."""
+        return predictions_file.records_by_row(self.predictions_file, subset)
+
+    def predictions_for_rows(self, rows: dict) -> dict[str, list[list[float]]]:
+        """Each tested subset's predictions in row order, every line checked against its row of ``rows``."""
+        return predictions_file.predictions_for_rows(self.predictions_file, rows)
 
     def iter_predictions(self, subset: str | None = None) -> Iterator[tuple[int, dict]]:
         """(line number, record) for each line of predictions.jsonl (blank lines skipped)."""
