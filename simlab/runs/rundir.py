@@ -13,6 +13,7 @@ from simlab.runs.names import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    FIGURES_DIR,
     LAST_CHECKPOINT,
     LOG_FILE,
     METRICS_FILE,
@@ -28,7 +29,8 @@ class RunDir:
 
     ``config_resolved.yaml`` (the resolved config), ``predictions.jsonl`` (one line per tested row),
     ``results.md`` (the tables), ``metrics.json`` (:class:`RunMetrics`), ``status.json`` (the run's fate, written
-    first and last), ``run.log``, ``adapter/`` (a fine-tune's LoRA adapter) and ``checkpoints/last.ckpt``."""
+    first and last), ``run.log``, ``adapter/`` (a fine-tune's LoRA adapter), ``checkpoints/last.ckpt`` and
+    ``figures/`` (the figures of its W&B run)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -67,6 +69,10 @@ class RunDir:
     @property
     def adapter_dir(self) -> Path:
         return self.path / ADAPTER_DIR
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / FIGURES_DIR
 
     @property
     def checkpoint_dir(self) -> Path:

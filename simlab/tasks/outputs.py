@@ -21,10 +21,11 @@ log = logging.getLogger("simlab")
 
 def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
-    null (default): apply a saved one only, never fit; false: the raw option probabilities."""
+    null (default): apply a saved one only, never fit; false: the raw option probabilities. Never for a task
+    whose predictions are no option probabilities (``task.calibrates: false``, a baseline)."""
     from simlab.simulator.temperature import load_calibration
 
-    if cfg.task.name == "baseline" or cfg.calibrate is False:
+    if not cfg.task.calibrates or cfg.calibrate is False:
         return False
     if cfg.calibrate:
         return True
@@ -94,17 +95,20 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
     run.write_results(table)
     run.write_metrics(metrics)
     log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
-    log_dashboards(loggers, run, summary, datamodule.rows, predictions, adapter=info.get("adapter"), seed=cfg.seed)
+    log_dashboards(loggers, run, summary, datamodule.rows, predictions,
+                   trained_adapter=info.get("adapter") if cfg.task.fit else None, seed=cfg.seed)
     log.info("\n%s", table)
     log.info("outputs in %s", run.path)
     return summary
 
 
 def log_dashboards(loggers: list, run: RunDir, summary: dict, rows: dict, predictions: dict, *,
-                   adapter: str | None, seed: int) -> None:
-    """The W&B run's results and predictions tables, figures and adapter artifact (simlab.report.wandb_logging)."""
+                   trained_adapter: str | None, seed: int) -> None:
+    """The W&B run's results and predictions tables, figures and the adapter this run trained (as an artifact):
+    :func:`simlab.report.wandb_logging.log_run`, from the results in hand."""
     from simlab.report.wandb_logging import log_run
 
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            log_run(logger.experiment, run.path, summary, rows, predictions, adapter=adapter, seed=seed)
+            log_run(logger.experiment, summary, rows, predictions, figures_dir=run.figures_dir,
+                    adapter=trained_adapter, seed=seed)
