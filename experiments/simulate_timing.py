@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from simlab.devtools.bench.meters import cpu_model
 from simlab.model import load_language_model
+from simlab.runs.provenance import cpu_model
 from simlab.simulate import Simulator, read_questions
 
 CONFIGS = {

@@ -152,3 +152,37 @@ def test_bad_inputs():
         calibrate_predictions([[0.5, 0.5]], [[0.2, 0.3, 0.5]], {})
     with pytest.raises(ValueError, match="1 valid predictions for 2"):
         calibrate_predictions([[0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]], {})
+
+
+def test_recalibrate_is_the_task_step_and_the_analysis():
+    """Re-scoring after calibration, written once: a fitted temperature and a saved one give the same scores as
+    scoring the rescaled predictions by hand, and the post-test analysis reports exactly those."""
+    from simlab.analysis.post_test import analyse, recalibrate
+    from simlab.data.rows import SurveyRow
+    from simlab.metrics.scoring import score_subsets
+    from simlab.simulator.temperature import rescale_predictions
+
+    _, preds, target, mask = _ragged_batch(2.0)
+    ks = mask.sum(dim=-1).tolist()
+    letters = "ABCDEFGHIJK"
+
+    def row(i, k):
+        return SurveyRow("V", str(i), "Japan", "", "q", tuple(f"({c})x" for c in letters[:k]), tuple(letters[:k]),
+                         tuple(target[i, :k].tolist()), None, "f", i)
+
+    rows = {"V": [row(i, k) for i, k in enumerate(ks)], "T": [row(i, k) for i, k in enumerate(ks)]}
+    predicted = {s: [preds[i, :k].tolist() for i, k in enumerate(ks)] for s in rows}
+    fitted = recalibrate(rows, predicted, fit_on="V")
+    assert fitted.temperature == pytest.approx(2.0, abs=1e-2)
+    assert fitted.predictions == rescale_predictions(predicted, fitted.temperature)
+    assert fitted.scores == score_subsets(rows, fitted.predictions)
+    assert fitted.scores["T"]["kl"] < score_subsets(rows, predicted)["T"]["kl"]
+    saved = recalibrate(rows, predicted, temperature=fitted.temperature)
+    assert saved == fitted
+    calibrated = analyse(rows, predicted, ["V", "T"], calibrate_on="V", ceiling_samples=5)["calibrated"]
+    assert calibrated["temperature"] == fitted.temperature and calibrated["fitted_on"] == "V"
+    assert calibrated["subsets"] == fitted.scores
+    with pytest.raises(ValueError, match="either a temperature or the subset"):
+        recalibrate(rows, predicted, temperature=1.5, fit_on="V")
+    with pytest.raises(ValueError, match="fitted on 'C9', which was not tested"):
+        recalibrate(rows, predicted, fit_on="C9")

@@ -104,3 +104,84 @@ def test_per_country_and_per_dimension_means():
     dims = per_dimension(records, {"1": "values", "2": "values"})["S"]
     assert dims["values"] == pytest.approx({"one_minus_jsd": (2 + disjoint) / 3, "n": 3})
     assert dims["(not in questionnaire)"] == pytest.approx({"one_minus_jsd": 1.0, "n": 1})
+
+
+def _scored_run():
+    """Rows of C2-Q1 (two questions, three countries), predictions and the summary a run hands its W&B logging."""
+    from simlab.analysis.position_bias import position_bias
+    from simlab.data.rows import SurveyRow
+    from simlab.metrics.scoring import score_subsets
+    from simlab.runs.metrics_file import summarize
+
+    human = {"1": ([0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]), "2": ([0.5, 0.5, 0.0], [0.9, 0.05, 0.05],
+                                                                            [0.3, 0.3, 0.4])}
+    rows, predicted = [], []
+    for question, shares in human.items():
+        for i, (country, target) in enumerate(zip(("Chile", "Japan", "Kenya"), shares)):
+            rows.append(SurveyRow("C2-Q1", question, country, "", f"question {question}",
+                                  ("(A)a", "(B)b", "(C)c"), ("A", "B", "C"), tuple(target), None, "f", len(rows)))
+            predicted.append([0.5 - 0.1 * i, 0.3, 0.2 + 0.1 * i])
+    rows, predictions = {"C2-Q1": rows}, {"C2-Q1": predicted}
+    summary = summarize(score_subsets(rows, predictions), [], task="zeroshot", model="tiny")
+    summary["position_bias"] = {"C2-Q1": position_bias([r.target for r in rows["C2-Q1"]], predicted)}
+    return rows, predictions, summary
+
+
+def test_a_runs_wandb_figures_are_the_reports_drawn_from_the_results_in_hand(tmp_path, monkeypatch):
+    """The figures a W&B run logs come from the summary and predictions handed over (nothing is read back from a
+    folder) and are the report's own figures, byte for byte, for the same run."""
+    from simlab.report.build import write_report
+    from simlab.report.wandb_logging import run_figures
+    from simlab.runs.predictions import prediction_records
+    from simlab.runs.rundir import RunDir
+
+    rows, predictions, summary = _scored_run()
+    run = RunDir(tmp_path / "tiny")  # the folder's name is the report's label when one job is reported
+    run.path.mkdir()
+    run.write_predictions(rows, predictions)
+    run.write_metrics(summary)
+    run.write_status("completed", [])
+    write_report(collect_jobs([run.path]), tmp_path / "report", subset="C2-Q1")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the W&B figures read a run folder")
+
+    for method in ("read_metrics", "read_predictions", "iter_predictions", "read_status"):
+        monkeypatch.setattr(RunDir, method, no_reading)
+    records = list(prediction_records(rows, predictions))
+    made = run_figures(summary, records, tmp_path / "figures", "tiny")
+    assert [p.name for p in made] == ["one_minus_jsd_by_subset.png", "accuracy_by_subset.png",
+                                      "diversity_C2-Q1.png", "position_bias_C2-Q1.png"]
+    for path in made:
+        assert path.read_bytes() == (tmp_path / "report" / path.name).read_bytes(), path.name
+    assert run_figures({"task": "simulate"}, [], tmp_path / "none", "x") == []  # nothing scored, nothing drawn
+
+
+def test_log_run_logs_what_it_is_handed_and_only_a_trained_adapter(tmp_path):
+    from simlab.report.wandb_logging import log_run
+
+    class Experiment:
+        def __init__(self):
+            self.logged, self.artifacts = [], []
+
+        def log(self, payload):
+            self.logged.append(payload)
+
+        def log_artifact(self, artifact):
+            self.artifacts.append(artifact)
+
+    rows, predictions, summary = _scored_run()
+    (tmp_path / "run").mkdir()
+    evaluated = Experiment()
+    log_run(evaluated, summary, rows, predictions, figures_dir=tmp_path / "run" / "figures", adapter=None)
+    (payload,) = evaluated.logged
+    assert {"results", "predictions", "figures/one_minus_jsd_by_subset", "figures/position_bias_C2-Q1"} <= set(payload)
+    assert payload["predictions"].data[0][:3] == ["C2-Q1", "Chile", "1"] and evaluated.artifacts == []
+    assert not (tmp_path / "run" / "metrics.json").exists()  # nothing was written or read there but the figures
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    trained = Experiment()
+    log_run(trained, summary, rows, predictions, figures_dir=tmp_path / "run" / "figures", adapter=str(adapter))
+    (artifact,) = trained.artifacts
+    assert artifact.type == "model" and artifact.name == "adapter-tiny" and artifact.metadata["model"] == "tiny"

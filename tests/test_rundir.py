@@ -176,3 +176,18 @@ def test_every_run_file_name_is_the_run_dirs(tmp_path):
         run.read_metrics()
     run.write_metrics({"task": "t", "subsets": {}})
     assert run.read_metrics() == {"task": "t", "subsets": {}} and run.is_run()
+
+
+def test_metrics_json_is_read_and_written_through_its_owner():
+    """metrics.json has one owner (RunDir.read_metrics / write_metrics, schema RunMetrics): no module opens it."""
+    import re
+    from pathlib import Path
+
+    import simlab
+
+    package = Path(simlab.__file__).parent
+    owner = {"runs/rundir.py", "runs/names.py"}
+    direct = re.compile(r"METRICS_FILE|metrics_file\.(read_|open|write_)|[\"']metrics\.json[\"']\)?\.(read|open)")
+    offenders = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                 if p.relative_to(package).as_posix() not in owner and direct.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

@@ -40,7 +40,30 @@ def test_every_task_config_names_its_function(task, job, tmp_path):
     cfg = job(f"task={task}", out=tmp_path)
     function = instantiate(cfg.task.run)
     assert callable(function) and function.func.__module__.startswith("simlab.tasks.")
-    assert cfg.task.name and isinstance(cfg.task.fit, bool)
+    assert cfg.task.name and isinstance(cfg.task.fit, bool) and isinstance(cfg.task.calibrates, bool)
+    assert cfg.task.calibrates == (task != "baseline")  # a baseline's shares have no temperature
+
+
+def test_shared_code_asks_tasks_what_they_are_not_their_names():
+    """What a task is comes from its config (task.fit, task.calibrates) or from what a run recorded
+    (RunMetrics.is_baseline): no task name compared as a string anywhere in the package."""
+    import re
+
+    compared = re.compile(r"""(task\.name|get\(["']task["']\)|\[["']task["']\])\s*(==|!=|\bin\b)""")
+    found = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "simlab").rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if compared.search(line)]
+    assert found == []
+
+
+def test_what_a_run_was_is_read_from_what_it_recorded():
+    from simlab.runs.metrics_file import RunMetrics
+
+    model = RunMetrics.from_dict({"task": "zeroshot", "model": "m", "subsets": {}})
+    uniform = RunMetrics.from_dict({"task": "baseline", "baseline": "uniform", "subsets": {}})
+    json_zs = RunMetrics.from_dict({"task": "baseline", "baseline": "json_zs", "model": "m", "subsets": {}})
+    outside_hydra = RunMetrics.from_dict({"baseline": None, "subsets": {}})  # job_choice is None outside Hydra
+    assert [m.is_baseline for m in (model, uniform, json_zs, outside_hydra)] == [False, True, True, True]
+    assert [m.answers_from_model for m in (model, uniform, json_zs, outside_hydra)] == [True, False, True, False]
 
 
 def test_baseline_task_in_process(job, tmp_path, shared_data):
@@ -169,6 +192,7 @@ def test_resume_is_refused_before_the_folder_is_touched(job, tmp_path):
 
     with open_dict(original):
         del original.task["run"]  # a run from before tasks were named in the config resumes all the same
+        del original.task["calibrates"]  # and from before tasks said whether they calibrate
     RunDir(tmp_path).write_config(OmegaConf.to_yaml(original, resolve=True))
     with pytest.raises(RunDirError, match=r"data.batch_size: 2 -> "):
         prepare_resume(cfg, RunDir(tmp_path))

@@ -19,20 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from simlab.metrics.registry import one_minus_jsd
+from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir
 
 
-def load_cells(run_dir: str | Path, subset: str) -> dict[tuple[str, str], dict]:
+def load_cells(run_dir: str | Path, subset: str) -> dict[RowKey, dict]:
     """The run's prediction records of ``subset`` by (country, question); a cell seen twice is an error."""
-    run = RunDir(run_dir)
-    path = run.predictions_file
-    cells: dict[tuple[str, str], dict] = {}
-    for line_number, record in run.iter_predictions(subset):
-        key = (record["country"], str(record["question_id"]))
-        if key in cells:
-            raise ValueError(f"{path}: line {line_number}: cell {key} appears twice")
-        cells[key] = record
-    return cells
+    return RunDir(run_dir).records_by_row(subset)
 
 
 def _shares(values) -> np.ndarray:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from simlab.metrics.registry import metric_spec
+from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir
-
-RowKey = tuple[str, str]  # (country, question id)
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,11 @@ class PairedDifference:
         return self.difference / self.se_questions
 
 
-def row_values(records: list[dict], metric: str, key: str = "predicted") -> dict[RowKey, float]:
+def row_values(records: dict[RowKey, dict], metric: str, key: str = "predicted") -> dict[RowKey, float]:
     """The metric of each prediction record (``key``: the predictions to score), keyed by country and question."""
     spec = metric_spec(metric)
     values: dict[RowKey, float] = {}
-    for record in records:
-        row = (record["country"], str(record["question_id"]))
-        if row in values:
-            raise ValueError(f"row {row} appears twice in subset {record['subset']!r}")
+    for row, record in records.items():
         if key not in record:
             raise KeyError(f"prediction record {row} of {record['subset']!r} has no {key!r} (uncalibrated predictions "
                            f"exist only for runs that applied a temperature)")
@@ -97,13 +93,13 @@ def paired_difference(a: dict[RowKey, float], b: dict[RowKey, float], metric: st
 def compare(run_a: str, run_b: str, subset: str, *, metric: str = "one_minus_jsd", key: str = "predicted",
             exclude_rows_of: str | None = None) -> PairedDifference:
     """The paired difference of two run folders' predictions on one subset."""
-    a, b = (row_values(RunDir(run).read_predictions(subset), metric, key) for run in (run_a, run_b))
+    a, b = (row_values(RunDir(run).records_by_row(subset), metric, key) for run in (run_a, run_b))
     for run, values in ((run_a, a), (run_b, b)):
         if not values:
             raise ValueError(f"{run} has no predictions for subset {subset!r}")
     exclude: set[RowKey] = set()
     if exclude_rows_of:
-        exclude = {(r["country"], str(r["question_id"])) for r in RunDir(exclude_rows_of).read_predictions(subset)}
+        exclude = set(RunDir(exclude_rows_of).records_by_row(subset))
     return paired_difference(a, b, metric, exclude)
 
 

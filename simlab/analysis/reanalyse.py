@@ -18,10 +18,10 @@ from pathlib import Path
 
 from simlab.analysis.post_test import analyse
 from simlab.data.datamodule import SurveyDataModule
-from simlab.files import write_text
 from simlab.metrics.scoring import score_subsets
+from simlab.paths import REPO_ROOT
 from simlab.runs.metrics_file import RunMetrics, summarize
-from simlab.runs.predictions import write_predictions
+from simlab.runs.predictions import copy_predictions
 from simlab.runs.provenance import git_state
 from simlab.runs.results_table import results_table
 from simlab.runs.rundir import RunDir
@@ -39,34 +39,6 @@ def load_run_rows(run_dir: Path, **overrides):
     return datamodule
 
 
-def load_predictions(run_dir: Path, rows: dict) -> dict[str, list[list[float]]]:
-    """The run's predictions by subset, each line checked against its row (in order)."""
-    run = RunDir(run_dir)
-    path = run.predictions_file
-    predictions: dict[str, list[list[float]]] = {}
-    for line_number, record in run.iter_predictions():
-        subset = record["subset"]
-        if subset not in rows:
-            raise ValueError(f"{path}: line {line_number}: subset {subset!r} is not in the run's data config")
-        index = len(predictions.setdefault(subset, []))
-        if index >= len(rows[subset]):
-            raise ValueError(
-                f"{path}: line {line_number}: more predictions than the {len(rows[subset])} rows of {subset}")
-        row = rows[subset][index]
-        for field, expected in (("country", row.country), ("question_id", row.question_id),
-                                ("letters", list(row.letters))):
-            if record[field] != expected:
-                raise ValueError(f"{path}: line {line_number}: field {field!r} is {record[field]!r}, but row "
-                                 f"{index} of {subset} has {expected!r}")
-        if max(abs(a - b) for a, b in zip(record["human"], row.target)) > 1e-9:
-            raise ValueError(f"{path}: line {line_number}: field 'human' differs from row {index} of {subset}")
-        predictions[subset].append(record["predicted"])
-    for subset, predicted in predictions.items():
-        if len(predicted) != len(rows[subset]):
-            raise ValueError(f"{path}: {len(predicted)} predictions for the {len(rows[subset])} rows of {subset}")
-    return predictions
-
-
 def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = None, seed: int = 0,
               limit_eval_per_subset: int | None = None) -> dict:
     """Write ``out``/metrics.json (the run's metrics with a fresh analysis), results.md and the predictions
@@ -74,7 +46,7 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     run_dir, out = Path(run_dir), Path(out)
     metrics = RunDir(run_dir).read_metrics()
     datamodule = load_run_rows(run_dir)
-    predictions = load_predictions(run_dir, datamodule.rows)
+    predictions = RunDir(run_dir).predictions_for_rows(datamodule.rows)
     rows = {s: datamodule.rows[s] for s in predictions}
     if limit_eval_per_subset is not None:
         sample = load_run_rows(run_dir, limit_eval_per_subset=limit_eval_per_subset).rows
@@ -88,13 +60,13 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
     extra = analyse(rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)
     metrics.update(extra)
     metrics["reanalysed_from"] = str(run_dir.resolve())
-    metrics["reanalysis_code"] = git_state(Path(__file__).resolve().parents[1])
+    metrics["reanalysis_code"] = git_state(REPO_ROOT)
     out.mkdir(parents=True, exist_ok=True)  # outputs first, status.json last (a folder the report can trust)
     source, target = RunDir(run_dir), RunDir(out)
     if limit_eval_per_subset is None:
-        write_text(target.predictions_file, source.predictions_file.read_text(encoding="utf-8"))
+        copy_predictions(source.predictions_file, target.predictions_file)
     else:
-        write_predictions(target.predictions_file, rows, predictions)
+        target.write_predictions(rows, predictions)
     target.write_results(results_table(metrics))
     target.write_metrics(metrics)
     target.write_status("completed", metrics.get("overrides") or [], reanalysed_from=metrics["reanalysed_from"])

@@ -107,10 +107,7 @@ def adapter_difference(a: Path, b: Path) -> float:
 
 
 def prediction_difference(a: Path, b: Path) -> float:
-    def load(folder: Path):
-        return [json.loads(line) for line in RunDir(folder).predictions_file.read_text(encoding="utf-8").splitlines()]
-
-    left, right = load(a), load(b)
+    left, right = RunDir(a).read_predictions(), RunDir(b).read_predictions()
     if len(left) != len(right) or any((x["country"], x["question_id"]) != (y["country"], y["question_id"])
                                       for x, y in zip(left, right)):
         return float("inf")
@@ -148,7 +145,7 @@ def kill_and_resume(out: Path, reference: Path, name: str, signum: int) -> list[
                                 f"rc {resumed.returncode}, status {final.get('status')}: {resumed.output[-300:]}",
                                 False))
         return outcomes
-    metrics = json.loads(RunDir(run_dir).metrics_file.read_text(encoding="utf-8"))
+    metrics = RunDir(run_dir).read_metrics()
     weights, probs = adapter_difference(reference, run_dir), prediction_difference(reference, run_dir)
     outcomes.append(Outcome(
         f"resume after {label}", "completes, equals the uninterrupted run to 1e-6",
@@ -191,7 +188,7 @@ def killed_while_writing(out: Path) -> Outcome:
     ok = process.returncode == -signal.SIGKILL and RunDir(run_dir).metrics_file.is_file() and not job.ok
     return Outcome("kill -9 right after metrics.json is written", "the report does not count it completed",
                    f"rc {process.returncode}, "
-                   f"metrics.json {'there' if (run_dir / 'metrics.json').is_file() else 'absent'}, "
+                   f"metrics.json {'there' if RunDir(run_dir).metrics_file.is_file() else 'absent'}, "
                    f"report status {job.status}", ok)
 
 

@@ -19,6 +19,7 @@ from simlab.report.tables import (
     status_table,
     write_long_csv,
 )
+from simlab.runs.metrics_file import RunMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,13 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
     records = {j.path: j.predictions() for j in tqdm(done, desc="report: reading predictions", unit="job",
                                                       disable=len(done) < 2)}
     lines += ["## Figures", ""]
-    fig = figures.metric_by_subset(jobs, "accuracy", out / "accuracy_by_subset.png",
+    fig = figures.metric_by_subset(done, "accuracy", out / "accuracy_by_subset.png",
                                    "Accuracy (argmax = human majority) per subset")
     lines += [f"![accuracy per subset]({fig.name})", ""]
-    fig = figures.metric_by_subset(jobs, "one_minus_jsd", out / "one_minus_jsd_by_subset.png", "1-JSD per subset")
+    fig = figures.metric_by_subset(done, "one_minus_jsd", out / "one_minus_jsd_by_subset.png", "1-JSD per subset")
     lines += [f"![1-JSD per subset]({fig.name})", ""]
 
-    model_jobs = [j for j in done if j.metrics.get("task") != "baseline" or j.metrics.get("baseline") == "json_zs"]
+    model_jobs = [j for j in done if RunMetrics.from_dict(j.metrics).answers_from_model]
     if subset:
         points = {j.label: diversity(records[j.path], subset) for j in model_jobs}
         fig = figures.diversity_scatter(points, out / f"diversity_{subset}.png", subset)
@@ -81,7 +82,7 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
         by_country = {j.label: per_country(records[j.path], subset) for j in done}
         fig = figures.per_country_bars(by_country, subset, out / f"countries_{subset}.png")
         lines += [f"![per-country scores]({fig.name})", ""]
-        fig = figures.position_bias_bars(jobs, subset, out / f"position_bias_{subset}.png")
+        fig = figures.position_bias_bars(done, subset, out / f"position_bias_{subset}.png")
         lines += [f"![position bias]({fig.name})", ""]
 
     if questionnaire:

@@ -1,8 +1,14 @@
-"""The report's figures (matplotlib, Agg: no display needed). Each function writes one PNG and returns its path."""
+"""The report's figures (matplotlib, Agg: no display needed). Each function writes one PNG and returns its path.
+
+They draw data in hand, never a folder: runs as :class:`Scored` (a label and the metrics.json content; a report's
+completed jobs, or the summary a run hands its W&B logging as :class:`ScoredRun`), or per-label values."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import matplotlib
 
@@ -10,7 +16,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simlab.report.collect import Job  # noqa: E402
+
+class Scored(Protocol):
+    """A run a figure draws: its row label and its metrics (metrics.json's content)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def metrics(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """A run's label and summary, in hand (the report's jobs are read from their folders instead)."""
+
+    label: str
+    metrics: dict
 
 
 def _grouped_bars(ax, categories: list[str], series: dict[str, list[float]]) -> None:
@@ -26,9 +48,8 @@ def _legend(ax, n: int) -> None:
     ax.legend(fontsize=8, ncol=1 if n <= 6 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
-def metric_by_subset(jobs: list[Job], metric: str, path: Path, title: str) -> Path:
-    """Fig. 2 style: one bar per job for each subset (e.g. accuracy, ZS vs FT)."""
-    done = [j for j in jobs if j.ok]
+def metric_by_subset(done: Sequence[Scored], metric: str, path: Path, title: str) -> Path:
+    """Fig. 2 style: one bar per run for each subset (e.g. accuracy, ZS vs FT); ``done``: completed runs."""
     subsets = list(dict.fromkeys(s for j in done for s in j.metrics["subsets"]))
     series = {j.label: [j.metrics["subsets"].get(s, {}).get(metric, np.nan) for s in subsets] for j in done}
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(subsets) + 3), 4))
@@ -83,9 +104,10 @@ def per_country_bars(by_job: dict[str, dict[str, dict[str, float]]], subset: str
     return path
 
 
-def position_bias_bars(jobs: list[Job], subset: str, path: Path, positions: int = 6) -> Path:
-    """Mean predicted share per option position next to the humans' (first ``positions`` positions)."""
-    done = [j for j in jobs if j.ok and subset in (j.metrics.get("position_bias") or {})]
+def position_bias_bars(runs: Sequence[Scored], subset: str, path: Path, positions: int = 6) -> Path:
+    """Mean predicted share per option position next to the humans' (first ``positions`` positions); ``runs``:
+    completed runs (those without the subset's position bias are left out of the figure)."""
+    done = [j for j in runs if subset in (j.metrics.get("position_bias") or {})]
     fig, ax = plt.subplots(figsize=(8, 4))
     letters = [chr(ord("A") + i) for i in range(positions)]
     series = {}

@@ -1,9 +1,10 @@
 """What a W&B run shows beyond scalars: the results table, a sample of predictions against what people answered,
 the report's figures for the run, and the trained adapter as an artifact a later run can name.
 
-Everything is built from the run's own outputs (metrics.json's summary, the rows and predictions) by the same code
-as ``simlab.report``, so the dashboard and the files on disk cannot disagree. ``model.adapter=wandb:NAME[:ALIAS]``
-is resolved by :func:`resolve_adapter` from the offline run files on this machine, else from the W&B server.
+Everything is built from the results a run hands over (metrics.json's summary, the rows and predictions), never read
+back from its folder, by the same code as ``simlab.report``, so the dashboard and the files on disk cannot disagree.
+``model.adapter=wandb:NAME[:ALIAS]`` is resolved by :func:`resolve_adapter` from the offline run files on this
+machine, else from the W&B server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from simlab.data.rows import SurveyRow
-from simlab.runs.names import FIGURES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -89,33 +89,27 @@ def prediction_rows(rows: dict[str, list[SurveyRow]], predictions: dict[str, lis
     return columns, table
 
 
-def run_figures(run_dir: str | Path) -> list[Path]:
-    """The report's figures for one completed run (per-subset bars, diversity across countries, position bias),
-    written to ``<run dir>/figures/`` by ``simlab.report``'s own functions."""
+def run_figures(summary: dict, records: list[dict], out: Path, label: str) -> list[Path]:
+    """The report's figures for one run (per-subset bars, diversity across countries, position bias), drawn from
+    its summary and prediction records in hand by ``simlab.report``'s own functions into ``out``."""
     from simlab.report import figures
     from simlab.report.breakdown import diversity
-    from simlab.report.collect import load_job
 
-    run_dir = Path(run_dir)
-    job = load_job(run_dir)
-    if not job.metrics or not job.metrics.get("subsets"):
+    if not summary.get("subsets"):
         return []
-    # called while the run still says "running" in status.json: its outputs are written, so draw them
-    job.status = "completed"
-    job.label = job.metrics.get("model") or job.metrics.get("baseline") or run_dir.name
-    out = run_dir / FIGURES_DIR
+    run = figures.ScoredRun(label, summary)
     out.mkdir(exist_ok=True)
     made = [
-        figures.metric_by_subset([job], "one_minus_jsd", out / "one_minus_jsd_by_subset.png", "1-JSD per subset"),
-        figures.metric_by_subset([job], "accuracy", out / "accuracy_by_subset.png",
+        figures.metric_by_subset([run], "one_minus_jsd", out / "one_minus_jsd_by_subset.png", "1-JSD per subset"),
+        figures.metric_by_subset([run], "accuracy", out / "accuracy_by_subset.png",
                                  "Accuracy (argmax = human majority) per subset"),
     ]
-    subsets = list(job.metrics["subsets"])
+    subsets = list(summary["subsets"])
     subset = next((s for s in ("C2-Q1", "C3-Q1") if s in subsets), subsets[0])
-    points = diversity(job.predictions(), subset)
+    points = diversity(records, subset)
     if points:
-        made.append(figures.diversity_scatter({job.label: points}, out / f"diversity_{subset}.png", subset))
-    made.append(figures.position_bias_bars([job], subset, out / f"position_bias_{subset}.png"))
+        made.append(figures.diversity_scatter({label: points}, out / f"diversity_{subset}.png", subset))
+    made.append(figures.position_bias_bars([run], subset, out / f"position_bias_{subset}.png"))
     return made
 
 
@@ -125,21 +119,24 @@ def adapter_artifact_name(model_name: str) -> str:
     return f"adapter-{safe}"
 
 
-def log_run(experiment, run_dir: str | Path, summary: dict, rows: dict[str, list[SurveyRow]],
-            predictions: dict[str, list[list[float]]], *, adapter: str | None = None, seed: int = 0,
-            sample: int = PREDICTION_SAMPLE) -> None:
-    """Log the results table, the predictions sample, the figures and (for a fine-tune) the adapter artifact to
-    the W&B run ``experiment`` (a ``wandb.Run``, e.g. ``WandbLogger.experiment``)."""
+def log_run(experiment, summary: dict, rows: dict[str, list[SurveyRow]], predictions: dict[str, list[list[float]]],
+            *, figures_dir: Path, adapter: str | None = None, seed: int = 0, sample: int = PREDICTION_SAMPLE) -> None:
+    """Log the results table, the predictions sample, the figures (drawn into ``figures_dir``) and the adapter
+    the run trained (``adapter``, as an artifact) to the W&B run ``experiment`` (a ``wandb.Run``, e.g.
+    ``WandbLogger.experiment``). Everything comes from the results handed over, nothing is read back."""
     import wandb
+
+    from simlab.runs.predictions import prediction_records
 
     columns, data = results_rows(summary)
     payload = {"results": wandb.Table(columns=columns, data=data)}
     columns, data = prediction_rows(rows, predictions, sample=sample, seed=seed)
     payload["predictions"] = wandb.Table(columns=columns, data=data)
-    for path in run_figures(run_dir):
+    label = summary.get("model") or summary.get("baseline") or figures_dir.parent.name
+    for path in run_figures(summary, list(prediction_records(rows, predictions)), figures_dir, label):
         payload[f"figures/{path.stem}"] = wandb.Image(str(path))
     experiment.log(payload)
-    if adapter and summary.get("task") == "finetune" and Path(adapter).is_dir():
+    if adapter and Path(adapter).is_dir():
         metadata = {
             "model": summary.get("model"),
             "loss": summary.get("loss"),

@@ -21,6 +21,10 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
+# Baselines whose predictions are a language model's own answers (JSON-ZS asks it for the distribution): the
+# report draws them beside the models' where a figure is about what models answer.
+MODEL_ANSWER_BASELINES = frozenset({"json_zs"})
+
 
 def _key(recomputed: bool = False) -> Any:
     """A metrics.json key; ``recomputed``: simlab.analysis.reanalyse computes it again from the predictions."""
@@ -72,6 +76,17 @@ class RunMetrics:
     # keys this schema does not name, and the order of every key as read
     extra: dict = field(default_factory=dict, metadata={"recomputed": False})
     _order: tuple = field(default=(), repr=False, compare=False, metadata={"recomputed": False})
+
+    @property
+    def is_baseline(self) -> bool:
+        """A baseline's run: it records which baseline (``baseline``), a language model's run never does."""
+        return self.baseline is not UNSET
+
+    @property
+    def answers_from_model(self) -> bool:
+        """The predictions are a language model's answers: a model's run, or a baseline that asks one
+        (:data:`MODEL_ANSWER_BASELINES`)."""
+        return not self.is_baseline or self.baseline in MODEL_ANSWER_BASELINES
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Which code produced a run: the git commit (and whether the tree had local changes), for every metrics.json."""
+"""Which code and machine produced a run: the git commit (and whether the tree had local changes), for every
+metrics.json; the CPU model, for precision choices and benchmark records."""
 
 from __future__ import annotations
 
@@ -20,3 +21,17 @@ def git_state(directory: str | Path) -> dict | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": dirty}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what :mod:`platform` says), read here alone."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from simlab.metrics.registry import registered_metrics
+from simlab.runs.metrics_file import RunMetrics
 
 CEILING_NOTE = "Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size (rows with n)."
 
 
 def _title(summary: dict) -> str:
-    if summary.get("task") == "baseline":
+    if RunMetrics.from_dict(summary).is_baseline:
         return f"baseline: {summary.get('baseline')}"
     return f"{summary.get('task', 'run')}: {summary.get('model', '')} (loss {summary.get('loss') or '-'})"
 

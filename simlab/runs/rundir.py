@@ -13,6 +13,7 @@ from simlab.runs.names import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    FIGURES_DIR,
     LAST_CHECKPOINT,
     LOG_FILE,
     METRICS_FILE,
@@ -28,7 +29,8 @@ class RunDir:
 
     ``config_resolved.yaml`` (the resolved config), ``predictions.jsonl`` (one line per tested row),
     ``results.md`` (the tables), ``metrics.json`` (:class:`RunMetrics`), ``status.json`` (the run's fate, written
-    first and last), ``run.log``, ``adapter/`` (a fine-tune's LoRA adapter) and ``checkpoints/last.ckpt``."""
+    first and last), ``run.log``, ``adapter/`` (a fine-tune's LoRA adapter), ``checkpoints/last.ckpt`` and
+    ``figures/`` (the figures of its W&B run)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -67,6 +69,10 @@ class RunDir:
     @property
     def adapter_dir(self) -> Path:
         return self.path / ADAPTER_DIR
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / FIGURES_DIR
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -111,7 +117,15 @@ class RunDir:
 
     def read_predictions(self, subset: str | None = None) -> list[dict]:
         """predictions.jsonl's records in file order (only ``subset``'s when given)."""
-        return [record for _, record in self.iter_predictions(subset)]
+        return predictions_file.read_predictions(self.predictions_file, subset)
+
+    def records_by_row(self, subset: str) -> dict[predictions_file.RowKey, dict]:
+        """``subset``'s records keyed by (country, question id); a row seen twice is an error."""
+        return predictions_file.records_by_row(self.predictions_file, subset)
+
+    def predictions_for_rows(self, rows: dict) -> dict[str, list[list[float]]]:
+        """Each tested subset's predictions in row order, every line checked against its row of ``rows``."""
+        return predictions_file.predictions_for_rows(self.predictions_file, rows)
 
     def iter_predictions(self, subset: str | None = None) -> Iterator[tuple[int, dict]]:
         """(line number, record) for each line of predictions.jsonl (blank lines skipped)."""

@@ -6,12 +6,10 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("simlab")
-REPO = Path(__file__).resolve().parents[2]  # the checkout whose code runs (recorded in metrics.json)
 
 
 # ---------------------------------------------------------------------------------------------- the Hydra job
@@ -42,9 +40,10 @@ def is_multirun() -> bool:
 
 def code_state() -> dict | None:
     """The code that runs (git commit, dirty or not), read at the start: not what is checked out later."""
+    from simlab.paths import REPO_ROOT
     from simlab.runs.provenance import git_state
 
-    return git_state(REPO)
+    return git_state(REPO_ROOT)
 
 
 # ---------------------------------------------------------------------------------------------- loggers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -12,48 +13,47 @@ from simlab.runs.metrics_file import RunMetrics
 from simlab.runs.rundir import RunDir
 from simlab.tasks.common import job_overrides, log_metrics
 
+if TYPE_CHECKING:
+    from simlab.analysis.post_test import Recalibrated
+
 log = logging.getLogger("simlab")
 
 
 def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
-    null (default): apply a saved one only, never fit; false: the raw option probabilities."""
+    null (default): apply a saved one only, never fit; false: the raw option probabilities. Never for a task
+    whose predictions are no option probabilities (``task.calibrates: false``, a baseline)."""
     from simlab.simulator.temperature import load_calibration
 
-    if cfg.task.name == "baseline" or cfg.calibrate is False:
+    if not cfg.task.calibrates or cfg.calibrate is False:
         return False
     if cfg.calibrate:
         return True
     return not cfg.task.fit and load_calibration(adapter) is not None
 
 
-def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | None) -> tuple[dict, dict, dict]:
-    """(raw predictions, calibrated predictions, calibration record). A fine-tune fits the temperature on
+def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | None) -> tuple[Recalibrated, dict]:
+    """(the calibrated predictions and their scores, the calibration record). A fine-tune fits the temperature on
     ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
     temperature saved with it (never refitted), else fits one on ``calibrate_on``."""
-    from simlab.simulator.temperature import (
-        calibrate_predictions,
-        load_calibration,
-        rescale_predictions,
-        save_calibration,
-    )
+    from simlab.analysis.post_test import recalibrate
+    from simlab.simulator.temperature import load_calibration, save_calibration
 
     saved = None if cfg.task.fit else load_calibration(adapter)
     if saved is not None:
         record = {**saved, "source": f"{adapter}/calibration.json"}
-        return predictions, rescale_predictions(predictions, saved["temperature"]), record
+        return recalibrate(datamodule.rows, predictions, temperature=saved["temperature"]), record
     subset = cfg.calibrate_on
     if subset not in predictions:
         raise ValueError(f"calibrate=true fits the temperature on calibrate_on={subset!r}, which was not tested "
                          f"(tested: {sorted(predictions)}), and {adapter or 'the model'} has no saved calibration.json")
-    temperature, calibrated = calibrate_predictions(
-        predictions[subset], [list(r.target) for r in datamodule.rows[subset]], predictions
-    )
+    calibrated = recalibrate(datamodule.rows, predictions, fit_on=subset)
+    temperature = calibrated.temperature
     record = {"temperature": temperature, "fitted_on": subset, "rows": len(predictions[subset]), "source": "fitted"}
     if cfg.task.fit:
         save_calibration(adapter, temperature, subset, len(predictions[subset]))
     log.info("temperature %.3f fitted on %s (%d rows)", temperature, subset, len(predictions[subset]))
-    return predictions, calibrated, record
+    return calibrated, record
 
 
 def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, predictions: dict, info: dict, *,
@@ -70,9 +70,9 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
         return {}
     raw = None
     if wants_calibration(cfg, info.get("adapter")):  # the temperature is part of the simulator
-        raw, predictions, info["calibration"] = calibrate(cfg, datamodule, predictions, info.get("adapter"))
-        info["uncalibrated"] = summarize(score_subsets(datamodule.rows, raw), datamodule.average_subsets)
-        test_results = score_subsets(datamodule.rows, predictions)
+        calibrated, info["calibration"] = calibrate(cfg, datamodule, predictions, info.get("adapter"))
+        info["uncalibrated"] = summarize(score_subsets(datamodule.rows, predictions), datamodule.average_subsets)
+        raw, predictions, test_results = predictions, calibrated.predictions, calibrated.scores
     extra = analyse(datamodule.rows, predictions, datamodule.average_subsets, seed=cfg.seed)
     summary = summarize(
         test_results,
@@ -95,17 +95,20 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
     run.write_results(table)
     run.write_metrics(metrics)
     log_metrics(loggers, {f"test/paper_average/{m}": v for m, v in (summary.get("paper_average") or {}).items()})
-    log_dashboards(loggers, run, summary, datamodule.rows, predictions, adapter=info.get("adapter"), seed=cfg.seed)
+    log_dashboards(loggers, run, summary, datamodule.rows, predictions,
+                   trained_adapter=info.get("adapter") if cfg.task.fit else None, seed=cfg.seed)
     log.info("\n%s", table)
     log.info("outputs in %s", run.path)
     return summary
 
 
 def log_dashboards(loggers: list, run: RunDir, summary: dict, rows: dict, predictions: dict, *,
-                   adapter: str | None, seed: int) -> None:
-    """The W&B run's results and predictions tables, figures and adapter artifact (simlab.report.wandb_logging)."""
+                   trained_adapter: str | None, seed: int) -> None:
+    """The W&B run's results and predictions tables, figures and the adapter this run trained (as an artifact):
+    :func:`simlab.report.wandb_logging.log_run`, from the results in hand."""
     from simlab.report.wandb_logging import log_run
 
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            log_run(logger.experiment, run.path, summary, rows, predictions, adapter=adapter, seed=seed)
+            log_run(logger.experiment, summary, rows, predictions, figures_dir=run.figures_dir,
+                    adapter=trained_adapter, seed=seed)

@@ -136,8 +136,9 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
         raise RunDirError(f"resume={out}: no {CONFIG_FILE} there, so not a simlab run that can be resumed")
     saved, asked = OmegaConf.to_container(OmegaConf.load(run.config_file), resolve=True), OmegaConf.to_container(
         cfg, resolve=True)
-    for config in (saved, asked):  # the function that runs the task (absent from older runs) changes no result
-        (config.get("task") or {}).pop("run", None)
+    for config in (saved, asked):  # the task's function and kind (absent from older runs) change no result
+        for key in ("run", "calibrates"):
+            (config.get("task") or {}).pop(key, None)
     # optimized_metric: what a sweeper reads from the result, not how the run trains
     differences = config_differences(saved, asked,
                                      ignore=("resume", "resume_force", "ckpt_path", "overwrite", "optimized_metric"))

@@ -11,6 +11,8 @@ import logging
 
 import torch
 
+from simlab.runs.provenance import cpu_model
+
 log = logging.getLogger(__name__)
 
 
@@ -22,20 +24,6 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def cpu_name() -> str:
-    """The CPU's model name (for logs and benchmark records)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
 def resolve_precision(precision: str | int, accelerator: str) -> tuple[str | int, str]:
     """(the Lightning precision to use, why). Anything but ``"auto"`` is kept as given."""
     if precision != "auto":
@@ -43,8 +31,8 @@ def resolve_precision(precision: str | int, accelerator: str) -> tuple[str | int
     if accelerator == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
         if cpu_has_native_bf16():
-            return "bf16-mixed", f"{cpu_name()} multiplies bf16 natively ({capability})"
-        return "32-true", (f"{cpu_name()} has no native bf16 ({capability}): bf16 autocast would be emulated, "
+            return "bf16-mixed", f"{cpu_model()} multiplies bf16 natively ({capability})"
+        return "32-true", (f"{cpu_model()} has no native bf16 ({capability}): bf16 autocast would be emulated, "
                            f"several times slower than float32")
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed", f"{torch.cuda.get_device_name()} supports bf16"

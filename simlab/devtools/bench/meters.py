@@ -104,20 +104,6 @@ def paired_speedup(slow: Timed, fast: Timed, cpu: bool = False) -> float:
     return statistics.median(f / s for f, s in pairs)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), written beside every timing."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def path_tokens(data: BenchData, method: Method, indices: Sequence[int], batch_size: int, *, train: bool,
                 seed: int = 0) -> int:
     """Token positions the decoder computes for ``indices`` on ``method``'s batches (padding and prefixes included)."""

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
-from simlab.devtools.bench.meters import Checks, CpuShare, PeakRSS, Timed, cpu_model, path_tokens
+from simlab.devtools.bench.meters import Checks, CpuShare, PeakRSS, Timed, path_tokens
 from simlab.devtools.bench.methods import EVAL_LADDER, REFERENCE, SHARED, SIMLAB, TRAIN_LADDER, Method
 from simlab.devtools.bench.paths import EvalResult, batch_scores, batches, evaluate, train_steps
 from simlab.devtools.bench.report import log
 from simlab.devtools.bench.workload import BenchData, load_bench_data, question_chunks
+from simlab.runs.provenance import cpu_model
 
 
 class Bench:
