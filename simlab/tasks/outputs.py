@@ -18,7 +18,7 @@ log = logging.getLogger("simlab")
 def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
     null (default): apply a saved one only, never fit; false: the raw option probabilities."""
-    from simlab.simulator.temperature import load_calibration
+    from simlab.simulator.bundle import load_calibration
 
     if cfg.task.name == "baseline" or cfg.calibrate is False:
         return False
@@ -31,16 +31,12 @@ def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | Non
     """(raw predictions, calibrated predictions, calibration record). A fine-tune fits the temperature on
     ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
     temperature saved with it (never refitted), else fits one on ``calibrate_on``."""
-    from simlab.simulator.temperature import (
-        calibrate_predictions,
-        load_calibration,
-        rescale_predictions,
-        save_calibration,
-    )
+    from simlab.simulator.bundle import CALIBRATION_FILE, load_calibration, save_calibration
+    from simlab.simulator.temperature import calibrate_predictions, rescale_predictions
 
     saved = None if cfg.task.fit else load_calibration(adapter)
     if saved is not None:
-        record = {**saved, "source": f"{adapter}/calibration.json"}
+        record = {**saved, "source": f"{adapter}/{CALIBRATION_FILE}"}
         return predictions, rescale_predictions(predictions, saved["temperature"]), record
     subset = cfg.calibrate_on
     if subset not in predictions:
