@@ -163,7 +163,7 @@ class Simulator:
             dict(cfg["model"]["loader"]), adapter, prior=ASK if given else build,
             prior_rows=None if given else (lambda: simulation_prior_rows(cfg, observed)),
             countries=lambda: simulation_countries(cfg, observed), settings=asked,
-            explicit=explicit | ({"prior"} if allow else set()), allow_mismatch=allow,
+            explicit=explicit | ({"prior", "base_model", "dtype"} if allow else set()), allow_mismatch=allow,
         )
         if not given:
             kwargs["prior"] = loaded.prior if loaded.prior is not None else (SurveyPrior(observed) if observed

@@ -239,9 +239,6 @@ def resolve_settings(bundle: Bundle | None, asked: Mapping[str, Any], explicit: 
             raise AdapterMismatch(
                 f"adapter {bundle.path} was trained with {name}={_show(trained)}; this run asks "
                 f"{name}={_show(wanted)} (add model.allow_mismatch=true to score it anyway)")
-    applied = {k: v for k, v in resolved.items() if k in bundle.settings and asked.get(k, v) != v}
-    if applied:
-        log.info("settings from %s: %s", bundle.path, applied)
     return resolved, mismatches
 
 
@@ -330,8 +327,8 @@ def load_model(loader: Mapping[str, Any], identity: Mapping | None = None, dtype
 
     arguments = dict(loader)
     target = arguments.pop("_target_", "simlab.model.load_language_model")
-    if identity is not None and _identity(arguments) != dict(identity):
-        arguments = dict(identity)
+    if identity is not None and _identity(arguments) != _identity(identity):
+        arguments = _identity(identity)
     if dtype is not None:
         arguments["dtype"] = dtype
     return get_method(target)(**arguments)
