@@ -74,10 +74,13 @@ def test_the_manifest_round_trips(adapter_dir, tiny_llama_dir):
 
 
 def test_a_folder_without_manifest_loads_with_a_warning_naming_what_was_assumed(adapter_dir, caplog):
+    from simlab.simulator import bundle as module
+
     with caplog.at_level(logging.WARNING):
         bundle = read_bundle(adapter_dir)
     assert bundle.settings == {} and "assumed nothing about its prompt" in caplog.text
     caplog.clear()
+    module._WARNED.clear()
     (adapter_dir.parent / "config_resolved.yaml").write_text(
         "data:\n  prompt_order: question_first\n  prompt_style: plain\n", encoding="utf-8")
     (adapter_dir / "prior.json").write_text('{"build": {"similarity": false}}', encoding="utf-8")
@@ -123,10 +126,13 @@ def test_the_python_api_refuses_a_prompt_the_adapter_was_not_trained_on(adapter_
     model = {"path": str(tiny_llama_dir)}
     sim = Simulator(model, adapter=adapter_dir, data_root=shared_data, device="cpu")
     assert sim.prompt.order == "question_first" and sim.prompt.style == "plain" and sim.shared_prefix
-    with pytest.raises(AdapterMismatch, match="trained with prompt_order=question_first; this run asks prompt_order"):
+    with pytest.raises(AdapterMismatch, match=(r"trained with prompt_order=question_first; this run asks "
+                                                    r"prompt_order=paper \(pass allow_mismatch=True")):
         Simulator(model, adapter=adapter_dir, prompt_order="paper", device="cpu")
     sim = Simulator(model, adapter=adapter_dir, prompt_order="paper", allow_mismatch=True, device="cpu")
     assert sim.prompt.order == "paper"
+    assert sim.provenance["adapter_mismatch"] == [{"setting": "prompt_order", "adapter": "question_first",
+                                                   "run": "paper"}]
 
 
 class Payload:

@@ -38,6 +38,7 @@ CAUTION = (
 )
 COLUMNS = ["question_id", "country", "letter", "option", "share"]
 PROMPT_ARGS = ("prompt_style", "chat_template", "prompt_order", "shared_prefix")  # the adapter's own
+API_HINT = "pass allow_mismatch=True to score it anyway"
 
 
 class Simulator:
@@ -100,11 +101,14 @@ class Simulator:
                 raise ValueError("Simulator(loaded, adapter=...): the loaded simulator has its adapter already")
             loaded = model
             known = {k: v for k, v in loaded.settings.items() if k in PROMPT_ARGS}
-            settings, _ = resolve_settings(loaded.bundle, {**known, **asked}, asked, allow_mismatch)
+            settings, mismatches = resolve_settings(loaded.bundle, {**known, **asked}, asked, allow_mismatch,
+                                                    hint=API_HINT)
+            mismatches = loaded.mismatches + [m for m in mismatches if m not in loaded.mismatches]
         else:
             given = set(asked) | ({"base_model", "dtype"} if isinstance(model, Mapping) else set())
-            loaded = load_simulator(model, adapter, settings=asked, explicit=given, allow_mismatch=allow_mismatch)
-            settings = loaded.settings
+            loaded = load_simulator(model, adapter, settings=asked, explicit=given, allow_mismatch=allow_mismatch,
+                                    hint=API_HINT)
+            settings, mismatches = loaded.settings, loaded.mismatches
             if loaded.prior_build is not None and prior is None:
                 log.warning("%s was trained on a prior %s that Simulator(...) does not build: use "
                             "Simulator.from_run/from_config, or pass prior=", adapter, loaded.prior_build)
@@ -129,6 +133,8 @@ class Simulator:
             "temperature": temperature,
             "caution": CAUTION,
         }
+        if mismatches:  # settings asked against the adapter's own, allowed
+            self.provenance["adapter_mismatch"] = mismatches
 
     def _take_model(self, lm: LanguageModel, device: str | torch.device | None) -> None:
         """The tokenizer (padding with eos when it has no pad token) and the model (with its adapter), in eval

@@ -171,6 +171,9 @@ def _identity(loader: Mapping | None) -> dict:
     return {k: v for k, v in (loader or {}).items() if k not in ("dtype", "_target_") and v is not None}
 
 
+_WARNED: set[str] = set()
+
+
 def read_bundle(adapter_dir: str | Path) -> Bundle:
     """The adapter folder's simulator. Without simulator.json: the prompt of the run that trained it when its run
     folder holds config_resolved.yaml, else nothing is imposed; either way a warning says what was assumed."""
@@ -201,18 +204,22 @@ def read_bundle(adapter_dir: str | Path) -> Bundle:
             f"{k}={data_cfg[k]}" for k in PROMPT_SETTINGS if k in data_cfg) + ")"
     else:
         assumed = "nothing about its prompt or base model (this run's settings are used unchecked)"
-    log.warning("%s has no %s (written before simlab recorded it): assumed %s", path, MANIFEST_FILE, assumed)
+    if str(path) not in _WARNED:  # once per folder: a run reads it more than once
+        _WARNED.add(str(path))
+        log.warning("%s has no %s (written before simlab recorded it): assumed %s", path, MANIFEST_FILE, assumed)
     return Bundle(path, settings, None, calibration, fitted, assumed)
 
 
 # ---------------------------------------------------------------------------------------------- the settings
 def resolve_settings(bundle: Bundle | None, asked: Mapping[str, Any], explicit: Iterable[str] = (),
                      allow_mismatch: bool = False, names: Mapping[str, str] | None = None,
+                     hint: str = "add model.allow_mismatch=true to score it anyway",
                      ) -> tuple[dict[str, Any], list[dict]]:
     """(the settings to use, the mismatches allowed). A setting the adapter records is taken from it unless it
     was asked explicitly; an explicit one that contradicts a checked setting is :class:`AdapterMismatch` naming
     both values, unless ``allow_mismatch`` (then it is used and returned as a mismatch). ``names``: how each
-    setting is written where it was asked (e.g. ``model.prompt_order``), for the messages."""
+    setting is written where it was asked (e.g. ``model.prompt_order``), and ``hint`` how to allow it, for the
+    messages."""
     names, explicit = dict(names or {}), set(explicit)
     resolved, mismatches = dict(asked), []
     if bundle is None:
@@ -238,7 +245,7 @@ def resolve_settings(bundle: Bundle | None, asked: Mapping[str, Any], explicit: 
         else:
             raise AdapterMismatch(
                 f"adapter {bundle.path} was trained with {name}={_show(trained)}; this run asks "
-                f"{name}={_show(wanted)} (add model.allow_mismatch=true to score it anyway)")
+                f"{name}={_show(wanted)} ({hint})")
     return resolved, mismatches
 
 
@@ -274,7 +281,7 @@ def load_simulator(model, adapter: str | Path | None = None, *, trainable: bool 
                    countries: Sequence[str] | Callable[[], Sequence[str]] = (),
                    settings: Mapping[str, Any] | None = None, explicit: Iterable[str] = (),
                    allow_mismatch: bool = False, names: Mapping[str, str] | None = None,
-                   bundle: Bundle | None = None) -> LoadedSimulator:
+                   bundle: Bundle | None = None, hint: str | None = None) -> LoadedSimulator:
     """The simulator of ``adapter`` (a saved adapter folder; None: the bare ``model``, or a fresh LoRA ``lora``
     to train) on ``model`` (a :class:`simlab.model.LanguageModel`, or a loader config: ``_target_`` plus the
     loader's arguments; default :func:`simlab.model.load_language_model`).
@@ -294,7 +301,8 @@ def load_simulator(model, adapter: str | Path | None = None, *, trainable: bool 
     if not isinstance(model, LanguageModel):
         asked.setdefault("base_model", {k: v for k, v in dict(model).items() if k != "_target_"})
         asked.setdefault("dtype", dict(model).get("dtype"))
-    resolved, mismatches = resolve_settings(bundle, asked, explicit, allow_mismatch, names)
+    resolved, mismatches = resolve_settings(bundle, asked, explicit, allow_mismatch, names,
+                                            **({"hint": hint} if hint else {}))
     if isinstance(model, LanguageModel):
         lm = model
     else:
