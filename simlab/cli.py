@@ -32,7 +32,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
 
 
 def adapter_from_ckpt(argv: Sequence[str]) -> int:
-    from simlab.training.distributed import adapter_from_run_checkpoint
+    from simlab.simulator.checkpoints import adapter_from_run_checkpoint
 
     parser = argparse.ArgumentParser(prog="simlab adapter-from-ckpt",
                                      description="a peft adapter folder from a simlab run's Lightning checkpoint")

@@ -28,7 +28,7 @@ def main(out_file: str, trainer_name: str, devices: int, *overrides: str) -> Non
     from safetensors.torch import load_file
 
     from simlab.model import attach_lora
-    from simlab.training.distributed import adapter_from_checkpoint
+    from simlab.simulator.checkpoints import adapter_from_checkpoint
 
     out = Path(out_file)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

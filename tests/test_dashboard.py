@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from simlab.report.wandb_logging import prediction_rows, resolve_adapter, results_rows
+from simlab.report.wandb_logging import prediction_rows, results_rows
 from simlab.runs.wandb_offline import logged_media, read_run, run_files
+from simlab.simulator.artifacts import resolve_adapter
 
 TINY = ("data.limit_per_subset=8", "data.max_length=2048")
 

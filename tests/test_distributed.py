@@ -14,9 +14,9 @@ from conftest import REPO, compose_config
 from hydra.utils import instantiate
 
 from simlab.data.batching import LengthGroupedBatchSampler
+from simlab.simulator.checkpoints import adapter_from_checkpoint
 from simlab.training.distributed import (
     accumulation_for,
-    adapter_from_checkpoint,
     check_launch,
     clean_param_name,
     fsdp_auto_wrap_policy,

@@ -286,21 +286,6 @@ def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_
         read_observed(bad, questions, known)
 
 
-def test_simulating_with_an_adapter_asks_for_the_prompt_it_was_trained_on(tmp_path):
-    from simlab.simulate import check_prompt_matches_adapter
-
-    (tmp_path / "adapter").mkdir()
-    (tmp_path / "config_resolved.yaml").write_text(
-        "data:\n  prompt_order: question_first\n  prompt_style: plain\n", encoding="utf-8")
-    adapter = str(tmp_path / "adapter")
-    with pytest.raises(ValueError, match="add model.prompt_order=question_first model.prompt_style=plain"):
-        check_prompt_matches_adapter({"model": {"adapter": adapter},
-                                      "data": {"prompt_order": "paper", "prompt_style": "chat"}})
-    check_prompt_matches_adapter({"model": {"adapter": adapter},
-                                  "data": {"prompt_order": "question_first", "prompt_style": "plain"}})
-    check_prompt_matches_adapter({"model": {"adapter": None}, "data": {"prompt_order": "paper"}})
-
-
 def test_csv_cells_a_spreadsheet_would_run_are_escaped():
     import pandas as pd
 

@@ -49,6 +49,7 @@ class RunMetrics:
     model: str = _key()
     model_source: str = _key()
     adapter: str | None = _key()
+    adapter_mismatch: list = _key()  # settings asked against the adapter's own, allowed by model.allow_mismatch
     loss: str | None = _key()
     prior: dict | None = _key()
     calibration: dict = _key()  # the temperature of the calibrated simulator, and the scores before it

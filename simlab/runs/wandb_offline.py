@@ -3,7 +3,7 @@
 The file is W&B's LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of records,
 each with a 7-byte header (CRC32, length, type: full / first / middle / last) and a serialized
 ``wandb_internal_pb2.Record``. Tests use it to check what a run really logged (tables, images, artifacts) rather
-than trusting the calls, and ``simlab.report.wandb_logging.resolve_adapter`` uses it to find an adapter logged offline.
+than trusting the calls, and ``simlab.simulator.artifacts.resolve_adapter`` uses it to find an adapter logged offline.
 """
 
 from __future__ import annotations

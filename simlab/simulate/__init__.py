@@ -22,7 +22,7 @@ use), :mod:`.observed` (surveyed cells and the survey prior), :mod:`.simulator` 
 
 from simlab.data.prompts import PromptTooLongError
 from simlab.simulate.countries import WVS_GROUPS, check_countries, wvs_countries
-from simlab.simulate.observed import SIMULATED_SURVEY, cell_row, read_observed, simulation_prior
+from simlab.simulate.observed import SIMULATED_SURVEY, cell_row, read_observed, simulation_prior_rows
 from simlab.simulate.outputs import write_simulation
 from simlab.simulate.questions import (
     LETTERS,
@@ -35,14 +35,13 @@ from simlab.simulate.questions import (
     read_questions,
 )
 from simlab.simulate.simulator import CAUTION, COLUMNS, Simulator, model_max_length
-from simlab.simulate.task import PROMPT_KEYS, check_prompt_matches_adapter, simulate_task
+from simlab.simulate.task import simulate_task
 
 __all__ = [
     "CAUTION",
     "COLUMNS",
     "LETTERS",
     "OPTIONS_INTRO",
-    "PROMPT_KEYS",
     "QUESTION_FIELDS",
     "SIMULATED_SURVEY",
     "WVS_GROUPS",
@@ -52,14 +51,13 @@ __all__ = [
     "Simulator",
     "cell_row",
     "check_countries",
-    "check_prompt_matches_adapter",
     "input_location",
     "make_question",
     "model_max_length",
     "read_observed",
     "read_questions",
     "simulate_task",
-    "simulation_prior",
+    "simulation_prior_rows",
     "write_simulation",
     "wvs_countries",
 ]

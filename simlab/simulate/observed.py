@@ -81,22 +81,16 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
     return rows
 
 
-def simulation_prior(cfg: Mapping[str, Any], lm, adapter: str | None, observed: Sequence[SurveyRow]):
-    """The prior a simulation anchors on: the run's (prior config, or the prior saved with the adapter), built from
-    the training rows plus the observed cells; with observed cells alone an equal-weight prior; else None."""
-    from simlab.simulator.prior import SurveyPrior, build_prior, load_prior_settings
-
-    build = cfg.get("prior")
-    build = {k: v for k, v in build.items() if not k.startswith("_")} if build else None
-    saved = load_prior_settings(adapter)
-    if build is None and saved is not None:
-        build = saved["build"]
-    if build is None:
-        return SurveyPrior(observed) if observed else None
+def simulation_prior_rows(cfg: Mapping[str, Any], observed: Sequence[SurveyRow]) -> list[SurveyRow]:
+    """The rows a simulation's prior is built from: the run's prior rows (data.prior_subset, the training rows)
+    plus the observed cells."""
     from simlab.data import SurveyDataModule
 
     datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
     datamodule.load_rows()
-    countries = sorted({r.country for r in observed} | set(wvs_countries((cfg.get("data") or {}).get("root"))))
-    return build_prior([*datamodule.prior_rows, *observed], model=lm.model, tokenizer=lm.tokenizer,
-                       countries=countries, **build)
+    return [*datamodule.prior_rows, *observed]
+
+
+def simulation_countries(cfg: Mapping[str, Any], observed: Sequence[SurveyRow]) -> list[str]:
+    """The countries a simulation's prior may be asked about (embedded for a similarity prior)."""
+    return sorted({r.country for r in observed} | set(wvs_countries((cfg.get("data") or {}).get("root"))))

@@ -55,6 +55,8 @@ def write_simulation(frame, out_dir: str | Path) -> list[Path]:
         spreadsheet_safe(frame).to_csv(handle, index=False, float_format="%.10g")
     meta_path = out / META_NAME
     meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
+    if attrs.get("adapter_mismatch"):  # settings asked against the adapter's own (model.allow_mismatch=true)
+        meta["adapter_mismatch"] = attrs["adapter_mismatch"]
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
                 caution=attrs["caution"])
     write_json(meta_path, meta)

@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import get_method
 from tqdm.auto import tqdm
 
 from simlab.data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from simlab.data.letters import resolve_letter_ids
 from simlab.data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
 from simlab.metrics.divergences import masked_softmax
-from simlab.model import LanguageModel, base_model, load_adapter, load_language_model
+from simlab.model import LanguageModel, base_model
 from simlab.model.scoring import simulator_logits
 from simlab.runs.rundir import RunDir
 from simlab.simulate.countries import check_countries, wvs_countries
-from simlab.simulate.observed import cell_row, simulation_prior
+from simlab.simulate.observed import cell_row
 from simlab.simulate.questions import LETTERS, Question, input_location, make_question
-from simlab.simulator.temperature import load_calibration
+from simlab.simulator.bundle import ASK, DEFAULTS, LoadedSimulator, is_adapter, load_simulator, resolve_settings
+from simlab.simulator.prior import SurveyPrior
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ CAUTION = (
     "countries as understated, and treat every number as a hypothesis to check against real data."
 )
 COLUMNS = ["question_id", "country", "letter", "option", "share"]
-DEFAULT_LOADER = "simlab.model.load_language_model"
+PROMPT_ARGS = ("prompt_style", "chat_template", "prompt_order", "shared_prefix")  # the adapter's own
+API_HINT = "pass allow_mismatch=True to score it anyway"
 
 
 class Simulator:
@@ -47,12 +48,16 @@ class Simulator:
         model: a loaded :class:`simlab.model.LanguageModel` (the Simulator takes it over: an adapter is
             attached in place), or the keyword arguments of :func:`simlab.model.load_language_model`
             (e.g. ``{"embedded": "smollm2_135m_instruct"}`` or ``{"path": "/models/x"}``).
-        adapter: a saved peft LoRA adapter folder; None simulates with the bare model.
-        prompt_style / chat_template / answer_prefix / prompt_order: as the model was trained (``plain`` or
-            ``chat``; ``paper`` or ``question_first``).
+            A :class:`simlab.simulator.bundle.LoadedSimulator` (what :meth:`from_config` builds) brings its adapter,
+            prompt settings, prior and temperature.
+        adapter: a saved adapter folder (:mod:`simlab.simulator.bundle`); None simulates with the bare model.
+        prompt_style / chat_template / prompt_order / shared_prefix: not given: the adapter's own (from its
+            simulator.json), else ``plain``, the tokenizer's template, ``paper``, False. Given and contradicting
+            the adapter: an error naming both, unless ``allow_mismatch=True``. ``shared_prefix`` batches each
+            question's countries together and computes their shared prompt prefix once (the same shares as
+            per-row batches, to float rounding).
+        answer_prefix / instruction_template: the prompt's wording (the data's language).
         batch_size: prompts per forward pass (grouped by length, padded per batch).
-        shared_prefix: batch each question's countries together and compute the prompt prefix they share once
-            (:mod:`simlab.model.shared_prefix`; the same shares as per-row batches, to float rounding).
         device: ``cuda``, ``cpu``...; None picks CUDA when available.
         max_length: the longest prompt allowed, in tokens; None: the model's own limit. Never truncated.
         known_countries: the names a simulation may use; None reads the WVS countries from ``data_root``.
@@ -60,19 +65,21 @@ class Simulator:
         prior: the prior-anchored simulator's :class:`~simlab.simulator.prior.SurveyPrior` (an adapter trained on a
             prior needs it); new questions are looked up as survey ``simulate``, so only observed rows inform them.
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
+            :meth:`from_config` / :meth:`from_run` apply the adapter's saved prior and temperature themselves.
+        allow_mismatch: score an adapter with prompt settings it was not trained with.
     """
 
     def __init__(
         self,
-        model: LanguageModel | Mapping[str, Any],
+        model: LanguageModel | Mapping[str, Any] | LoadedSimulator,
         adapter: str | Path | None = None,
         *,
-        prompt_style: str = "plain",
-        chat_template: str | None = None,
+        prompt_style: str = ASK,
+        chat_template: str | None = ASK,
         answer_prefix: str = PAPER_ANSWER_PREFIX,
         instruction_template: str = PAPER_INSTRUCTION,
-        prompt_order: str = "paper",
-        shared_prefix: bool = False,
+        prompt_order: str = ASK,
+        shared_prefix: bool = ASK,
         batch_size: int = 64,
         device: str | torch.device | None = None,
         max_length: int | None = None,
@@ -81,17 +88,35 @@ class Simulator:
         name: str | None = None,
         prior=None,
         temperature: float | None = None,
+        allow_mismatch: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if "{country}" not in instruction_template:
             raise ValueError(f"instruction_template must contain '{{country}}', got {instruction_template!r}")
-        lm = model if isinstance(model, LanguageModel) else load_language_model(**dict(model))
-        self._take_model(lm, adapter, device)
-        self.prompt = PromptFormat(
-            style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
-        )
-        self.shared_prefix = bool(shared_prefix)
+        asked = {k: v for k, v in (("prompt_style", prompt_style), ("chat_template", chat_template),
+                                   ("prompt_order", prompt_order), ("shared_prefix", shared_prefix)) if v is not ASK}
+        if isinstance(model, LoadedSimulator):
+            if adapter is not None:
+                raise ValueError("Simulator(loaded, adapter=...): the loaded simulator has its adapter already")
+            loaded = model
+            known = {k: v for k, v in loaded.settings.items() if k in PROMPT_ARGS}
+            settings, mismatches = resolve_settings(loaded.bundle, {**known, **asked}, asked, allow_mismatch,
+                                                    hint=API_HINT)
+            mismatches = loaded.mismatches + [m for m in mismatches if m not in loaded.mismatches]
+        else:
+            given = set(asked) | ({"base_model", "dtype"} if isinstance(model, Mapping) else set())
+            loaded = load_simulator(model, adapter, settings=asked, explicit=given, allow_mismatch=allow_mismatch,
+                                    hint=API_HINT)
+            settings, mismatches = loaded.settings, loaded.mismatches
+            if loaded.prior_build is not None and prior is None:
+                log.warning("%s was trained on a prior %s that Simulator(...) does not build: use "
+                            "Simulator.from_run/from_config, or pass prior=", adapter, loaded.prior_build)
+        settings = {**DEFAULTS, **{k: v for k, v in settings.items() if k in PROMPT_ARGS}}
+        self._take_model(loaded.lm, device)
+        self.prompt = PromptFormat(style=settings["prompt_style"], answer_prefix=answer_prefix,
+                                   chat_template=settings["chat_template"], order=settings["prompt_order"])
+        self.shared_prefix = bool(settings["shared_prefix"])
         self.instruction_template = instruction_template
         self.batch_size = batch_size
         self.max_length = max_length if max_length is not None else model_max_length(self.model, self.tokenizer)
@@ -99,41 +124,60 @@ class Simulator:
         self._known = list(known_countries) if known_countries is not None else None
         self.prior, self.temperature = prior, temperature
         self.provenance = {
-            "model": name or lm.source,
-            "model_source": lm.source,
-            "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
-            "prompt_style": prompt_style,
-            "prompt_order": prompt_order,
+            "model": name or loaded.lm.source,
+            "model_source": loaded.lm.source,
+            "adapter": str(Path(loaded.adapter).expanduser().resolve()) if loaded.adapter else None,
+            "prompt_style": settings["prompt_style"],
+            "prompt_order": settings["prompt_order"],
             "prior": prior.settings if prior is not None else None,
             "temperature": temperature,
             "caution": CAUTION,
         }
+        if mismatches:  # settings asked against the adapter's own, allowed
+            self.provenance["adapter_mismatch"] = mismatches
 
-    def _take_model(self, lm: LanguageModel, adapter: str | Path | None, device: str | torch.device | None) -> None:
-        """The tokenizer (padding with eos when it has no pad token) and the model with its adapter, in eval mode
-        on ``device`` (None: CUDA when available)."""
+    def _take_model(self, lm: LanguageModel, device: str | torch.device | None) -> None:
+        """The tokenizer (padding with eos when it has no pad token) and the model (with its adapter), in eval
+        mode on ``device`` (None: CUDA when available)."""
         self.tokenizer = lm.tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_adapter(lm.model, adapter) if adapter else lm.model
+        self.model = lm.model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
 
     # ------------------------------------------------------------------ construction from a run
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **overrides) -> Simulator:
-        """From a resolved simlab config (what run.py saves as config_resolved.yaml): model, adapter, prompt."""
-        lm = load_configured_model(cfg["model"])
+        """From a resolved simlab config (what run.py saves as config_resolved.yaml): the model, its adapter with
+        the adapter's own prompt, prior and temperature (:func:`simlab.simulator.bundle.load_simulator`). The
+        config's prompt and prior give way to the adapter's unless ``model.allow_mismatch``; keyword arguments
+        are explicit (one contradicting the adapter is an error unless ``allow_mismatch=True``)."""
+        from simlab.simulate.observed import simulation_countries, simulation_prior_rows
+
+        observed = list(overrides.pop("observed", None) or [])
         kwargs = simulator_settings(cfg)
-        observed = overrides.pop("observed", None)
         kwargs.update(overrides)
-        adapter = kwargs.get("adapter")
-        if "temperature" not in overrides and (cfg.get("simulate") or {}).get("calibrated", True):
-            saved = load_calibration(adapter)  # the temperature is part of a calibrated simulator
-            kwargs["temperature"] = saved["temperature"] if saved else None
-        if "prior" not in overrides:
-            kwargs["prior"] = simulation_prior(cfg, lm, adapter, observed or [])
-        return cls(lm, **kwargs)
+        adapter = kwargs.pop("adapter", None)
+        allow = bool(kwargs.pop("allow_mismatch", False) or (cfg["model"].get("allow_mismatch") or False))
+        asked = {k: kwargs.pop(k) for k in PROMPT_ARGS if k in kwargs}
+        explicit = set(asked) if allow else {k for k in overrides if k in PROMPT_ARGS}
+        build = cfg.get("prior")
+        build = {k: v for k, v in build.items() if not k.startswith("_")} if build else None
+        given = "prior" in kwargs
+        loaded = load_simulator(
+            dict(cfg["model"]["loader"]), adapter, prior=ASK if given else build,
+            prior_rows=None if given else (lambda: simulation_prior_rows(cfg, observed)),
+            countries=lambda: simulation_countries(cfg, observed), settings=asked,
+            explicit=explicit | ({"prior", "base_model", "dtype"} if allow else set()), allow_mismatch=allow,
+        )
+        if not given:
+            kwargs["prior"] = loaded.prior if loaded.prior is not None else (SurveyPrior(observed) if observed
+                                                                              else None)
+        if "temperature" not in kwargs:  # the temperature is part of a calibrated simulator
+            calibrated = (cfg.get("simulate") or {}).get("calibrated", True)
+            kwargs["temperature"] = loaded.temperature if calibrated else None
+        return cls(loaded, **kwargs, allow_mismatch=True)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides) -> Simulator:
@@ -146,9 +190,8 @@ class Simulator:
             raise FileNotFoundError(f"{run_dir} has no config_resolved.yaml: not a simlab run directory")
         cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
         if "adapter" not in overrides:
-            trained = run_dir / "adapter"
-            overrides["adapter"] = (str(trained) if (trained / "adapter_config.json").is_file()
-                                    else cfg["model"].get("adapter"))
+            trained = RunDir(run_dir).adapter_dir
+            overrides["adapter"] = str(trained) if is_adapter(trained) else cfg["model"].get("adapter")
         return cls.from_config(cfg, **overrides)
 
     # ------------------------------------------------------------------ prediction
@@ -259,24 +302,16 @@ def scoring_batches(encoded: list[EncodedRow], batch_size: int, shared_prefix: b
     return batches, PadCollator(pad_token_id)
 
 
-def load_configured_model(model_cfg: Mapping[str, Any]) -> LanguageModel:
-    """The language model of a config's ``model.loader`` (``_target_``: the loader function, default
-    :func:`simlab.model.load_language_model`; the other keys: its arguments). Hydra locates the function; it is
-    called directly, so the loader's own errors (e.g. ModelNotAvailable) reach the caller unwrapped."""
-    loader = dict(model_cfg["loader"])
-    return get_method(loader.pop("_target_", DEFAULT_LOADER))(**loader)
-
-
 def simulator_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The Simulator's keyword arguments a resolved config sets: adapter, prompt, data root, name, and
     ``simulate.batch_size`` / ``device`` / ``max_length`` where given."""
     model_cfg, data_cfg = cfg["model"], cfg.get("data") or {}
     kwargs: dict[str, Any] = {
         "adapter": model_cfg.get("adapter"),
-        "prompt_style": model_cfg.get("prompt_style", "plain"),
+        "prompt_style": model_cfg.get("prompt_style", DEFAULTS["prompt_style"]),
         "chat_template": model_cfg.get("chat_template"),
         "answer_prefix": data_cfg.get("answer_prefix", PAPER_ANSWER_PREFIX),
-        "prompt_order": data_cfg.get("prompt_order", "paper"),
+        "prompt_order": data_cfg.get("prompt_order", DEFAULTS["prompt_order"]),
         "shared_prefix": bool(data_cfg.get("shared_prefix", False)),
         "data_root": data_cfg.get("root"),
         "name": model_cfg.get("name"),

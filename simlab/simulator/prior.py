@@ -192,29 +192,3 @@ def build_prior(rows: Sequence[SurveyRow], model=None, tokenizer=None, similarit
     prior = SurveyPrior(rows, embeddings, temperature, fallback=fallback, smoothing=smoothing)
     prior.settings.update(similarity=True, template=template, layer=layer, temperature=temperature)
     return prior
-
-
-PRIOR_FILE = "prior.json"
-
-
-def save_prior_settings(adapter_dir, prior: SurveyPrior, build: Mapping) -> None:
-    """An adapter trained on a prior predicts residuals to it: its prior is part of the simulator, saved beside it
-    (how to rebuild it, and what was fitted) so evaluation and simulation anchor it the same way."""
-    from pathlib import Path
-
-    from simlab.files import write_json
-
-    write_json(Path(adapter_dir) / PRIOR_FILE, {"build": dict(build), "fitted": prior.settings})
-
-
-def load_prior_settings(adapter_dir) -> dict | None:
-    """The adapter's prior.json ({build: build_prior's arguments, fitted: what was fitted}), or None."""
-    import json
-    from pathlib import Path
-
-    if not adapter_dir or not (Path(adapter_dir) / PRIOR_FILE).is_file():
-        return None
-    record = json.loads((Path(adapter_dir) / PRIOR_FILE).read_text(encoding="utf-8"))
-    if not isinstance(record, dict) or "build" not in record:
-        raise ValueError(f"{Path(adapter_dir) / PRIOR_FILE}: field 'build' missing")
-    return record

@@ -11,10 +11,8 @@ Shapes follow :mod:`simlab.metrics.divergences`: ``logits`` / ``target`` float [
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from scipy.optimize import minimize_scalar
@@ -53,7 +51,7 @@ def _check_batch(logits: Tensor, target: Tensor | None, mask: Tensor) -> None:
             raise ValueError("target contains negative shares")
 
 
-def _check_temperature(temperature: float) -> float:
+def check_temperature(temperature: float) -> float:
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
@@ -62,7 +60,7 @@ def _check_temperature(temperature: float) -> float:
 
 def apply_temperature(logits: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """softmax(logits / T) over the real options; padded slots are exactly 0. Same dtype as ``logits``."""
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     mask = mask.bool()
     scaled = logits.masked_fill(~mask, 0.0) / temperature  # padded slots may hold inf/NaN: neutralise first
     return masked_softmax(scaled, mask)
@@ -175,29 +173,3 @@ def rescale_predictions(predictions: Mapping[str, Sequence[Sequence[float]]],
         scaled = apply_temperature(logits, subset_mask, temperature)
         rescaled[subset] = [scaled[i, : len(row)].tolist() for i, row in enumerate(rows)]
     return rescaled
-
-
-# ---------------------------------------------------------------------------------------------- saved with an adapter
-CALIBRATION_FILE = "calibration.json"
-
-
-def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int) -> Path:
-    """The temperature becomes part of the simulator: saved beside the adapter, applied wherever it is loaded."""
-    from simlab.files import write_json
-
-    record = {"temperature": _check_temperature(temperature), "fitted_on": fitted_on, "rows": int(rows)}
-    return write_json(Path(adapter_dir) / CALIBRATION_FILE, record)
-
-
-def load_calibration(adapter_dir: str | Path | None) -> dict | None:
-    """The adapter's saved calibration ({temperature, fitted_on, rows}), or None when it has none."""
-    if not adapter_dir:
-        return None
-    path = Path(adapter_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(record, dict) or "temperature" not in record:
-        raise ValueError(f"{path}: field 'temperature' missing")
-    _check_temperature(record["temperature"])
-    return record

@@ -1,4 +1,5 @@
-"""What the tasks share: the Hydra job's facts, the loggers (and closing W&B), the data, the model, the prior."""
+"""What the tasks share: the Hydra job's facts, the loggers (and closing W&B), the data, the adapter's settings
+and the simulator."""
 
 from __future__ import annotations
 
@@ -99,48 +100,100 @@ def load_data(cfg: DictConfig):
     return datamodule
 
 
-def load_model(cfg: DictConfig):
-    """The language model, with a saved adapter (model.adapter) or a fresh LoRA adapter when training."""
-    from hydra.utils import instantiate
-
-    from simlab.model import attach_lora, load_adapter
-
-    lm = instantiate(cfg.model.loader)
-    if cfg.model.adapter:
-        lm.model = load_adapter(lm.model, cfg.model.adapter, trainable=cfg.task.fit)
-    elif cfg.task.fit:
-        lm.model = attach_lora(lm.model, instantiate(cfg.model.lora, _convert_="all"))
-    return lm
-
-
-def attach_prior(cfg: DictConfig, datamodule, lm) -> tuple[dict | None, object | None]:
-    """The prior-anchored simulator's prior (prior=survey|similarity), or the one saved with model.adapter (an
-    adapter trained on a prior predicts residuals to it); (its build arguments, the prior) or (None, None)."""
-    from simlab.simulator.prior import build_prior, load_prior_settings
-
-    saved = load_prior_settings(cfg.model.adapter)
-    if cfg.get("prior"):
-        build = {k: v for k, v in OmegaConf.to_container(cfg.prior, resolve=True).items() if not k.startswith("_")}
-        if saved is not None and saved["build"] != build:
-            log.warning("prior %s replaces the prior %s saved with %s (prior.json)", build, saved["build"],
-                        cfg.model.adapter)
-    elif saved is not None:
-        build = saved["build"]
-        log.info("using the prior saved with %s: %s", cfg.model.adapter, build)
-    else:
-        return None, None
-    countries = sorted({r.country for rows in datamodule.rows.values() for r in rows})
-    prior = build_prior(datamodule.prior_rows, model=lm.model, tokenizer=lm.tokenizer, countries=countries, **build)
-    log.info("prior from %d rows of %s: %s", len(datamodule.prior_rows), datamodule.prior_subset, prior.settings)
-    datamodule.set_prior(prior)
-    return build, prior
+# the settings an adapter imposes (simlab.simulator.bundle), as a run's config asks them: where each is read
+# (the data config's copy is what the prompts use) and which command-line overrides make it explicit
+SETTING_NAMES = {"prompt_order": "model.prompt_order", "prompt_style": "model.prompt_style",
+                 "chat_template": "model.chat_template", "shared_prefix": "model.shared_prefix",
+                 "base_model": "model.loader", "dtype": "model.loader.dtype", "prior": "prior"}
+EXPLICIT_BY = {
+    "prompt_order": ({"model.prompt_order", "data.prompt_order"}, ()),
+    "prompt_style": ({"model.prompt_style", "data.prompt_style"}, ()),
+    "chat_template": ({"model.chat_template", "data.chat_template"}, ()),
+    "shared_prefix": ({"model.shared_prefix", "data.shared_prefix"}, ()),
+    "base_model": ({"model", "model.path", "model.hub_id", "model.embedded", "model.name"}, ("model.loader.",)),
+    "dtype": ({"model.loader.dtype"}, ()),
+    "prior": ({"prior"}, ("prior.",)),
+}
 
 
-def resolve_model_adapter(cfg: DictConfig) -> None:
-    """``model.adapter=wandb:NAME[:ALIAS]``: the adapter a W&B run logged as an artifact, as a local folder (from
-    the offline runs under ``paths.wandb_search``, else the W&B server); a folder path is left as it is."""
-    from simlab.report.wandb_logging import is_wandb_reference, resolve_adapter
+def explicit_settings(overrides: list[str]) -> set[str]:
+    """The adapter settings a job's command line sets itself (``model.prompt_order=paper``, ``model=hf``,
+    ``prior=survey``...): those contradicting the adapter are errors; the others are taken from it."""
+    keys = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    found = set()
+    for setting, (exact, prefixes) in EXPLICIT_BY.items():
+        if any(k in exact or (k.startswith(prefixes) and k != "model.loader.dtype") for k in keys):
+            found.add(setting)
+    if "model.loader.dtype" in keys:
+        found.add("dtype")
+    return found
+
+
+def prior_build(cfg: DictConfig) -> dict | None:
+    """build_prior's arguments of the config's prior (prior=survey|similarity), None for prior=none."""
+    if not cfg.get("prior"):
+        return None
+    return {k: v for k, v in OmegaConf.to_container(cfg.prior, resolve=True).items() if not k.startswith("_")}
+
+
+def asked_settings(cfg: DictConfig) -> dict:
+    """What the run's config asks of the simulator, in :mod:`simlab.simulator.bundle`'s terms."""
+    loader = OmegaConf.to_container(cfg.model.loader, resolve=True)
+    asked = {k: cfg.data.get(k, cfg.model.get(k)) for k in ("prompt_order", "prompt_style", "chat_template")}
+    asked.update(shared_prefix=bool(cfg.data.get("shared_prefix", cfg.model.get("shared_prefix", False))),
+                 base_model={k: v for k, v in loader.items() if k != "_target_"}, dtype=loader.get("dtype"),
+                 prior=prior_build(cfg))
+    return asked
+
+
+def apply_adapter(cfg: DictConfig) -> list[dict]:
+    """``model.adapter``: resolve a ``wandb:NAME`` reference to a folder, then apply the adapter's own settings
+    (prompt, base model, prior) to ``cfg``; a command-line override contradicting them is an error unless
+    ``model.allow_mismatch``. Returns the mismatches allowed (recorded in metrics.json)."""
+    from omegaconf import open_dict
+
+    from simlab.simulator.artifacts import is_wandb_reference, resolve_adapter
+    from simlab.simulator.bundle import read_bundle, resolve_settings
 
     if is_wandb_reference(cfg.model.adapter):
         cfg.model.adapter = resolve_adapter(cfg.model.adapter, search=list(cfg.paths.wandb_search),
                                             cache=cfg.paths.artifact_cache)
+    if not cfg.model.adapter:
+        return []
+    bundle = read_bundle(cfg.model.adapter)
+    asked = asked_settings(cfg)
+    resolved, mismatches = resolve_settings(bundle, asked, explicit_settings(job_overrides()),
+                                            bool(cfg.model.get("allow_mismatch", False)), SETTING_NAMES)
+    with open_dict(cfg):
+        for key in ("prompt_order", "prompt_style", "chat_template", "shared_prefix"):
+            if resolved[key] != asked[key]:
+                cfg.model[key] = cfg.data[key] = resolved[key]
+        if resolved["base_model"] != asked["base_model"]:
+            target = cfg.model.loader.get("_target_", "simlab.model.load_language_model")
+            cfg.model.loader = {"_target_": target, **resolved["base_model"], "dtype": resolved["dtype"]}
+            cfg.model.name = (bundle.manifest or {}).get("base_model", {}).get("name") or cfg.model.name
+        elif resolved["dtype"] != asked["dtype"]:
+            cfg.model.loader.dtype = resolved["dtype"]
+        if resolved["prior"] != asked["prior"]:
+            cfg.prior = ({"_target_": "simlab.simulator.prior.build_prior", "_partial_": True, **resolved["prior"]}
+                         if resolved["prior"] is not None else None)
+    return mismatches
+
+
+def load_simulator(cfg: DictConfig, datamodule):
+    """The simulator a run tests (after :func:`apply_adapter`): the model with ``model.adapter``, or a fresh LoRA
+    adapter when training; its prior from the data's prior rows. One place assembles it:
+    :func:`simlab.simulator.bundle.load_simulator`."""
+    from hydra.utils import instantiate
+
+    from simlab.simulator import bundle
+
+    asked = asked_settings(cfg)
+    countries = sorted({r.country for rows in datamodule.rows.values() for r in rows})
+    lora = instantiate(cfg.model.lora, _convert_="all") if cfg.task.fit and not cfg.model.adapter else None
+    loaded = bundle.load_simulator(
+        OmegaConf.to_container(cfg.model.loader, resolve=True), cfg.model.adapter, trainable=cfg.task.fit, lora=lora,
+        prior=asked.pop("prior"), prior_rows=lambda: datamodule.prior_rows, countries=countries, settings=asked,
+        explicit=asked, allow_mismatch=True,  # apply_adapter has settled every mismatch
+    )
+    return loaded

@@ -10,15 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from simlab.runs.rundir import RunDir
 from simlab.tasks.common import (
-    attach_prior,
+    apply_adapter,
     build_loggers,
     closing_wandb,
     code_state,
     is_multirun,
     job_choice,
     load_data,
-    load_model,
-    resolve_model_adapter,
+    load_simulator,
 )
 from simlab.tasks.outputs import write_outputs
 
@@ -28,27 +27,33 @@ log = logging.getLogger("simlab")
 def run_language_model(cfg: DictConfig) -> dict:
     """Fit (``task.fit``) and test the language model, then write the run's outputs; returns the metrics."""
     started, code = time.time(), code_state()
-    resolve_model_adapter(cfg)
+    mismatches = apply_adapter(cfg)  # the adapter's own prompt, base model and prior (or an error)
     run = RunDir(cfg.paths.output_dir)
     loggers = build_loggers(cfg)
     with closing_wandb():
-        datamodule, test_results, predictions, info = fit_and_test(cfg, run, loggers)
+        datamodule, test_results, predictions, info = fit_and_test(cfg, run, loggers, code=code)
+        if mismatches:
+            info["adapter_mismatch"] = mismatches
         return write_outputs(cfg, run, datamodule, test_results, predictions, info, loggers=loggers,
                              started=started, code=code)
 
 
-def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
+def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None = None) -> tuple:
     """Fine-tune and/or test the language model; returns (datamodule, test metrics, predictions, info)."""
     from hydra.utils import instantiate
 
     from simlab.runs.predictions import predictions_in_row_order
+    from simlab.simulator.checkpoints import adapter_from_checkpoint
     from simlab.training.callbacks import ResumeCheckpoint
-    from simlab.training.distributed import adapter_from_checkpoint, check_launch
+    from simlab.training.distributed import check_launch
 
     datamodule = load_data(cfg)
-    lm = load_model(cfg)
+    simulator = load_simulator(cfg, datamodule)
+    lm, prior = simulator.lm, simulator.prior
+    if prior is not None:
+        log.info("prior from %d rows of %s", len(datamodule.prior_rows), datamodule.prior_subset)
     datamodule.set_tokenizer(lm.tokenizer)
-    prior_build, prior = attach_prior(cfg, datamodule, lm)
+    datamodule.set_prior(prior)
     datamodule.setup()
     module = instantiate(cfg.module, model=lm.model, loss=instantiate(cfg.loss), test_subsets=datamodule.test_subsets)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -75,12 +80,9 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
                     "multi-process fine-tuning writes the adapter from a checkpoint: keep callbacks.checkpoint")
             if trainer.is_global_zero:
                 adapter_from_checkpoint(module.model, checkpoint, adapter)
-        else:
-            module.model.save_pretrained(adapter)
-        if prior is not None and trainer.is_global_zero:
-            from simlab.simulator.prior import save_prior_settings
-
-            save_prior_settings(adapter, prior, prior_build)
+        if trainer.is_global_zero:
+            save_trained_simulator(cfg, datamodule, module.model if trainer.world_size == 1 else None, adapter,
+                                   simulator, code)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
     info.update(model=cfg.model.name, model_source=lm.source, adapter=adapter,
@@ -91,6 +93,21 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list) -> tuple:
 
         return datamodule, score_subsets(datamodule.rows, predictions), predictions, info
     return datamodule, module.test_results, predictions, info
+
+
+def save_trained_simulator(cfg: DictConfig, datamodule, model, adapter: str, simulator, code: dict | None) -> None:
+    """The fine-tune's simulator folder: the adapter (``model``; None when written from a checkpoint), its prior
+    and simulator.json (base model, prompt, LoRA, prior, the training data's fingerprint, the code)."""
+    from simlab.data.selection import data_file
+    from simlab.paths import data_root
+    from simlab.simulator.bundle import manifest_from_config, save_simulator, training_fingerprint
+
+    root = data_root(cfg.data.root)
+    fingerprint = training_fingerprint([data_file(f, root) for f in cfg.data.files], datamodule.train_subset,
+                                       datamodule.rows.get(datamodule.train_subset))
+    manifest = manifest_from_config(OmegaConf.to_container(cfg, resolve=True), prior_build=simulator.prior_build,
+                                    data=fingerprint, code=code)
+    save_simulator(model, adapter, manifest, prior=simulator.prior, prior_build=simulator.prior_build)
 
 
 def best_valid(trainer) -> dict:

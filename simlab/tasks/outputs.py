@@ -23,7 +23,7 @@ def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     """calibrate=true: fit a temperature (a fine-tune saves it) or apply the evaluated adapter's saved one;
     null (default): apply a saved one only, never fit; false: the raw option probabilities. Never for a task
     whose predictions are no option probabilities (``task.calibrates: false``, a baseline)."""
-    from simlab.simulator.temperature import load_calibration
+    from simlab.simulator.bundle import load_calibration
 
     if not cfg.task.calibrates or cfg.calibrate is False:
         return False
@@ -37,11 +37,11 @@ def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | Non
     ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
     temperature saved with it (never refitted), else fits one on ``calibrate_on``."""
     from simlab.analysis.post_test import recalibrate
-    from simlab.simulator.temperature import load_calibration, save_calibration
+    from simlab.simulator.bundle import CALIBRATION_FILE, load_calibration, save_calibration
 
     saved = None if cfg.task.fit else load_calibration(adapter)
     if saved is not None:
-        record = {**saved, "source": f"{adapter}/calibration.json"}
+        record = {**saved, "source": f"{adapter}/{CALIBRATION_FILE}"}
         return recalibrate(datamodule.rows, predictions, temperature=saved["temperature"]), record
     subset = cfg.calibrate_on
     if subset not in predictions:

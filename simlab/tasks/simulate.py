@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 def simulate(cfg: DictConfig) -> dict:
     from simlab.simulate import simulate_task
-    from simlab.tasks.common import resolve_model_adapter
+    from simlab.tasks.common import apply_adapter
 
-    resolve_model_adapter(cfg)
+    apply_adapter(cfg)  # the adapter's own prompt, base model and prior (or an error naming the override)
     return simulate_task(OmegaConf.to_container(cfg, resolve=True), Path(cfg.paths.output_dir))

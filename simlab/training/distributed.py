@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import torch
 from hydra.utils import get_class
@@ -160,45 +159,6 @@ def fsdp_strategy(
     )
 
 
-def adapter_from_checkpoint(
-    peft_model, checkpoint_path: str | Path, out_dir: str | Path, prefix: str = "model.", adapter_name: str = "default"
-) -> Path:
-    """Write a peft adapter folder from a Lightning checkpoint of :class:`simlab.training.module.SurveyLitModule`.
-
-    Under FSDP the live LoRA weights are shards, so ``peft_model.save_pretrained()`` would save fragments; the
-    checkpoint holds them whole (full state dict, gathered on rank 0). The files are written here rather than
-    by ``save_pretrained(state_dict=...)``, which picks keys by the live model's module names and so saves
-    nothing once wrappers have renamed them. Call it on rank 0 only: it does no collective. ``prefix`` is the
-    attribute holding the peft model inside the LightningModule.
-    """
-    import copy
-
-    from safetensors.torch import save_file
-
-    checkpoint_path = Path(checkpoint_path)
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(
-            f"{checkpoint_path} is not a single-file checkpoint (a sharded FSDP checkpoint is a folder; use the "
-            f"fsdp trainer's state_dict_type=full)"
-        )
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
-    marker = f".{adapter_name}."
-    tensors = {
-        clean_param_name(k[len(prefix):]).replace(marker, "."): v.contiguous()
-        for k, v in state.items()
-        if k.startswith(prefix) and "lora_" in k and marker in k
-    }
-    if not tensors:
-        raise ValueError(f"{checkpoint_path} holds no LoRA weights of adapter {adapter_name!r} under {prefix!r}")
-    config = copy.deepcopy(peft_model.peft_config[adapter_name])
-    config.inference_mode = True
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(out_dir))
-    save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return out_dir
-
-
 def is_rank_zero() -> bool:
     """True on the process that writes outputs. Known from the environment before any process group exists
     (torchrun: RANK; SLURM/srun: SLURM_PROCID; Lightning's own launcher: LOCAL_RANK and NODE_RANK)."""
@@ -223,22 +183,3 @@ def check_launch(trainer, multirun: bool) -> None:
             f"extra rank would re-run the whole sweep. Run each job with torchrun/srun, use "
             f"hydra/launcher=submitit_slurm with one task per GPU, or loop over single runs (docs/DISTRIBUTED.md)"
         )
-
-
-def adapter_from_run_checkpoint(checkpoint_path: str | Path, out_dir: str | Path) -> Path:
-    """A peft adapter folder from a checkpoint of a simlab run (``<run dir>/checkpoints/<name>.ckpt``), the model
-    and LoRA settings read from that run's config_resolved.yaml (``simlab adapter-from-ckpt CKPT OUT``)."""
-    import peft
-
-    from simlab.model import attach_lora, load_language_model
-    from simlab.runs.rundir import RunDir
-
-    run = RunDir(Path(checkpoint_path).resolve().parents[1])
-    if not run.config_file.is_file():
-        raise FileNotFoundError(f"{checkpoint_path}: no {run.config_file} beside its checkpoints folder, so the "
-                                f"model and LoRA settings of the run that wrote it are unknown")
-    model_cfg = run.read_config()["model"]
-    loader = {k: v for k, v in model_cfg["loader"].items() if k != "_target_"}
-    lora = peft.LoraConfig(**{k: v for k, v in model_cfg["lora"].items() if k != "_target_"})
-    model = attach_lora(load_language_model(**loader).model, lora)
-    return adapter_from_checkpoint(model, checkpoint_path, out_dir)
