@@ -86,7 +86,7 @@ def write_csv(path: Path, header, rows, sep=",") -> Path:
 
 @pytest.fixture
 def inputs(tmp_path):
-    """A made-up questionnaire_en.json and countries.json side by side, as in the shared data."""
+    """A made-up questionnaire_en.json and countries.json side by side, as in the data root."""
     (tmp_path / "questionnaire_en.json").write_text(json.dumps(QUESTIONNAIRE, indent=4), encoding="utf-8")
     (tmp_path / "countries.json").write_text(json.dumps(COUNTRIES, indent=4), encoding="utf-8")
     return tmp_path
