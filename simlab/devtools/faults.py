@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from simlab.data.files import read_data_json
 from simlab.paths import REPO_ROOT, data_root
 from simlab.runs.rundir import RunDir
 from simlab.runs.status import read_status
@@ -213,8 +214,7 @@ def reused_folder(out: Path, finished: Path) -> list[Outcome]:
 def contradictory_data(out: Path) -> list[Outcome]:
     root = out / "bad_data"
     (root / "wvs7").mkdir(parents=True)
-    source = data_root() / "wvs7" / "sft_wvs_valid.json"
-    rows = json.loads(source.read_text(encoding="utf-8"))
+    rows = read_data_json("wvs7/sft_wvs_valid.json", data_root())
     outcomes = []
     for name, change, needle in (
         ("a repeated (country, question) with another distribution", "duplicate", "repeats"),

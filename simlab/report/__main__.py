@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from simlab.data.files import find_data_file
 from simlab.paths import data_root
 from simlab.report.build import write_report
 from simlab.report.collect import collect_jobs
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     jobs = collect_jobs(args.dirs, args.names)
     questionnaire = args.questionnaire
     if questionnaire is None:
-        default = data_root() / "wvs7" / "questionnaire_en.json"
-        questionnaire = default if default.is_file() else None
+        try:
+            questionnaire = find_data_file("wvs7/questionnaire_en.json", data_root())
+        except FileNotFoundError:  # a data root without the questionnaire: the report has no dimension breakdown
+            questionnaire = None
     elif questionnaire == "none":
         questionnaire = None
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"

@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="max allowed shared-prefix vs per-row probability / loss / LoRA-gradient difference")
     parser.add_argument("--matmul-tokens", type=int, default=2048, help="rows of the matmul throughput measurement")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else ../shared/data")
+    parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else the copy shipped in the package")
     parser.add_argument("--embedded", default="smollm2_135m_instruct")
     parser.add_argument("--check-rows", type=int, default=8, help="rows of the warm-up and the training-step checks")
     parser.add_argument("--ablation", action="store_true", help="also time each step from the reference to simlab")
