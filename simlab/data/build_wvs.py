@@ -31,7 +31,6 @@ byte for byte), except that the shared valid file has no ``n`` field.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from simlab import commandline
 from simlab.data.prompts import PAPER_INSTRUCTION
 from simlab.files import write_text
 
@@ -334,7 +334,7 @@ def build(csv_path: str | Path, questionnaire_path: str | Path, countries_path: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("build-wvs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", required=True, help="official WVS-7 respondent-level CSV (B_COUNTRY, Q1..Q290)")
     parser.add_argument("--questionnaire", required=True, help="questionnaire_en.json of the shared data")
     parser.add_argument("--countries", help="countries.json (default: the one next to --questionnaire)")

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from simlab import commandline
 from simlab.data import SurveyDataModule
 from simlab.data.batching import (
     EncodedDataset,
@@ -871,7 +872,7 @@ def profile(bench: Bench, rows: list[int]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.bench", description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=192, help="seeded sample of C1-Q2 valid rows (default 192)")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
                         help="prompt order of the rows (default question_first: a question's rows share its prefix)")
