@@ -75,7 +75,9 @@ def test_a_plugin_from_a_missing_extra_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(entry, "installed", lambda module: False)
     with pytest.raises(MissingExtra, match=r'pip install "simlab\[search\]"'):
         entry.check_plugins(["hparams_search=recipe_optuna"])
-    entry.check_plugins(["hparams_search=null", "hydra/launcher=basic", "model=hf"])  # nothing asked of an extra
+    with pytest.raises(MissingExtra, match=r'method=zs,knn needs the extra .knn.: pip install "simlab\[knn\]"'):
+        entry.check_plugins(["-m", "method=zs,knn"])
+    entry.check_plugins(["hparams_search=null", "hydra/launcher=basic", "model=hf", "method=zs"])  # no extra asked
     for override, extra in [("hydra/launcher=slurm", "slurm"), ("hydra/launcher=joblib", "joblib")]:
         with pytest.raises(SystemExit) as exit_info:
             entry.main([override, "task=baseline"], prog="simlab run")

@@ -22,8 +22,10 @@ CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"  # in a clone (and 
 CONFIG_NAME = "config"
 VERSION_BASE = "1.3"
 
-# Hydra plugins that live in extras: (override prefix, option) -> (module the plugin needs, extra that installs it)
+# Choices whose code lives in extras: (config group, option; None: any) -> (module it needs, extra that installs it)
 PLUGIN_EXTRAS = {
+    ("baseline", "knn"): ("sentence_transformers", "knn"),
+    ("method", "knn"): ("sentence_transformers", "knn"),
     ("hparams_search", None): ("hydra_plugins.hydra_optuna_sweeper", "search"),
     ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "search"),
     ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
@@ -53,15 +55,17 @@ def register_resolvers() -> None:
 
 
 def check_plugins(overrides: Sequence[str]) -> None:
-    """Raise :class:`MissingExtra` for an override that needs a Hydra plugin from an extra that is not installed
-    (Hydra would otherwise say only that it cannot find the config group option)."""
+    """Raise :class:`MissingExtra` for an override that needs an extra that is not installed, before any work (a
+    Hydra plugin would otherwise be an unknown config option, the KNN baseline an error deep in the job). A sweep's
+    ``a,b`` lists are read option by option."""
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or value in ("null", ""):
+        if not sep:
             continue
-        for (group, option), (module, extra) in PLUGIN_EXTRAS.items():
-            if key == group and option in (None, value) and not installed(module):
-                raise MissingExtra(override, extra)
+        for option in {v.strip() for v in value.split(",")} - {"null", ""}:
+            for (group, wanted), (module, extra) in PLUGIN_EXTRAS.items():
+                if key == group and wanted in (None, option) and not installed(module):
+                    raise MissingExtra(override, extra)
 
 
 def installed(module: str) -> bool:
