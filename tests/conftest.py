@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests download nothing from the Hugging Face hub (huggingface_hub reads this once, at import, so it is set first)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 # the survey data as simlab finds it: $SIMLAB_DATA, else the copy shipped in the package (xz-compressed)
 SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO / "simlab" / "data" / "survey")

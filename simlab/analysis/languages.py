@@ -12,12 +12,12 @@ which this script used before, does; float32 predictions sum to 1 only within ~1
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from simlab import commandline
 from simlab.metrics.registry import one_minus_jsd
 from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir
@@ -77,7 +77,7 @@ def markdown(result: dict, names: list[str], runs: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commandline.parser("compare-languages", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs=2, required=True, help="two run directories with predictions.jsonl")
     parser.add_argument("--names", nargs=2, default=["English", "Chinese"])
     parser.add_argument("--subset", default="C1-Q2")

@@ -32,7 +32,6 @@ byte for byte), except that the shared valid file has no ``n`` field.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -43,6 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from simlab import commandline
 from simlab.data.files import data_file_candidates, read_data_bytes
 from simlab.data.prompts import PAPER_INSTRUCTION
 from simlab.files import write_text
@@ -343,7 +343,7 @@ def build(csv_path: str | Path, questionnaire_path: str | Path, countries_path: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("build-wvs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", required=True, help="official WVS-7 respondent-level CSV (B_COUNTRY, Q1..Q290)")
     parser.add_argument("--questionnaire", default=None,
                         help="questionnaire_en.json (default: wvs7/questionnaire_en.json of the data root: the copy "

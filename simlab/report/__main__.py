@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
+from simlab import commandline
 from simlab.data.files import find_data_file
 from simlab.paths import data_root
 from simlab.report.build import write_report
@@ -13,7 +13,7 @@ from simlab.report.collect import collect_jobs
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simlab.report", description=__doc__)
+    parser = commandline.parser("report", description=__doc__)
     parser.add_argument("dirs", nargs="+", help="run folders, or sweep folders whose subfolders are runs")
     parser.add_argument("--out", help="report folder (default: <first dir>/report)")
     parser.add_argument("--subset", help="subset for the per-country, diversity and position-bias figures")

@@ -7,6 +7,8 @@ benchmark's order of phases (:func:`run`). What each part does: :mod:`simlab.dev
 from __future__ import annotations
 
 import argparse
+
+from simlab import commandline
 import random
 import sys
 import time
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.bench", description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=192, help="seeded sample of C1-Q2 valid rows (default 192)")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
                         help="prompt order of the rows (default question_first: a question's rows share its prefix)")
