@@ -7,8 +7,6 @@ benchmark's order of phases (:func:`run`). What each part does: :mod:`simlab.dev
 from __future__ import annotations
 
 import argparse
-
-from simlab import commandline
 import random
 import sys
 import time
@@ -16,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from simlab import commandline
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
 from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
