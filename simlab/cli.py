@@ -26,7 +26,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from simlab import commandline
+from simlab.common import commandline
 
 COMMANDS = {  # command -> (module with main(argv), what it does)
     "report": ("simlab.report.__main__", "tables, figures and breakdowns of runs and sweeps"),
@@ -83,7 +83,7 @@ LOCAL_COMMANDS = {
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean the input is wrong (a path, a file's content, a setting), not the code."""
-    from simlab.extras import MissingExtra
+    from simlab.common.extras import MissingExtra
     from simlab.runs.status import RunDirError
 
     return (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, RunDirError,

@@ -9,9 +9,9 @@ import pytest
 from conftest import REPO, paper_row, write_rows
 
 import simlab
+from simlab.common.extras import MissingExtra
 from simlab.data.frames import LONG_COLUMNS, WIDE_COLUMNS, rows_table
 from simlab.data.rows import read_rows
-from simlab.extras import MissingExtra
 from simlab.tasks.api import override_value
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from simlab.files import write_json
+from simlab.common.files import write_json
 from simlab.runs.status import RunDirError, claim, read_status, write_status
 
 

@@ -13,7 +13,7 @@ from conftest import REPO
 
 import simlab
 from simlab import cli
-from simlab.extras import MissingExtra
+from simlab.common.extras import MissingExtra
 from simlab.tasks import entry
 
 

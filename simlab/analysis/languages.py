@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.metrics.registry import one_minus_jsd
 from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir

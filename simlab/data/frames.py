@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from simlab.common.extras import require
 from simlab.data.rows import SurveyRow
-from simlab.extras import require
 
 FORMATS = ("long", "wide")
 TARGETS = ("pandas", "datasets")

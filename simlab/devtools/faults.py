@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.data.files import read_data_json
 from simlab.paths import REPO_ROOT, data_root
 from simlab.runs.rundir import RunDir

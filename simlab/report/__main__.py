@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.data.files import find_data_file
 from simlab.paths import data_root
 from simlab.report.build import write_report

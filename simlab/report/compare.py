@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.metrics.registry import metric_names, registered_metrics
 from simlab.runs.rundir import RunDir
 

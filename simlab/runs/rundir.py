@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from simlab.files import write_json, write_text
+from simlab.common.files import write_json, write_text
 from simlab.runs import predictions as predictions_file
 from simlab.runs.metrics_file import RunMetrics
 from simlab.runs.names import (

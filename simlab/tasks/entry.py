@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from simlab.extras import MissingExtra
+from simlab.common.extras import MissingExtra
 from simlab.runs.status import safe_dirname, sqlite_storage, unique_run_dir
 
 PACKAGE_CONF = Path(__file__).resolve().parents[1] / "conf"  # in an installed wheel

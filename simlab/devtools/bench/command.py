@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from simlab import commandline
+from simlab.common import commandline
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
 from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
