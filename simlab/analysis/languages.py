@@ -44,7 +44,8 @@ def _shares(values) -> np.ndarray:
 
 def _argmax_agreement(p, q) -> float:
     """Registry accuracy of one row: 1 where the argmaxes agree, a fraction where either side ties."""
-    p_t, q_t = torch.tensor([p], dtype=torch.float64), torch.tensor([q], dtype=torch.float64)
+    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64)).reshape(1, -1)
+    q_t = torch.as_tensor(np.asarray(q, dtype=np.float64)).reshape(1, -1)
     return float(accuracy_rows(p_t, q_t, torch.ones(p_t.shape, dtype=torch.bool)).item())
 
 
