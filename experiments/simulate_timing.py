@@ -1,7 +1,7 @@
 """Time task=simulate's scoring of one new question for all 63 WVS countries, before and after shared-prefix
 execution, in one process (the model loaded once; each configuration timed 3 times, interleaved; medians):
 
-    python experiments/simulate_timing.py --data-root ../shared/data [--threads N]
+    python experiments/simulate_timing.py [--data-root DIR] [--threads N]
 
 "before" is the Simulator's per-row path (what task=simulate ran before shared-prefix execution: the paper's order,
 batches of 16 sorted by length); the others add shared-prefix batches, the question_first order and batch 64.

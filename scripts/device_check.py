@@ -1,6 +1,7 @@
 """The device check's measurement: LoRA steps with trainer=gpu and trainer=fsdp on a random Llama built here.
 
-Run by scripts/device_check.sh on a lent GPU (it sets PYTHONPATH and SIMLAB_DATA); knobs STEPS, HIDDEN, LAYERS, BATCH.
+Run by scripts/device_check.sh on a lent GPU (it sets PYTHONPATH; the data is the copy shipped in the package unless
+SIMLAB_DATA is set); knobs STEPS, HIDDEN, LAYERS, BATCH.
 """
 import json
 import os

@@ -2,18 +2,16 @@
 # GPU check for a lent H100/H200 (no internet there): a few LoRA steps with trainer=gpu and trainer=fsdp on a
 # small random Llama (built on the machine: the embedded SmolLM2 folder is 517 MB, over the 64 MiB carry limit),
 # printing tokens/s and peak GPU memory for each. Prepare here, once (see docs/DISTRIBUTED.md):
-#   scripts/device_check.sh --prepare      # copies the data rows into .device/ and downloads the wheels to .whl/
-# then run on the device machine with carry [".device", ".whl"]:
+#   scripts/device_check.sh --prepare      # downloads the wheels to .whl/ (the survey data ships in the package)
+# then run on the device machine with carry [".whl"]:
 #   bash scripts/device_check.sh
 # Knobs: STEPS (default 10), HIDDEN (1024), LAYERS (12), BATCH (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--prepare" ]]; then
-  grep -qx '/.device/' .git/info/exclude || echo /.device/ >> .git/info/exclude
   grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
-  mkdir -p .device/data/wvs7 .whl
-  cp ../shared/data/wvs7/sft_wvs_{train,valid,test}.json .device/data/wvs7/
+  mkdir -p .whl
   # what the device lacks (torch, transformers, peft are there); pure-Python wheels, pinned as in .venv
   download() {  # download FOLDER PACKAGE...: each at the version pinned in .venv, as a wheel for the device's Python 3.12
     local folder=$1 pkg version; shift
@@ -29,7 +27,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   download .whl pytorch-lightning lightning-utilities torchmetrics hydra-core omegaconf antlr4-python3-runtime
   # the Hugging Face stack as pinned here: used only if the check fails with the device's own versions
   download .whl/pinned transformers peft huggingface-hub httpx2 httpcore2 truststore hf-xet tokenizers safetensors
-  du -sh .device .whl
+  du -sh .whl
   exit 0
 fi
 
@@ -39,7 +37,7 @@ install() {  # install FOLDER: its wheels into a new folder outside the reposito
   export PYTHONPATH=$site:${PYTHONPATH:-}
 }
 if compgen -G ".whl/*.whl" > /dev/null; then install .whl; fi  # what the device lacks
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 SIMLAB_DATA=${SIMLAB_DATA:-$PWD/.device/data}
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1  # data: $SIMLAB_DATA if set, else the shipped copy
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 versions() {
   python3 -c "import importlib.metadata as m; print(', '.join(p + ' ' + m.version(p) for p in

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Tests download nothing from the Hugging Face hub (huggingface_hub reads this once, at import, so it is set first)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
-# the survey data as simlab finds it: $SIMLAB_DATA, else ../shared/data beside the repository
-SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO.parent / "shared" / "data")
+# the survey data as simlab finds it: $SIMLAB_DATA, else the copy shipped in the package (xz-compressed)
+SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO / "simlab" / "data" / "survey")
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -79,10 +82,19 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tiny_tokenizer)
 
 
+def read_data_json(relative: str):
+    """A file of the survey data (plain or compressed), parsed."""
+    from simlab.data.files import read_data_json as read
+
+    return read(relative, SHARED_DATA)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not (SHARED_DATA / "wvs7" / "sft_wvs_valid.json").is_file():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    """The survey data root: the shipped copy, or $SIMLAB_DATA. Never skipped: without the data the tests fail."""
+    from simlab.data.files import find_data_file
+
+    find_data_file("wvs7/sft_wvs_valid.json", SHARED_DATA)  # a clear error if the root lacks the data
     return SHARED_DATA
 
 

@@ -8,7 +8,7 @@ import textwrap
 from simlab.devtools import imports
 from simlab.paths import PACKAGE_ROOT
 
-TOP_LEVEL = {"__init__.py", "cli.py", "paths.py", "files.py"}
+TOP_LEVEL = {"__init__.py", "cli.py", "paths.py"}
 
 
 def test_top_level_holds_only_the_shared_modules():

@@ -1,4 +1,4 @@
-"""Baselines (Uniform, Avg_Culture, KNN, JSON-ZS) on a handful of real rows from the shared data."""
+"""Baselines (Uniform, Avg_Culture, KNN, JSON-ZS) on a handful of real rows from the shipped survey data."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, read_data_json
 
 from simlab.data.build_wvs import BuildError, build, main
 
-SHARED = SHARED_DATA  # $SIMLAB_DATA, else ../shared/data (conftest)
+SHARED = SHARED_DATA  # $SIMLAB_DATA, else the copy shipped in the package (conftest)
 
 OPTIONS_4 = ["(A)Very", "(B)Rather", "(C)Not very", "(D)Not at all"]
 CODES_4 = {"1": "A", "2": "B", "3": "C", "4": "D"}
@@ -86,7 +86,7 @@ def write_csv(path: Path, header, rows, sep=",") -> Path:
 
 @pytest.fixture
 def inputs(tmp_path):
-    """A made-up questionnaire_en.json and countries.json side by side, as in the shared data."""
+    """A made-up questionnaire_en.json and countries.json side by side, as in the data root."""
     (tmp_path / "questionnaire_en.json").write_text(json.dumps(QUESTIONNAIRE, indent=4), encoding="utf-8")
     (tmp_path / "countries.json").write_text(json.dumps(COUNTRIES, indent=4), encoding="utf-8")
     return tmp_path
@@ -236,13 +236,10 @@ def test_non_integer_code_is_an_error(inputs, tmp_path):
 
 def test_rebuild_reproduces_shared_rows_with_real_questionnaire(tmp_path):
     """Respondents made up to match shared rows rebuild to byte-identical rows (C2/C3 in paper order)."""
-    wvs7 = SHARED / "wvs7"
-    needed = [wvs7 / name for name in ("questionnaire_en.json", "countries.json", "sft_wvs_test.json")]
-    if not all(path.is_file() for path in needed):
-        pytest.skip(f"shared data not found under {wvs7}")
-    questionnaire = json.loads((wvs7 / "questionnaire_en.json").read_text(encoding="utf-8"))
-    countries = json.loads((wvs7 / "countries.json").read_text(encoding="utf-8"))
-    shared_test = json.loads((wvs7 / "sft_wvs_test.json").read_text(encoding="utf-8"))
+    wvs7 = SHARED / "wvs7"  # the builder reads the questionnaire and countries plain or .xz, as the loader does
+    questionnaire = read_data_json("wvs7/questionnaire_en.json")
+    countries = read_data_json("wvs7/countries.json")
+    shared_test = read_data_json("wvs7/sft_wvs_test.json")
     names = {"Nigeria", "Morocco"}  # both in C2 and C3; the paper lists them in opposite orders there
     expected = [r for r in shared_test if r["instruction"].split("from ")[1].split(" answer")[0] in names]
 

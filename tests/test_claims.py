@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from simlab.files import write_json
+from simlab.common.files import write_json
 from simlab.runs.status import RunDirError, claim, read_status, write_status
 
 
@@ -109,3 +109,44 @@ def test_sweep_job_folders_stay_inside_the_sweep_folder(tmp_path):
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [f"0_+note=a_______escaped{rest}",
                                                                       f"1_+note=ck_b{rest}"]
     assert not (tmp_path / "escaped").exists()
+
+
+def test_a_run_folder_whose_config_names_foreign_code_is_refused_before_anything_runs(tmp_path):
+    from simlab.runs.rundir import RunDir
+    from simlab.simulate import Simulator
+
+    marker = tmp_path / "ran"
+    (tmp_path / "config_resolved.yaml").write_text(
+        "model:\n  loader:\n    _target_: subprocess.check_call\n    args: [touch, " + str(marker) + "]\n"
+        "  adapter: null\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model.loader._target_ = 'subprocess.check_call' is not one of simlab's"):
+        Simulator.from_run(tmp_path)
+    with pytest.raises(ValueError, match="refused"):
+        RunDir(tmp_path).read_config()
+    assert not marker.exists()
+
+
+def test_every_target_simlabs_configs_name_is_trusted():
+    import yaml
+
+    from simlab.runs.rundir import TRUSTED_TARGETS, targets
+
+    found = [t for path in (REPO / "conf").rglob("*.yaml")
+             for _, t in targets(yaml.safe_load(path.read_text(encoding="utf-8")) or {})]
+    assert found and all(t.startswith(TRUSTED_TARGETS) for t in found), [t for t in found
+                                                                           if not t.startswith(TRUSTED_TARGETS)]
+
+
+def test_a_fine_tune_that_took_no_step_fails_and_saves_no_adapter(tmp_path, tiny_llama_dir):
+    out = tmp_path / "run"
+    result = _run_py("model=hf", f"model.path={tiny_llama_dir}", "logger=none", "data.limit_per_subset=4",
+                     "trainer.max_epochs=0", f"hydra.run.dir={out}")
+    assert result.returncode == 1 and "the fine-tune took no optimizer step (trainer.max_epochs=0" in result.stderr
+    assert read_status(out)["status"] == "failed" and not (out / "adapter").exists()
+
+
+def test_a_run_that_would_score_no_subset_fails(tmp_path):
+    out = tmp_path / "run"
+    result = _run_py("task=baseline", "baseline=uniform", "logger=none", "data.test_subsets=[]", f"hydra.run.dir={out}")
+    assert result.returncode == 1 and "data.test_subsets is empty" in result.stderr
+    assert read_status(out)["status"] == "failed" and not (out / "metrics.json").exists()

@@ -26,8 +26,10 @@ def test_compare_two_languages(tmp_path):
     assert result["cells"] == 2 and result["only_first"] == 1 and result["only_second"] == 0
     expected = ((1 - jensenshannon([0.7, 0.3], [0.4, 0.6])) + 1.0) / 2
     assert result["agreement_one_minus_jsd"] == pytest.approx(expected)
-    assert result["agreement_same_argmax"] == 0.5
-    assert result["accuracy"] == {"first": 0.5, "second": 0.0}  # Peru: a 50/50 tie picks A, humans B
+    # ties count as fractions: Peru's 50/50 prediction holds the humans' B half the time, and two 50/50
+    # predictions pick the same option half the time
+    assert result["agreement_same_argmax"] == 0.25
+    assert result["accuracy"] == {"first": 0.75, "second": 0.25}
     assert main(["--runs", str(tmp_path / "en"), str(tmp_path / "zh"), "--out", str(tmp_path / "cmp.md")]) == 0
     assert "Cells in both runs: 2" in (tmp_path / "cmp.md").read_text()
 

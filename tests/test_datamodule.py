@@ -1,4 +1,4 @@
-"""The DataModule on the real shared data and on made-up rows: subset sizes, batching, errors."""
+"""The DataModule on the real survey data (shipped) and on made-up rows: subset sizes, batching, errors."""
 
 import pytest
 import torch

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, read_data_json
 from hydra.utils import instantiate
 
 from simlab.data.batching import LengthGroupedBatchSampler
@@ -53,7 +53,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_llama_dir, share
         root = tmp_path / "data"
         (root / "wvs7").mkdir(parents=True)
         for name in ("sft_wvs_train.json", "sft_wvs_valid.json"):
-            rows = json.loads((shared_data / "wvs7" / name).read_text(encoding="utf-8"))
+            rows = read_data_json(f"wvs7/{name}")
             rows = sorted(rows, key=lambda r: int(r["id"]))[:64]
             (root / "wvs7" / name).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
         extra = (*extra, "data.files=[wvs7/sft_wvs_train.json,wvs7/sft_wvs_valid.json]")

@@ -1,10 +1,10 @@
 """The embedded SmolLM2 (slow: converts the GGUF on first use, then loads from the cache)."""
 
-import json
 import re
 
 import pytest
 import torch
+from conftest import read_data_json
 
 from simlab.data import PromptFormat, resolve_letter_ids
 from simlab.data.batching import EncodedRow, PadCollator
@@ -24,9 +24,9 @@ def test_unknown_embedded_model_is_an_error():
 
 
 @pytest.mark.slow
-def test_smollm2_letter_probabilities_on_a_real_prompt(shared_data):
+def test_smollm2_letter_probabilities_on_a_real_prompt():
     lm = load_language_model(embedded="smollm2_135m_instruct")
-    raw = json.loads((shared_data / "wvs7" / "sft_wvs_valid.json").read_text())[0]
+    raw = read_data_json("wvs7/sft_wvs_valid.json")[0]
     row = parse_row(raw, path="valid", index=0, subset_names={"valid": "C1-Q2"},
                     country_pattern=re.compile(ENGLISH_COUNTRY_PATTERN))
     for style in ("plain", "chat"):

@@ -90,7 +90,8 @@ def test_a_name_is_registered_once():
 
 
 def test_the_five_metrics_table_is_unchanged():
-    """results.md's header, average line and footnote as they were before the registry (byte for byte)."""
+    """results.md's header and average line as they were before the registry (byte for byte), and its footnote
+    (which since gained accuracy's tie rule)."""
     summary = summarize(score_subsets(ROWS, PREDICTED), ["S1", "S2"], task="baseline", baseline="x")
     text = results_table(summary)
     lines = text.splitlines()
@@ -102,7 +103,10 @@ def test_the_five_metrics_table_is_unchanged():
     assert lines[-1] == (
         "1-JSD: 1 - Jensen-Shannon distance (natural log). EMD: W1 over option positions / (K-1). "
         "EMD (paper): the reference code's scipy wasserstein_distance on probability values, for comparison "
-        "only. Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size (rows with n).")
+        "only. accuracy: the predicted argmax vs the human majority; ties count as fractions (expected accuracy "
+        "under a random tie-break; options within 1e-12 relative of the maximum tie), so a uniform guess on k "
+        "options scores 1/k. Ceiling: expected 1-JSD of a perfect simulator against a survey of the same size "
+        "(rows with n).")
     assert set(summary["subsets"]["S1"]) == {"n", *FIVE}
 
 

@@ -10,6 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 from scipy.stats import wasserstein_distance
 
+from simlab.metrics.divergences import majority_option
 from simlab.metrics.registry import (
     RowMeanMetric,
     accuracy_rows,
@@ -39,7 +40,10 @@ def _reference_emd_paper(pred: np.ndarray, human: np.ndarray) -> float:
 
 
 def _reference_accuracy(pred: np.ndarray, human: np.ndarray) -> float:
-    return float(np.argmax(pred) == np.argmax(human))
+    """Expected argmax agreement when ties (within 1e-12 relative of the maximum) are broken uniformly at random."""
+    tied_pred = [i for i, v in enumerate(pred) if v >= pred.max() * (1 - 1e-12)]
+    tied_human = [j for j, v in enumerate(human) if v >= human.max() * (1 - 1e-12)]
+    return float(np.mean([float(i == j) for i in tied_pred for j in tied_human]))
 
 
 def _reference_kl(pred: np.ndarray, human: np.ndarray) -> float:
@@ -137,7 +141,7 @@ def test_accuracy_on_hand_made_case():
         [
             [0.6, 0.4, 0.0, 0.0],  # agrees
             [0.1, 0.2, 0.7, 0.0],  # disagrees
-            [0.5, 0.5, 0.0, 0.0],  # tie -> first index 0; human majority 0: agrees
+            [0.5, 0.5, 0.0, 0.0],  # two-way tie, one of them the human majority: 0.5
             [0.2, 0.3, 0.5, 0.0],  # padded slot value would win if not masked; real argmax 2 agrees
         ],
         dtype=torch.float64,
@@ -147,10 +151,63 @@ def test_accuracy_on_hand_made_case():
     )
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
     preds[3, 3] = 0.99
-    assert accuracy_rows(preds, target, mask).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert accuracy_rows(preds, target, mask).tolist() == [1.0, 0.0, 0.5, 1.0]
     metric = _metric("accuracy")
     metric.update(preds, target, mask)
-    assert metric.compute().item() == pytest.approx(0.75)
+    assert metric.compute().item() == pytest.approx(0.625)
+
+
+@pytest.mark.parametrize("k", RAGGED_KS)
+def test_accuracy_of_a_uniform_guess_is_one_over_k(k):
+    rng = np.random.default_rng(k)
+    humans = torch.from_numpy(np.stack([rng.dirichlet(np.ones(k)) for _ in range(k)]))
+    humans[torch.arange(k), torch.arange(k)] = 2.0  # every option is the human majority once
+    humans /= humans.sum(-1, keepdim=True)
+    mask = torch.ones(k, k, dtype=torch.bool)
+    exact = torch.full((k, k), 1.0 / k, dtype=torch.float64)
+    via_softmax = torch.softmax(torch.full((k, k), 0.3, dtype=torch.float32), dim=-1)  # float32, as a model gives
+    jittered = exact * (1 + 1e-14 * torch.arange(k, dtype=torch.float64))  # last-bit differences still tie
+    for uniform in (exact, via_softmax, jittered):
+        np.testing.assert_allclose(accuracy_rows(uniform, humans, mask).numpy(), 1.0 / k, rtol=0, atol=1e-15)
+
+
+def test_accuracy_of_a_clear_argmax_is_unchanged_by_the_tie_rule():
+    preds, target, mask, _ = ragged_batch(seed=7)  # random rows: no ties
+    first_index = (majority_option(preds, mask) == majority_option(target, mask)).to(torch.float64)
+    torch.testing.assert_close(accuracy_rows(preds, target, mask), first_index, atol=0, rtol=0)
+    nearly_tied = torch.tensor([[0.4, 0.4 * (1 - 1e-9), 0.2]], dtype=torch.float64)  # a real, if tiny, difference
+    mask3 = torch.ones(1, 3, dtype=torch.bool)
+    assert accuracy_rows(nearly_tied, torch.tensor([[0.1, 0.6, 0.3]], dtype=torch.float64), mask3).item() == 0.0
+
+
+def test_accuracy_counts_human_ties_too():
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    human = torch.tensor([[0.4, 0.4, 0.1, 0.1]] * 3, dtype=torch.float64)
+    preds = torch.tensor(
+        [
+            [0.7, 0.1, 0.1, 0.1],  # names one of the two human majorities: 1/2
+            [0.4, 0.4, 0.1, 0.1],  # the same tie: a random pick on each side agrees half the time
+            [0.3, 0.1, 0.3, 0.3],  # three-way tie, one shared: 1 / (3 * 2)
+        ],
+        dtype=torch.float64,
+    )
+    np.testing.assert_allclose(accuracy_rows(preds, human, mask).numpy(), [0.5, 0.5, 1 / 6], rtol=0, atol=1e-15)
+
+
+def test_accuracy_metric_over_batches_is_the_mean_of_its_rows():
+    """Two updates (one with ties) compute the mean over every row, not the mean of the batch means."""
+    first = ragged_batch(seed=8)[:3]
+    k = 5
+    tied = (torch.full((3, k), 1.0 / k, dtype=torch.float64),
+            torch.tensor([[0.5, 0.2, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.2, 0.5], [0.3, 0.3, 0.2, 0.1, 0.1]],
+                         dtype=torch.float64),
+            torch.ones(3, k, dtype=torch.bool))
+    metric = _metric("accuracy")
+    metric.update(*first)
+    metric.update(*tied)
+    rows = torch.cat([accuracy_rows(*first), accuracy_rows(*tied)])
+    assert rows[-3:].tolist() == pytest.approx([0.2, 0.2, 0.2])
+    assert metric.compute().item() == pytest.approx(rows.mean().item(), abs=1e-15)
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

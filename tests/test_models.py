@@ -66,6 +66,7 @@ def test_missing_paper_model_names_the_hub_id(tmp_path):
         instantiate(cfg.model.loader)
     assert isinstance(info.value.__cause__, ModelNotAvailable) and issubclass(ModelNotAvailable, FileNotFoundError)
     assert "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B" in str(info.value.__cause__)
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in str(info.value.__cause__)  # tests download nothing
 
 
 def test_missing_local_path_names_the_path(tmp_path):

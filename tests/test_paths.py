@@ -1,6 +1,9 @@
-"""data_root: explicit argument, then $SIMLAB_DATA, then the default; a missing root says how to fix it."""
+"""data_root: explicit argument, then $SIMLAB_DATA, then the copy shipped in the package; a missing root, or a file
+given as the root, says how to fix it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -28,13 +31,12 @@ def test_env_variable(tmp_path, monkeypatch):
     assert data_root("") == env.resolve()  # an empty data.root means "not set"
 
 
-def test_default_beside_repo(tmp_path, monkeypatch):
-    repo = tmp_path / "main"
-    repo.mkdir()
-    (tmp_path / "shared" / "data").mkdir(parents=True)
+def test_default_is_the_shipped_copy(monkeypatch):
     monkeypatch.delenv("SIMLAB_DATA", raising=False)
-    monkeypatch.setattr(paths, "REPO_ROOT", repo)
-    assert data_root() == (tmp_path / "shared" / "data").resolve()
+    assert data_root() == paths.PACKAGED_DATA.resolve()
+    assert data_root(None) == data_root("") == paths.PACKAGED_DATA.resolve()
+    assert paths.PACKAGED_DATA == Path(paths.__file__).resolve().parent / "data" / "survey"  # inside the package
+    assert (paths.PACKAGED_DATA / "wvs7" / "sft_wvs_train.json.xz").is_file()
 
 
 def _assert_helpful(err: FileNotFoundError, missing):
@@ -61,18 +63,29 @@ def test_missing_env_root(tmp_path, monkeypatch):
 
 
 def test_missing_default_root(tmp_path, monkeypatch):
-    repo = tmp_path / "main"
-    repo.mkdir()
     monkeypatch.delenv("SIMLAB_DATA", raising=False)
-    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.setattr(paths, "PACKAGED_DATA", tmp_path / "gone")
     with pytest.raises(FileNotFoundError) as info:
         data_root()
-    _assert_helpful(info.value, tmp_path / "shared" / "data")
+    _assert_helpful(info.value, tmp_path / "gone")
+    assert "shipped in the package" in str(info.value)
 
 
-def test_file_is_not_a_root(tmp_path, monkeypatch):
-    monkeypatch.delenv("SIMLAB_DATA", raising=False)
+@pytest.mark.parametrize("how", ["data.root", "SIMLAB_DATA"])
+def test_file_is_not_a_root(tmp_path, monkeypatch, how):
+    """A data file given as the root says it is a file (not that it does not exist), in one line."""
     a_file = tmp_path / "data.json"
     a_file.write_text("[]", encoding="utf-8")
-    with pytest.raises(FileNotFoundError):
-        data_root(a_file)
+    if how == "data.root":
+        monkeypatch.delenv("SIMLAB_DATA", raising=False)
+        call = lambda: data_root(a_file)  # noqa: E731
+    else:
+        monkeypatch.setenv("SIMLAB_DATA", str(a_file))
+        call = data_root
+    with pytest.raises(NotADirectoryError) as info:
+        call()
+    text = str(info.value)
+    assert "\n" not in text
+    assert f"{a_file} (from {'data.root' if how == 'data.root' else '$SIMLAB_DATA'}) is a file, not a folder" in text
+    assert "does not exist" not in text
+    assert "data.files" in text

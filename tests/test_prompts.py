@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from conftest import CHATML_TEMPLATE, build_tokenizer, paper_row
+from conftest import CHATML_TEMPLATE, build_tokenizer, paper_row, read_data_json
 from transformers import AutoTokenizer
 
 from simlab.data.prompts import PAPER_ANSWER_PREFIX, PromptFormat
@@ -51,8 +50,8 @@ def test_plain_prompt_of_real_row():
     assert PromptFormat(style="plain").render(_row(VALID_ROW_0), tokenizer=None) == VALID_ROW_0_PROMPT
 
 
-def test_real_row_is_first_row_of_shared_file(shared_data):
-    rows = json.loads((shared_data / "wvs7" / "sft_wvs_valid.json").read_text(encoding="utf-8"))
+def test_real_row_is_first_row_of_shared_file():
+    rows = read_data_json("wvs7/sft_wvs_valid.json")
     assert rows[0] == VALID_ROW_0
     assert PromptFormat().render(_row(rows[0])) == VALID_ROW_0_PROMPT
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from conftest import REPO
 
-from simlab.files import atomic_writer, write_json
+from simlab.common.files import atomic_writer, write_json
 from simlab.runs.status import RunDirError, claim, read_status, unique_run_dir, write_status
 
 
@@ -19,7 +19,7 @@ def test_kill_9_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
     write_json(target, {"old": True})
     script = textwrap.dedent(f"""
         import os, signal
-        from simlab.files import atomic_writer
+        from simlab.common.files import atomic_writer
         with atomic_writer({str(target)!r}) as handle:
             handle.write('{{"new": ')
             handle.flush()

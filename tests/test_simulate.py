@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, read_data_json
 
 QUESTIONS_YAML = """\
 - id: cars
@@ -119,14 +119,14 @@ def test_api_returns_the_cli_numbers(simulate_dir, questions_file, tiny_llama_di
     assert abs(plain["share"].to_numpy() - one["share"].to_numpy()).max() > 1e-4  # the adapter is really applied
 
 
-def test_prompt_is_the_papers(shared_data, tiny_tokenizer):
+def test_prompt_is_the_papers(tiny_tokenizer):
     """A WVS row's question given as plain text + labels renders to exactly the evaluation prompt."""
     from simlab.data import PromptFormat
     from simlab.data.rows import OPTION_PATTERN
     from simlab.model import LanguageModel
     from simlab.simulate import Simulator, make_question
 
-    row = json.loads((shared_data / "wvs7" / "sft_wvs_valid.json").read_text())[0]
+    row = read_data_json("wvs7/sft_wvs_valid.json")[0]
     labels = [OPTION_PATTERN.match(o).group("label") for o in row["options"]]
     text = row["input"].replace(" \nHere are the options: \n", "")
     question = make_question(text, labels)

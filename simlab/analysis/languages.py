@@ -5,20 +5,22 @@
 
 For the cells present in both runs: each run's mean 1-JSD and accuracy against the human distribution, and
 the per-row agreement between the two runs' predictions (mean 1-JSD between them, share of rows with the same
-argmax). Cells present in only one run are counted and reported, never silently dropped. 1-JSD is
+argmax; ties count as fractions, as in the registry's accuracy). Cells present in only one run are counted and
+reported, never silently dropped. Accuracy is :func:`simlab.metrics.registry.accuracy_rows`. 1-JSD is
 :func:`simlab.metrics.registry.one_minus_jsd` on the saved shares renormalised to sum 1 (as scipy's ``jensenshannon``,
 which this script used before, does; float32 predictions sum to 1 only within ~1e-7).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from simlab.metrics.registry import one_minus_jsd
+from simlab.common import commandline
+from simlab.metrics.registry import accuracy_rows, one_minus_jsd
 from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir
 
@@ -31,6 +33,13 @@ def load_cells(run_dir: str | Path, subset: str) -> dict[RowKey, dict]:
 def _shares(values) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return values / values.sum()
+
+
+def _argmax_agreement(p, q) -> float:
+    """Registry accuracy of one row: 1 where the argmaxes agree, a fraction where either side ties."""
+    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64)).reshape(1, -1)
+    q_t = torch.as_tensor(np.asarray(q, dtype=np.float64)).reshape(1, -1)
+    return float(accuracy_rows(p_t, q_t, torch.ones(p_t.shape, dtype=torch.bool)).item())
 
 
 def compare(first: dict, second: dict) -> dict:
@@ -47,9 +56,9 @@ def compare(first: dict, second: dict) -> dict:
         for name, record in (("first", a), ("second", b)):
             predicted = np.asarray(record["predicted"])
             scores[name].append(float(one_minus_jsd(_shares(human), _shares(predicted))))
-            accuracy[name].append(float(np.argmax(predicted) == np.argmax(human)))
+            accuracy[name].append(_argmax_agreement(predicted, human))
         agreement.append(float(one_minus_jsd(_shares(a["predicted"]), _shares(b["predicted"]))))
-        same_argmax.append(float(np.argmax(a["predicted"]) == np.argmax(b["predicted"])))
+        same_argmax.append(_argmax_agreement(a["predicted"], b["predicted"]))
     return {
         "cells": len(shared),
         "only_first": len(set(first) - set(second)),
@@ -77,7 +86,7 @@ def markdown(result: dict, names: list[str], runs: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commandline.parser("compare-languages", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs=2, required=True, help="two run directories with predictions.jsonl")
     parser.add_argument("--names", nargs=2, default=["English", "Chinese"])
     parser.add_argument("--subset", default="C1-Q2")

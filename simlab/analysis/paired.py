@@ -11,7 +11,6 @@ picked its checkpoint and temperature on), so what remains is out of sample for 
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simlab.common import commandline
 from simlab.metrics.registry import metric_spec
 from simlab.runs.predictions import RowKey
 from simlab.runs.rundir import RunDir
@@ -112,7 +112,7 @@ def describe(result: PairedDifference, name_a: str, name_b: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="simlab paired", description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("paired", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     parser.add_argument("--subset", required=True)

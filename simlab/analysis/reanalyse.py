@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from simlab.analysis.post_test import analyse
+from simlab.common import commandline
 from simlab.data.datamodule import SurveyDataModule
 from simlab.metrics.scoring import score_subsets
 from simlab.paths import REPO_ROOT
@@ -74,8 +75,7 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simlab.analysis.reanalyse", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = commandline.parser("reanalyse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--out", required=True, help="folder for the re-analysed metrics.json (not the run itself)")
     parser.add_argument("--calibrate-on", default=None, help="fit one temperature on this tested subset")

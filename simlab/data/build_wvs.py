@@ -1,12 +1,13 @@
 """Build the paper's country-level WVS-7 files from the official respondent-level CSV.
 
-The WVS licence forbids redistributing respondent-level data, so the shared data folder only
-holds the derived country-level rows; this builder lets anyone with the official
-``WVS_Cross-National_Wave_7_csv_v5_0.csv`` regenerate them (see shared/data/README.md):
+The WVS licence forbids redistributing respondent-level data, so simlab ships only the derived
+country-level rows; this builder lets anyone with the official
+``WVS_Cross-National_Wave_7_csv_v5_0.csv`` regenerate them (see docs/DATA.md):
 
-    python -m simlab.data.build_wvs --csv WVS_Cross-National_Wave_7_csv_v5_0.csv \\
-        --questionnaire ../shared/data/wvs7/questionnaire_en.json \\
-        --countries ../shared/data/wvs7/countries.json --out DIR
+    simlab build-wvs --csv WVS_Cross-National_Wave_7_csv_v5_0.csv --out DIR
+
+The questionnaire and countries default to those of the data root (the copy shipped in the
+package, or $SIMLAB_DATA); ``--questionnaire`` / ``--countries`` name others (plain or .xz).
 
 Rules (those of the paper's construct_sft_data.py, as documented in the README):
 
@@ -31,7 +32,6 @@ byte for byte), except that the shared valid file has no ``n`` field.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -42,8 +42,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from simlab.common import commandline
+from simlab.common.files import write_text
+from simlab.data.files import data_file_candidates, read_data_bytes
 from simlab.data.prompts import PAPER_INSTRUCTION
-from simlab.files import write_text
+from simlab.paths import data_root
 
 COUNTRY_COLUMN = "B_COUNTRY"
 MISSING = -99  # blank cells become this code, i.e. missing like the official negative codes
@@ -85,10 +88,16 @@ def log(message: str) -> None:
 def read_json(path: str | Path, what: str) -> Any:
     """A JSON file, or a BuildError naming it (missing, not UTF-8, not JSON)."""
     path = Path(path)
-    if not path.is_file():
-        raise BuildError(f"{path}: {what} file does not exist")
+    found = next((p for p in data_file_candidates(path, Path()) if p.is_file()), None)  # plain, else .xz / .gz
+    if found is None:
+        raise BuildError(f"{path}: {what} file does not exist (nor with .xz or .gz added)")
+    path = found
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = read_data_bytes(path)
+    except ValueError as err:  # a damaged .xz / .gz
+        raise BuildError(str(err)) from err
+    try:
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise BuildError(f"{path}: {what} file is not UTF-8 (byte offset {err.start})") from err
     except json.JSONDecodeError as err:
@@ -334,19 +343,22 @@ def build(csv_path: str | Path, questionnaire_path: str | Path, countries_path: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("build-wvs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", required=True, help="official WVS-7 respondent-level CSV (B_COUNTRY, Q1..Q290)")
-    parser.add_argument("--questionnaire", required=True, help="questionnaire_en.json of the shared data")
+    parser.add_argument("--questionnaire", default=None,
+                        help="questionnaire_en.json (default: wvs7/questionnaire_en.json of the data root: the copy "
+                             "shipped in the package, or $SIMLAB_DATA)")
     parser.add_argument("--countries", help="countries.json (default: the one next to --questionnaire)")
     parser.add_argument("--out", required=True, help="output folder for sft_wvs_{train,valid,test}.json")
     parser.add_argument("--skip-country", type=int, action="append", metavar="CODE",
                         help="B_COUNTRY code whose rows are dropped (repeatable; default: 909 Northern Ireland)")
     args = parser.parse_args(argv)
-    countries = args.countries or Path(args.questionnaire).with_name("countries.json")
+    questionnaire = args.questionnaire or data_root() / "wvs7" / "questionnaire_en.json"  # read plain or .xz
+    countries = args.countries or Path(questionnaire).with_name("countries.json")
     skip = None
     if args.skip_country is not None:
         skip = {code: DEFAULT_SKIP_COUNTRIES.get(code, "given by --skip-country") for code in args.skip_country}
-    build(args.csv, args.questionnaire, countries, args.out, skip)
+    build(args.csv, questionnaire, countries, args.out, skip)
     return 0
 
 

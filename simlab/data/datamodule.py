@@ -41,7 +41,8 @@ class SurveyDataModule(pl.LightningDataModule):
 
     Args:
         tokenizer: the model's tokenizer (a pad token is taken from eos if it has none); None loads rows only.
-        files: data files relative to ``root`` (or absolute).
+        files: data files relative to ``root`` (or absolute); each is read as named, else with .xz or .gz added.
+        root: the data folder; None: $SIMLAB_DATA, else the copy shipped in the package (see ``data_root``).
         survey: the survey the files' questions belong to (``wvs7``, ``pew``): a question is (survey, id).
         subset_names: data_type -> subset name, e.g. ``{"test_1": "C1-Q3"}``.
         train_subset / valid_subset / test_subsets: which subsets feed fit, validation and test.
@@ -180,7 +181,7 @@ class SurveyDataModule(pl.LightningDataModule):
         for name in self.files:
             loaded = read_rows(
                 data_file(name, root), subset_names=self.subset_names, country_pattern=self.country_pattern,
-                drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey,
+                drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey, name=name,
             )
             for row in loaded.rows:
                 by_subset.setdefault(row.subset, []).append(row)

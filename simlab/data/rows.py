@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simlab.data.files import find_data_file, plain_name, read_data_bytes
 from simlab.data.prompts import ENGLISH_COUNTRY_PATTERN
 
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
@@ -56,6 +57,9 @@ class SurveyRow:
     prompt_country: str | None = None  # the country the prompt names, when [ctrl] replaced it
     option_order: tuple[int, ...] | None = None  # original option positions, when options were shuffled
     survey: str = "wvs7"  # which survey the question belongs to: a question is (survey, id), never the id alone
+    # the file as the config names it (wvs7/sft_wvs_valid.json), without a compression suffix: with ``index`` the
+    # row's identity for seeded draws, the same wherever the data folder lies and whether the file is compressed
+    file: str = ""
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -80,6 +84,7 @@ def parse_row(
     country_pattern: re.Pattern[str],
     renormalize: bool = False,
     survey: str = "wvs7",
+    file: str = "",
 ) -> SurveyRow:
     """Validate one raw JSON row and turn it into a SurveyRow (raises RowError).
 
@@ -116,6 +121,7 @@ def parse_row(
         source=str(path),
         index=index,
         survey=survey,
+        file=file,
     )
 
 
@@ -209,14 +215,14 @@ def parse_question_id(question_id: Any, fail: Fail) -> str:
 
 
 def _read_json_rows(path: Path) -> list[Any]:
-    raw = path.read_bytes()
+    raw = read_data_bytes(path)  # plain, or decompressed from .xz / .gz
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise RowError(path, None, None,
                        f"not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start})") from err
-    if path.suffix == ".jsonl":
+    if plain_name(path.name).endswith(".jsonl"):
         raw_rows = []
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -243,22 +249,24 @@ def read_rows(
     drop_invalid: bool = False,
     renormalize: bool = False,
     survey: str = "wvs7",
+    name: str | None = None,
 ) -> LoadedRows:
-    """Read and validate every row of a paper-format JSON (or JSONL) file.
+    """Read and validate every row of a paper-format JSON (or JSONL) file, plain or compressed (``path`` itself,
+    else ``path`` + .xz / .gz).
 
     By default the first bad row raises. With ``drop_invalid`` bad rows are collected in
-    ``LoadedRows.invalid`` (index, id, error) for the caller to log and save.
+    ``LoadedRows.invalid`` (index, id, error) for the caller to log and save. ``name`` is the file as the config
+    names it (default: the file name), kept in each row as its location-independent identity.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"survey data file {path} does not exist")
+    path = find_data_file(path, Path())
+    file = plain_name(name if name is not None else path.name)
     pattern = re.compile(country_pattern)
     loaded = LoadedRows(rows=[])
     for index, raw in enumerate(_read_json_rows(path)):
         try:
             loaded.rows.append(
                 parse_row(raw, path=path, index=index, subset_names=subset_names, country_pattern=pattern,
-                          renormalize=renormalize, survey=survey)
+                          renormalize=renormalize, survey=survey, file=file)
             )
         except RowError as err:
             if not drop_invalid:

@@ -10,20 +10,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from simlab.data.files import data_file_candidates, find_data_file
 from simlab.data.rows import RowError, SurveyRow
 
 log = logging.getLogger(__name__)
 
 
 def data_file(name: str, root: Path) -> Path:
-    """A data file: ``name`` itself when absolute, else under ``root``."""
-    return Path(name) if Path(name).is_absolute() else root / name
+    """A data file: ``name`` itself when absolute, else under ``root``; plain, else with .xz or .gz added."""
+    return find_data_file(name, root)
 
 
 def check_files_exist(files: Sequence[str], root: Path) -> None:
-    missing = [name for name in files if not data_file(name, root).is_file()]
+    """Every configured file is there (plain or compressed), or one error listing all that are not."""
+    missing = [name for name in files if not any(path.is_file() for path in data_file_candidates(name, root))]
     if missing:
-        raise FileNotFoundError(f"data files not found under {root}: {missing} (data.files, data.root)")
+        raise FileNotFoundError(f"data files not found under {root}: {missing}, neither as named nor with .xz or .gz "
+                                f"added (data.files, data.root)")
 
 
 def check_unique_cells(subset: str, rows: Sequence[SurveyRow]) -> None:

@@ -23,8 +23,10 @@ from simlab.data.rows import OPTION_PATTERN, SurveyRow
 
 
 def row_rng(seed: int, row: SurveyRow, purpose: str, key: str | None = None) -> random.Random:
-    """The row's own generator; ``key`` replaces the row's identity (e.g. one draw per question)."""
-    return random.Random(f"{purpose}:{seed}:{key if key is not None else f'{row.source}:{row.index}'}")
+    """The row's own generator; ``key`` replaces the row's identity (e.g. one draw per question). The identity is
+    the file as configured and the row's index, never the folder it was read from: draws are the same anywhere."""
+    identity = f"{row.file or row.source}:{row.index}"
+    return random.Random(f"{purpose}:{seed}:{key if key is not None else identity}")
 
 
 def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country_pattern: str) -> SurveyRow:

@@ -10,7 +10,6 @@ validation after it), so tests can place a fault exactly; it fires only in a fre
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from simlab.common import commandline
+from simlab.data.files import read_data_json
 from simlab.paths import REPO_ROOT, data_root
 from simlab.runs.rundir import RunDir
 from simlab.runs.status import read_status
@@ -213,8 +214,7 @@ def reused_folder(out: Path, finished: Path) -> list[Outcome]:
 def contradictory_data(out: Path) -> list[Outcome]:
     root = out / "bad_data"
     (root / "wvs7").mkdir(parents=True)
-    source = data_root() / "wvs7" / "sft_wvs_valid.json"
-    rows = json.loads(source.read_text(encoding="utf-8"))
+    rows = read_data_json("wvs7/sft_wvs_valid.json", data_root())
     outcomes = []
     for name, change, needle in (
         ("a repeated (country, question) with another distribution", "duplicate", "repeats"),
@@ -259,7 +259,7 @@ def markdown(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.faults", description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="folder for the runs (default outputs/faults/<time>)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "faults" / time.strftime("%Y-%m-%d_%H-%M-%S")

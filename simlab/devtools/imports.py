@@ -22,7 +22,7 @@ from simlab.paths import PACKAGE_ROOT
 
 # Lowest first; a package may import its own layer and those below. Top-level modules count as packages.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("paths", "files"),
+    ("paths", "common"),
     ("data",),
     ("metrics",),
     ("model",),

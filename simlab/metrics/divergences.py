@@ -83,3 +83,17 @@ def w1_rows(p: Tensor, q: Tensor, mask: Tensor) -> Tensor:
 def majority_option(p: Tensor, mask: Tensor) -> Tensor:
     """Index of the most likely real option per row (the first index on ties), as a long [B] tensor."""
     return p.masked_fill(~mask, float("-inf")).argmax(dim=-1)
+
+
+TIE_RTOL = 1e-12  # options within this fraction of a row's maximum tie with it
+
+
+def majority_options(p: Tensor, mask: Tensor, rtol: float = TIE_RTOL) -> Tensor:
+    """Every most likely real option per row, as a bool [B, K] tensor (True = tied for the maximum).
+
+    Options within ``rtol`` (relative) of the row's maximum count as tied: a uniform guess computed two ways, or
+    a softmax of equal logits, can differ in the last bits, and exact float equality would miss those ties.
+    """
+    masked = p.masked_fill(~mask, float("-inf"))
+    top = masked.max(dim=-1, keepdim=True).values
+    return mask & (masked >= top - rtol * top.abs())

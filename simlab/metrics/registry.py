@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from simlab.metrics.divergences import js_divergence_rows, kl_rows, majority_option, w1_rows
+from simlab.metrics.divergences import TIE_RTOL, js_divergence_rows, kl_rows, majority_options, w1_rows
 
 _LOG_FLOOR = 1e-12  # predicted probabilities are clamped here inside log() so KL stays finite
 
@@ -162,12 +162,23 @@ def emd_paper_rows(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 @register_metric(
     "accuracy", title="accuracy", higher_is_better=True, in_average=True, in_report=True,
-    report_title="accuracy of the argmax vs the human majority",
+    description=f"the predicted argmax vs the human majority; ties count as fractions (expected accuracy under a "
+                f"random tie-break; options within {TIE_RTOL:g} relative of the maximum tie), so a uniform guess "
+                f"on k options scores 1/k.",
+    report_title="accuracy of the argmax vs the human majority (ties as fractions)",
 )
 def accuracy_rows(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """1.0 where the predicted and human majority answers agree (first index on ties), else 0.0."""
+    """Whether the predicted and human majority answers agree, ties counted as fractions.
+
+    With P the predicted maxima and H the human maxima (ties within ``TIE_RTOL`` relative), a row scores
+    |P ∩ H| / (|P| |H|): the chance that a random pick among P equals a random pick among H. So a clear argmax
+    scores 1 or 0 as before, a two-way predicted tie holding the human majority 0.5, a uniform guess 1/k. The
+    first-index tie-break used before gave a uniform guess the score of option A, which says nothing about it.
+    """
     preds, target, mask = _as_float64(preds, target, mask)
-    return (majority_option(preds, mask) == majority_option(target, mask)).to(torch.float64)
+    predicted, human = majority_options(preds, mask), majority_options(target, mask)
+    shared = (predicted & human).sum(dim=-1).to(torch.float64)
+    return shared / (predicted.sum(dim=-1) * human.sum(dim=-1)).to(torch.float64)
 
 
 @register_metric("kl", title="KL", higher_is_better=False)

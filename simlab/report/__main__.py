@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
+from simlab.common import commandline
+from simlab.data.files import find_data_file
 from simlab.paths import data_root
 from simlab.report.build import write_report
 from simlab.report.collect import collect_jobs
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simlab.report", description=__doc__)
+    parser = commandline.parser("report", description=__doc__)
     parser.add_argument("dirs", nargs="+", help="run folders, or sweep folders whose subfolders are runs")
     parser.add_argument("--out", help="report folder (default: <first dir>/report)")
     parser.add_argument("--subset", help="subset for the per-country, diversity and position-bias figures")
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     jobs = collect_jobs(args.dirs, args.names)
     questionnaire = args.questionnaire
     if questionnaire is None:
-        default = data_root() / "wvs7" / "questionnaire_en.json"
-        questionnaire = default if default.is_file() else None
+        try:
+            questionnaire = find_data_file("wvs7/questionnaire_en.json", data_root())
+        except FileNotFoundError:  # a data root without the questionnaire: the report has no dimension breakdown
+            questionnaire = None
     elif questionnaire == "none":
         questionnaire = None
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"

@@ -8,6 +8,7 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
+from simlab.data.files import find_data_file, read_data_text
 from simlab.metrics.registry import accuracy_rows, one_minus_jsd_rows
 from simlab.metrics.scoring import pad_distributions
 
@@ -39,8 +40,8 @@ def per_country(records: list[dict], subset: str) -> dict[str, dict[str, float]]
 
 def load_dimensions(questionnaire: str | Path) -> dict[str, str]:
     """question id -> the questionnaire's ``dimension`` field."""
-    path = Path(questionnaire)
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    path = find_data_file(questionnaire, Path())  # plain, else .xz / .gz (the shipped copy)
+    entries = json.loads(read_data_text(path))
     dims = {}
     for i, entry in enumerate(entries):
         if "id" not in entry or "dimension" not in entry:

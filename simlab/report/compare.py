@@ -9,9 +9,9 @@ come from the metric registry (:mod:`simlab.metrics.registry`).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from simlab.common import commandline
 from simlab.metrics.registry import metric_names, registered_metrics
 from simlab.runs.rundir import RunDir
 
@@ -46,7 +46,7 @@ def comparison_table(runs: list[dict], names: list[str], metrics: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commandline.parser("compare", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True)
     parser.add_argument("--names", nargs="+")
     parser.add_argument("--metrics", nargs="+", default=list(metric_names(in_report=True)),

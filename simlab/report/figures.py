@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from simlab.metrics.registry import metric_spec  # noqa: E402
+
 
 class Scored(Protocol):
     """A run a figure draws: its row label and its metrics (metrics.json's content)."""
@@ -33,6 +35,42 @@ class ScoredRun:
 
     label: str
     metrics: dict
+
+
+def metric_label(metric: str) -> str:
+    """A metric's axis label from its registered title, e.g. "1 − JSD (higher is better)"; an unregistered key
+    is shown as written. The registry's ASCII "1-JSD" (tables, LaTeX) is drawn with a real minus sign here."""
+    try:
+        spec = metric_spec(metric)
+    except KeyError:
+        return metric.replace("_", " ")
+    title = "1 − " + spec.title[2:] if spec.title.startswith("1-") else spec.title
+    return f"{title} ({'higher' if spec.higher_is_better else 'lower'} is better)"
+
+
+def value_limits(values, margin: float = 0.15, min_margin: float = 0.01) -> tuple[float, float] | None:
+    """Axis limits that show the differences between ``values``: their range widened by ``margin`` of itself
+    (at least ``min_margin``) on each side, kept inside [0, 1] when every value is (and at or above 0 when every
+    value is). A bar axis from 0 would flatten the 0.01-0.05 gaps between methods that matter here; the tick
+    labels say where the axis starts. None when there is no finite value (matplotlib's default then)."""
+    finite = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(margin * (high - low), min_margin)
+    lower, upper = low - pad, high + pad
+    if low >= 0.0:
+        lower = max(lower, 0.0)
+    if 0.0 <= low and high <= 1.0:
+        upper = min(upper, 1.0)
+    return lower, upper
+
+
+def _fit_y(ax, series: dict[str, list[float]]) -> None:
+    limits = value_limits([v for values in series.values() for v in values])
+    if limits:
+        ax.set_ylim(*limits)
 
 
 def _grouped_bars(ax, categories: list[str], series: dict[str, list[float]]) -> None:
@@ -54,8 +92,9 @@ def metric_by_subset(done: Sequence[Scored], metric: str, path: Path, title: str
     series = {j.label: [j.metrics["subsets"].get(s, {}).get(metric, np.nan) for s in subsets] for j in done}
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(subsets) + 3), 4))
     _grouped_bars(ax, subsets, series)
+    _fit_y(ax, series)
     ax.set_xlabel("test subset (countries x questions)")
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(title)
     _legend(ax, len(series))
     fig.tight_layout()
@@ -74,10 +113,10 @@ def diversity_scatter(points: dict[str, list[dict]], path: Path, subset_note: st
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="model as diverse as people")
     all_values = [v for rows in points.values() for r in rows for v in (r["human"], r["model"])]
     low = max(0.0, min(all_values, default=0.0) - 0.02)
-    ax.set_xlim(low, 1.0)
-    ax.set_ylim(low, 1.0)
-    ax.set_xlabel("people: mean pairwise 1-JSD between countries")
-    ax.set_ylabel("model: mean pairwise 1-JSD between countries")
+    ax.set_xlim(low, 1.01)  # a little past 1: points at exactly 1 stay whole
+    ax.set_ylim(low, 1.01)
+    ax.set_xlabel("people: mean pairwise 1 − JSD between countries")
+    ax.set_ylabel("model: mean pairwise 1 − JSD between countries")
     ax.set_title(f"Similarity of answers across countries, per question\n({subset_note}; higher = less diverse)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -87,13 +126,17 @@ def diversity_scatter(points: dict[str, list[dict]], path: Path, subset_note: st
 
 
 def per_country_bars(by_job: dict[str, dict[str, dict[str, float]]], subset: str, path: Path) -> Path:
-    """Figs. 3e-f / 6 / 8 style: per-country 1-JSD (top) and accuracy (bottom) on one subset, one bar per job."""
+    """Figs. 3e-f / 6 / 8 style: per-country 1-JSD (top) and accuracy (bottom) on one subset, one bar per job.
+
+    The width grows with the bars but stops at 28 inches: wider images are shrunk past reading in a viewer."""
     countries = sorted({c for per in by_job.values() for c in per})
-    fig, axes = plt.subplots(2, 1, figsize=(max(7, 0.35 * len(countries) * max(1, len(by_job)) + 3), 7), sharex=True)
-    for ax, metric, name in ((axes[0], "one_minus_jsd", "1-JSD"), (axes[1], "accuracy", "accuracy")):
+    width = min(max(7, 0.35 * len(countries) * max(1, len(by_job)) + 3), 28)
+    fig, axes = plt.subplots(2, 1, figsize=(width, 7), sharex=True)
+    for ax, metric in ((axes[0], "one_minus_jsd"), (axes[1], "accuracy")):
         series = {job: [per.get(c, {}).get(metric, np.nan) for c in countries] for job, per in by_job.items()}
         _grouped_bars(ax, countries, series)
-        ax.set_ylabel(name)
+        _fit_y(ax, series)
+        ax.set_ylabel(metric_label(metric))
     axes[1].set_xticks(range(len(countries)), countries, rotation=60, ha="right", fontsize=8)
     axes[1].set_xlabel("country")
     axes[0].set_title(f"Per-country scores on {subset}")
@@ -118,6 +161,7 @@ def position_bias_bars(runs: Sequence[Scored], subset: str, path: Path, position
         predicted = job.metrics["position_bias"][subset]["predicted_mean_by_position"][:positions]
         series[job.label] = predicted + [np.nan] * (positions - len(predicted))
     _grouped_bars(ax, letters, series)
+    _fit_y(ax, series)
     ax.set_xlabel("option position (letter)")
     ax.set_ylabel("mean share")
     ax.set_title(f"Position bias on {subset}: mean share per option position")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simlab.files import atomic_writer, write_text
+from simlab.common.files import atomic_writer, write_text
 
 if TYPE_CHECKING:
     from simlab.data.rows import SurveyRow

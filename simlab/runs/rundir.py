@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from simlab.files import write_json, write_text
+from simlab.common.files import write_json, write_text
 from simlab.runs import predictions as predictions_file
 from simlab.runs.metrics_file import RunMetrics
 from simlab.runs.names import (
@@ -91,12 +91,20 @@ class RunDir:
         return write_text(self.config_file, resolved_yaml)
 
     def read_config(self) -> dict:
-        """The run's resolved config as plain containers."""
+        """The run's resolved config as plain containers. A folder may come from anyone (shared storage, a
+        download), so every ``_target_`` in it must be one of simlab's own configs' (:data:`TRUSTED_TARGETS`):
+        a config naming e.g. ``subprocess.check_call`` is refused before anything could instantiate it."""
         import yaml
 
         if not self.config_file.is_file():
             raise FileNotFoundError(f"{self.config_file} does not exist (is {self.path} a simlab run directory?)")
-        return yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+        config = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+        for key, target in targets(config):
+            if not target.startswith(TRUSTED_TARGETS):
+                raise ValueError(f"{self.config_file}: {key}._target_ = {target!r} is not one of simlab's own "
+                                 f"targets ({', '.join(TRUSTED_TARGETS)}*): refused, a run folder's config never "
+                                 f"runs code from elsewhere")
+        return config
 
     # ------------------------------------------------------------------ metrics
     def write_metrics(self, metrics: RunMetrics | dict) -> Path:
@@ -147,3 +155,21 @@ class RunDir:
     def claim(self, *, resume: bool = False, overwrite: bool = False, force: bool = False,
               overrides: list[str] | None = None, **running: object) -> dict | None:
         return claim(self.path, resume=resume, overwrite=overwrite, force=force, overrides=overrides, **running)
+
+
+# What the configs under conf/ instantiate (tests/test_claims.py checks that this covers every one of them).
+TRUSTED_TARGETS = ("simlab.", "torch.optim.", "pytorch_lightning.", "peft.", "optuna.samplers.", "hydra_plugins.")
+
+
+def targets(node, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, ``_target_``) for every ``_target_`` in a plain config."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            found.append((key or "<root>", node["_target_"]))
+        for name, value in node.items():
+            found += targets(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += targets(value, f"{key}[{index}]")
+    return found

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from simlab.files import write_json
+from simlab.common.files import write_json
 from simlab.runs.names import RUN_OUTPUT_PATTERNS, RUN_OUTPUTS, STATUS_FILE, STATUSES
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from simlab.data.files import read_data_json
 from simlab.paths import data_root
 from simlab.simulate.questions import SimulationInputError
 
 WVS_GROUPS = ("C1", "C2", "C3")
+COUNTRIES_FILE = "wvs7/countries.json"
 
 
 def wvs_countries(root: str | Path | None = None) -> list[str]:
     """Every WVS-7 country of the data (groups C1, C2, C3 in ``wvs7/countries.json``), sorted by name."""
-    path = data_root(root) / "wvs7" / "countries.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: it lists the WVS countries a simulation can name")
-    table = json.loads(path.read_text(encoding="utf-8"))
+    folder = data_root(root)
+    try:
+        table = read_data_json(COUNTRIES_FILE, folder)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; it lists the WVS countries a simulation can name") from err
     return sorted(name for name, info in table.items() if set(info.get("groups", ())) & set(WVS_GROUPS))
 
 

@@ -8,7 +8,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from simlab.files import atomic_writer, write_json, write_text
+from simlab.common.files import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
 

@@ -182,13 +182,10 @@ class Simulator:
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides) -> Simulator:
         """From a run directory: its config_resolved.yaml, and its trained ``adapter/`` when it has one."""
-        import yaml
-
         run_dir = Path(run_dir).expanduser()
-        config = RunDir(run_dir).config_file
-        if not config.is_file():
+        if not RunDir(run_dir).config_file.is_file():
             raise FileNotFoundError(f"{run_dir} has no config_resolved.yaml: not a simlab run directory")
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+        cfg = RunDir(run_dir).read_config()  # only simlab's own _target_s: a shared folder runs no code
         if "adapter" not in overrides:
             trained = RunDir(run_dir).adapter_dir
             overrides["adapter"] = str(trained) if is_adapter(trained) else cfg["model"].get("adapter")

@@ -58,7 +58,7 @@ def _read_json(path: Path, required: Sequence[str]) -> dict:
 def save_prior_settings(adapter_dir: str | Path, prior, build: Mapping) -> Path:
     """An adapter trained on a prior predicts residuals to it: how to rebuild it and what was fitted, saved beside
     it so evaluation and simulation anchor it the same way."""
-    from simlab.files import write_json
+    from simlab.common.files import write_json
 
     return write_json(Path(adapter_dir) / PRIOR_FILE, {"build": dict(build), "fitted": prior.settings})
 
@@ -72,7 +72,7 @@ def load_prior_settings(adapter_dir: str | Path | None) -> dict | None:
 
 def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int) -> Path:
     """The temperature becomes part of the simulator: saved beside the adapter, applied wherever it is loaded."""
-    from simlab.files import write_json
+    from simlab.common.files import write_json
     from simlab.simulator.temperature import check_temperature
 
     record = {"temperature": check_temperature(temperature), "fitted_on": fitted_on, "rows": int(rows)}
@@ -132,7 +132,7 @@ def manifest_from_config(cfg: Mapping[str, Any], *, prior_build: Mapping | None,
 
 
 def write_manifest(adapter_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
-    from simlab.files import write_json
+    from simlab.common.files import write_json
 
     return write_json(Path(adapter_dir) / MANIFEST_FILE, dict(manifest))
 

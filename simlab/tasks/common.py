@@ -95,6 +95,9 @@ def load_data(cfg: DictConfig):
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data, tokenizer=None)
+    if not datamodule.test_subsets:  # a run that scores nothing would "complete" with no result
+        raise ValueError("data.test_subsets is empty: a run must score at least one subset "
+                         f"(the data has {sorted(set(datamodule.subset_names.values()))})")
     datamodule.load_rows()
     log.info("rows per subset: %s", {s: len(r) for s, r in datamodule.rows.items()})
     return datamodule

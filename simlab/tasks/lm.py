@@ -66,6 +66,12 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
     info: dict = {}
     if cfg.task.fit:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if trainer.global_step == 0:  # e.g. trainer.max_epochs=0: an untrained adapter must not pass for a fine-tune
+            raise ValueError(
+                f"the fine-tune took no optimizer step (trainer.max_epochs={cfg.trainer.get('max_epochs')}, "
+                f"trainer.limit_train_batches={cfg.trainer.get('limit_train_batches')}, "
+                f"{len(datamodule.rows.get(datamodule.train_subset) or [])} training rows): no adapter is saved; "
+                f"to score the model as it is, run task=zeroshot")
         if resume_checkpoint is not None and resume_checkpoint.resumed:
             info["resumed_from"] = resume_checkpoint.resumed
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from simlab.common import commandline
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
 from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simlab.devtools.bench", description=__doc__.split("\n\n")[0])
+    parser = commandline.parser("bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=192, help="seeded sample of C1-Q2 valid rows (default 192)")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first",
                         help="prompt order of the rows (default question_first: a question's rows share its prefix)")
@@ -78,7 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="max allowed shared-prefix vs per-row probability / loss / LoRA-gradient difference")
     parser.add_argument("--matmul-tokens", type=int, default=2048, help="rows of the matmul throughput measurement")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else ../shared/data")
+    parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else the copy shipped in the package")
     parser.add_argument("--embedded", default="smollm2_135m_instruct")
     parser.add_argument("--check-rows", type=int, default=8, help="rows of the warm-up and the training-step checks")
     parser.add_argument("--ablation", action="store_true", help="also time each step from the reference to simlab")

@@ -1,0 +1,1 @@
+"""What every layer of simlab shares: atomic file writes, the command-line conventions, optional extras."""
