@@ -149,4 +149,24 @@ def test_a_run_that_would_score_no_subset_fails(tmp_path):
     out = tmp_path / "run"
     result = _run_py("task=baseline", "baseline=uniform", "logger=none", "data.test_subsets=[]", f"hydra.run.dir={out}")
     assert result.returncode == 1 and "data.test_subsets is empty" in result.stderr
+    assert result.stderr.strip().splitlines() == [  # one line, the traceback in run.log
+        next(line for line in result.stderr.splitlines() if line.startswith("ValueError: data.test_subsets is empty"))]
+    assert "Traceback (most recent call last)" in (out / "run.log").read_text()
     assert read_status(out)["status"] == "failed" and not (out / "metrics.json").exists()
+
+
+def test_the_report_counts_every_status_and_names_an_unreadable_file(tmp_path):
+    from simlab.report.build import write_report
+    from simlab.report.collect import collect_jobs
+
+    for name, status in (("a", "failed"), ("b", "interrupted"), ("c", "completed")):
+        write_status(tmp_path / name, status, [f"x={name}"])
+    (tmp_path / "c" / "metrics.json").write_text('{"subsets": {"C1-Q2": {"one_minus', encoding="utf-8")  # truncated
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "status.json").write_text('{"status": "compl', encoding="utf-8")
+    jobs = {j.path.name: j for j in collect_jobs([tmp_path])}
+    assert jobs["c"].status == "unreadable" and "c/metrics.json: not a readable metrics file" in jobs["c"].reason
+    assert jobs["d"].status == "unreadable" and "d/status.json" in jobs["d"].reason
+    report = write_report(list(jobs.values()), tmp_path / "report")
+    headline = next(line for line in report.read_text().splitlines() if " jobs: " in line)
+    assert headline == "4 jobs: 1 failed, 1 interrupted, 2 unreadable"

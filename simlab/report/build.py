@@ -40,7 +40,8 @@ def write_report(jobs: list[Job], out: str | Path, subset: str | None = None,
     done = [j for j in jobs if j.ok]
     subset = subset or _default_subset(jobs)
     lines = [f"# {title}", "", f"{len(jobs)} jobs: " + ", ".join(
-        f"{sum(j.status == s for j in jobs)} {s}" for s in ("completed", "failed", "skipped", "incomplete")
+        f"{sum(j.status == s for j in jobs)} {s}" for s in dict.fromkeys(
+            ("completed", "failed", "skipped", "incomplete", *(j.status for j in jobs)))
         if any(j.status == s for j in jobs)), "", "## Jobs", "", status_table(jobs), ""]
 
     tex = []

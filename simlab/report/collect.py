@@ -17,7 +17,8 @@ IGNORED_KEYS = {"experiment", "adapter", "model.adapter", "model.path", "data.ro
 @dataclass
 class Job:
     """One run folder. ``status`` is completed, failed, skipped, interrupted, running, dead (a running record
-    whose process is gone), incomplete (no status.json) or broken (completed, but the outputs disagree);
+    whose process is gone), incomplete (no status.json), broken (completed, but the outputs disagree) or
+    unreadable (its status.json or metrics.json cannot be parsed: the report names the file and goes on);
     ``metrics`` is its metrics.json (None when it wrote none). Only a completed job is reported."""
 
     path: Path
@@ -65,9 +66,12 @@ def load_job(path: str | Path) -> Job:
     """Read a run folder, trusting it only when status.json says completed and its outputs agree: metrics.json
     is there and predictions.jsonl has exactly one line per tested row (the sum of the subsets' n)."""
     path = Path(path)
-    status = read_status(path)
     run = RunDir(path)
-    metrics = run.read_metrics() if run.metrics_file.is_file() else None
+    try:
+        status = read_status(path)
+        metrics = run.read_metrics() if run.metrics_file.is_file() else None
+    except (ValueError, UnicodeDecodeError) as err:  # a truncated or hand-edited file: name it, report the rest
+        return Job(path, "unreadable", {}, None, " ".join(str(err).split()))
     if status is None:
         state, reason = "incomplete", "no status.json (killed before it started, or not a simlab run)"
     else:

@@ -116,7 +116,10 @@ class RunDir:
         """metrics.json as written (a dict; :meth:`RunMetrics.from_dict` gives the typed view)."""
         if not self.metrics_file.is_file():
             raise FileNotFoundError(f"{self.metrics_file} does not exist (is {self.path} a finished simlab run?)")
-        return json.loads(self.metrics_file.read_text(encoding="utf-8"))
+        try:
+            return json.loads(self.metrics_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{self.metrics_file}: not a readable metrics file: {err}") from err
 
     # ------------------------------------------------------------------ predictions and tables
     def write_predictions(self, rows: dict, predictions: dict, **extra: dict) -> int:

@@ -27,6 +27,8 @@ from simlab.tasks.common import is_multirun, job_overrides
 log = logging.getLogger("simlab")
 
 Task = Callable[[DictConfig], dict]
+# errors that are the user's to fix (a bad setting, file or folder): one line, not a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RunDirError)
 
 
 def task_wrapper(task: Task) -> Task:
@@ -73,6 +75,12 @@ def task_wrapper(task: Task) -> Task:
             if owner:
                 run.write_status("failed", overrides, error=f"{type(err).__name__}: {err}",
                                  traceback=traceback.format_exc())
+            if not is_multirun() and isinstance(err, USER_ERRORS) and is_rank_zero():
+                # a user error is one line; its traceback is in run.log and status.json (a sweep keeps Hydra's own
+                # handling, which records the job as failed and runs the others)
+                where = f" (traceback in {run.log_file})" if run.log_file.is_file() else ""
+                print(f"{type(err).__name__}: {' '.join(str(err).split())}{where}", file=sys.stderr)
+                raise SystemExit(1) from None
             raise
         if owner:
             run.write_status("completed", overrides)
