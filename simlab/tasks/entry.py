@@ -98,5 +98,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> float | 
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     register_resolvers()
+    from simlab.tasks import wrapper
+
+    wrapper.ONE_LINE_ERRORS = True  # a command line: a user error is one line (the traceback goes to run.log)
     sys.argv = [prog, *args]  # Hydra reads its overrides (and --help, -m...) from sys.argv
     return hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)(job)()

@@ -27,8 +27,10 @@ from simlab.tasks.common import is_multirun, job_overrides
 log = logging.getLogger("simlab")
 
 Task = Callable[[DictConfig], dict]
-# errors that are the user's to fix (a bad setting, file or folder): one line, not a traceback
+# errors that are the user's to fix (a bad setting, file or folder): one line, not a traceback, when the run was
+# started from the command line (run.py / simlab run set ONE_LINE_ERRORS); in Python (simlab.evaluate, tests) they raise
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RunDirError)
+ONE_LINE_ERRORS = False
 
 
 def task_wrapper(task: Task) -> Task:
@@ -75,7 +77,7 @@ def task_wrapper(task: Task) -> Task:
             if owner:
                 run.write_status("failed", overrides, error=f"{type(err).__name__}: {err}",
                                  traceback=traceback.format_exc())
-            if not is_multirun() and isinstance(err, USER_ERRORS) and is_rank_zero():
+            if ONE_LINE_ERRORS and not is_multirun() and isinstance(err, USER_ERRORS) and is_rank_zero():
                 # a user error is one line; its traceback is in run.log and status.json (a sweep keeps Hydra's own
                 # handling, which records the job as failed and runs the others)
                 where = f" (traceback in {run.log_file})" if run.log_file.is_file() else ""
