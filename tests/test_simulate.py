@@ -295,3 +295,25 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped():
     safe = spreadsheet_safe(frame)
     assert list(safe["option"]) == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)", "Yes", "a=b"]
     assert list(safe["share"]) == [0.1] * 6 and list(frame["option"])[0].startswith("=")  # the frame is unchanged
+
+
+def test_observed_files_that_say_nothing_or_too_much_are_refused(tmp_path, questions_file):
+    from simlab.simulate import read_observed, read_questions
+
+    questions, known = read_questions(questions_file), ["Japan", "Kenya"]
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("question_id,country,letter,share\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"header.csv: no surveyed cells \(only a header\)"):
+        read_observed(header_only, questions, known)
+    extra = tmp_path / "extra.csv"
+    extra.write_text("question_id,country,letter,share\ncars,Japan,A,50,oops\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"extra.csv: entry 2 \(id 'cars'\).*1 cell\(s\) more than the header's 4"):
+        read_observed(extra, questions, known)
+
+
+def test_an_empty_country_list_is_an_error_not_every_country(questions_file, tmp_path):
+    from simlab.simulate import simulate_task
+
+    with pytest.raises(ValueError, match=r"simulate.countries=\[\] names no country"):
+        simulate_task({"simulate": {"input": str(questions_file), "countries": []}, "data": {"root": None}},
+                      tmp_path)

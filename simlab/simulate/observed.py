@@ -49,6 +49,9 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
             def fail(field_name, message, line=line, record=record):
                 return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
 
+            if None in record:  # csv.DictReader puts cells beyond the header under the key None
+                raise fail(None, f"{len(record[None])} cell(s) more than the header's {len(reader.fieldnames)}")
+
             question = by_id.get(record["question_id"])
             if question is None:
                 raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
@@ -66,6 +69,9 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
             if record["letter"] in cell:
                 raise fail("letter", f"{record['letter']} given twice for {record['country']}")
             cell[record["letter"]] = share
+    if not cells:
+        raise SimulationInputError(str(path), None, None, None, "no surveyed cells (only a header): give some rows, "
+                                   "or leave simulate.observed null")
     rows = []
     for (question_id, country), shares in cells.items():
         question = by_id[question_id]

@@ -25,6 +25,8 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
         raise ValueError("task=simulate needs simulate.input=FILE (YAML, JSON or CSV questions)")
     questions = read_questions(sim_cfg["input"])
     known = wvs_countries((cfg.get("data") or {}).get("root"))
+    if sim_cfg.get("countries") is not None and not sim_cfg["countries"]:
+        raise ValueError("simulate.countries=[] names no country: list some, or leave it null for every WVS country")
     countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
                  else known)
     observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
