@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simlab.data.files import find_data_file, plain_name, read_data_bytes
+from simlab.data.populations import Attributes, Population, population_key
 from simlab.data.prompts import ENGLISH_COUNTRY_PATTERN
 
 OPTION_PATTERN = re.compile(r"^\((?P<letter>[A-Z])\)(?P<label>.*)$", re.DOTALL)
@@ -60,6 +61,25 @@ class SurveyRow:
     # the file as the config names it (wvs7/sft_wvs_valid.json), without a compression suffix: with ``index`` the
     # row's identity for seeded draws, the same wherever the data folder lies and whether the file is compressed
     file: str = ""
+    # populations beyond countries (simlab.data.populations): a whole country has no attributes
+    attributes: Attributes = ()  # ((name, value), ...), e.g. (("sex", "female"), ("age", "30-49"))
+    n_eff: float | None = None  # Kish effective sample size under the survey weights (None: unweighted or unknown)
+    country_target: tuple[float, ...] | None = None  # the whole country's shares, option order (the breakdown use)
+    prompt_attributes: Attributes | None = None  # the attributes the prompt names, when [ctrl] replaced them
+
+    @property
+    def population(self) -> Population:
+        return Population(self.country, self.attributes)
+
+    @property
+    def population_key(self) -> str:
+        """The row's population in files and tables: the country for a whole country, else "Kenya | sex=female"."""
+        return population_key(self.country, self.attributes)
+
+    @property
+    def sample_size(self) -> float | None:
+        """The respondents the row's shares are worth: ``n_eff`` under weights, else ``n``."""
+        return self.n_eff if self.n_eff is not None else self.n
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -107,6 +127,12 @@ def parse_row(
     values = parse_shares(raw["options_dist"], letters, renormalize, fail)
     n = parse_sample_size(raw.get("n"), fail)
     question_id = parse_question_id(raw["id"], fail)
+    attributes = parse_population(raw.get("population"), country, fail)
+    n_eff = parse_effective_size(raw.get("n_eff"), n, fail)
+    country_target = None
+    if raw.get("country_shares") is not None:
+        shares = parse_shares(raw["country_shares"], letters, renormalize, fail, field_name="country_shares")
+        country_target = tuple(v / sum(shares) for v in shares)
     total = sum(values)
     return SurveyRow(
         subset=subset,
@@ -122,6 +148,9 @@ def parse_row(
         index=index,
         survey=survey,
         file=file,
+        attributes=attributes,
+        n_eff=n_eff,
+        country_target=country_target,
     )
 
 
@@ -171,30 +200,31 @@ def parse_option_letters(options: Any, fail: Fail) -> list[str]:
     return letters
 
 
-def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail) -> list[float]:
-    """``options_dist`` as floats in option order: one finite share >= 0 per letter, not all zero, summing to 100
-    or 1 (unless ``renormalize``)."""
+def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail,
+                 field_name: str = "options_dist") -> list[float]:
+    """``options_dist`` (or another ``field_name`` of shares) as floats in option order: one finite share >= 0 per
+    letter, not all zero, summing to 100 or 1 (unless ``renormalize``)."""
     if not isinstance(dist, dict):
-        raise fail("options_dist", "must be an object mapping option letters to shares")
+        raise fail(field_name, "must be an object mapping option letters to shares")
     if set(dist) != set(letters):
         missing, extra = sorted(set(letters) - set(dist)), sorted(set(dist) - set(letters))
-        raise fail("options_dist", f"keys must be the option letters {letters}; missing {missing}, unexpected {extra}")
+        raise fail(field_name, f"keys must be the option letters {letters}; missing {missing}, unexpected {extra}")
     values = []
     for letter in letters:
         value = dist[letter]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("options_dist", f"share of {letter} is not a number: {value!r}")
+            raise fail(field_name, f"share of {letter} is not a number: {value!r}")
         if math.isnan(value) or math.isinf(value):
-            raise fail("options_dist", f"share of {letter} is {value}")
+            raise fail(field_name, f"share of {letter} is {value}")
         if value < 0:
-            raise fail("options_dist", f"share of {letter} is negative: {value}")
+            raise fail(field_name, f"share of {letter} is negative: {value}")
         values.append(float(value))
     total = sum(values)
     if total <= 0:
-        raise fail("options_dist", "all shares are zero")
+        raise fail(field_name, "all shares are zero")
     if not renormalize and not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
         raise fail(
-            "options_dist",
+            field_name,
             f"shares sum to {total:.6g}, neither 100 (percents) nor 1 (proportions) within {SUM_TOLERANCE:.0%}; fix "
             f"the row, or set data.renormalize=true to rescale such rows",
         )
@@ -206,6 +236,31 @@ def parse_sample_size(n: Any, fail: Fail) -> int | None:
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise fail("n", f"must be a positive integer or null, got {n!r}")
     return n
+
+
+def parse_population(population: Any, country: str, fail: Fail) -> Attributes:
+    """A row's ``population`` object: its country must be the one the instruction names; its other keys are the
+    subgroup's attributes. No object: a whole country."""
+    if population is None:
+        return ()
+    try:
+        parsed = Population.from_mapping(population)
+    except ValueError as err:
+        raise fail("population", str(err)) from err
+    if parsed.country != country:
+        raise fail("population", f"country {parsed.country!r} differs from the instruction's {country!r}")
+    return parsed.attributes
+
+
+def parse_effective_size(n_eff: Any, n: int | None, fail: Fail) -> float | None:
+    """Kish's effective sample size: a finite number > 0, at most ``n`` when ``n`` is known; None when unknown."""
+    if n_eff is None:
+        return None
+    if isinstance(n_eff, bool) or not isinstance(n_eff, (int, float)) or not math.isfinite(n_eff) or n_eff <= 0:
+        raise fail("n_eff", f"must be a positive finite number or null, got {n_eff!r}")
+    if n is not None and n_eff > n * (1 + 1e-9):
+        raise fail("n_eff", f"{n_eff} exceeds n={n} (an effective sample size is at most the respondents)")
+    return float(n_eff)
 
 
 def parse_question_id(question_id: Any, fail: Fail) -> str:

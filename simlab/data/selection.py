@@ -30,17 +30,19 @@ def check_files_exist(files: Sequence[str], root: Path) -> None:
 
 
 def check_unique_cells(subset: str, rows: Sequence[SurveyRow]) -> None:
-    """A (country, question) cell appears once per subset: a repeat would be scored twice (or contradict itself)."""
+    """A (population, question) cell appears once per subset: a repeat would be scored twice (or contradict
+    itself). A population is a country, or a subgroup of one."""
     seen: dict[tuple[str, str], SurveyRow] = {}
     for row in rows:
-        key = (row.country, row.question_id)
+        key = (row.population_key, row.question_id)
         first = seen.setdefault(key, row)
         if first is not row:
             same = "the same" if first.target == row.target else "a different"
+            what = "country" if not row.attributes else "population"
             raise RowError(
                 row.source, row.index, "id",
-                f"subset {subset}: country {row.country!r}, question {row.question_id} repeats {first.source}: row "
-                f"{first.index} (with {same} distribution); each (country, question) must appear once",
+                f"subset {subset}: {what} {row.population_key!r}, question {row.question_id} repeats {first.source}: "
+                f"row {first.index} (with {same} distribution); each ({what}, question) must appear once",
             )
 
 

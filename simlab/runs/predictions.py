@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simlab.common.files import atomic_writer, write_text
+from simlab.data.populations import Population
 
 if TYPE_CHECKING:
     from simlab.data.rows import SurveyRow
 
-RowKey = tuple[str, str]  # (country, question id): one row of a subset, as two runs of it share it
+RowKey = tuple[str, str]  # (population key, question id): one row of a subset, as two runs of it share it
 
 
 def prediction_records(
@@ -33,6 +34,7 @@ def prediction_records(
             yield {
                 "subset": subset,
                 "country": row.country,
+                **({"population": row.population.as_dict()} if row.attributes else {}),
                 "question_id": row.question_id,
                 "letters": list(row.letters),
                 **({"prompt_country": row.prompt_country} if row.prompt_country else {}),
@@ -75,15 +77,23 @@ def read_predictions(path: Path, subset: str | None = None) -> list[dict]:
 
 
 def records_by_row(path: Path, subset: str) -> dict[RowKey, dict]:
-    """``subset``'s records keyed by (country, question id): the rows two runs share are compared by this key. A
-    row seen twice is an error naming its line."""
+    """``subset``'s records keyed by (population key, question id): the rows two runs share are compared by this
+    key (a whole country's key is its name). A row seen twice is an error naming its line."""
     records: dict[RowKey, dict] = {}
     for line_number, record in iter_predictions(path, subset):
-        key = (record["country"], str(record["question_id"]))
+        key = (record_population_key(record), str(record["question_id"]))
         if key in records:
             raise ValueError(f"{path}: line {line_number}: row {key} of subset {subset!r} appears twice")
         records[key] = record
     return records
+
+
+def record_population_key(record: dict) -> str:
+    """A record's population key: its ``population`` object when it has one (a subgroup), else its country."""
+    population = record.get("population")
+    if not population:
+        return record["country"]
+    return Population.from_mapping(population).key
 
 
 def predictions_for_rows(path: Path, rows: dict[str, list[SurveyRow]]) -> dict[str, list[list[float]]]:
@@ -105,6 +115,9 @@ def predictions_for_rows(path: Path, rows: dict[str, list[SurveyRow]]) -> dict[s
             if record[field] != expected:
                 raise ValueError(f"{path}: line {line_number}: field {field!r} is {record[field]!r}, but row "
                                  f"{index} of {subset} has {expected!r}")
+        if record_population_key(record) != row.population_key:
+            raise ValueError(f"{path}: line {line_number}: population {record_population_key(record)!r}, but row "
+                             f"{index} of {subset} is {row.population_key!r}")
         if max(abs(a - b) for a, b in zip(record["human"], row.target)) > 1e-9:
             raise ValueError(f"{path}: line {line_number}: field 'human' differs from row {index} of {subset}")
         predictions[subset].append(record["predicted"])
