@@ -22,6 +22,7 @@ from simlab.data.batching import (
 )
 from simlab.data.letters import resolve_letter_ids
 from simlab.data.option_orders import cyclic_shifts, given_order, merge_option_orders
+from simlab.data.population_prompts import as_wording, controlled, render_instruction, subgroups
 from simlab.data.prompts import ENGLISH_COUNTRY_PATTERN, PAPER_ANSWER_PREFIX, PromptFormat, PromptTooLongError
 from simlab.data.rows import SurveyRow, read_rows
 from simlab.data.selection import (
@@ -32,7 +33,7 @@ from simlab.data.selection import (
     row_limit,
     sample_rows,
 )
-from simlab.data.transforms import permuted, relabelled_letters, replace_country, rotate_options, shuffle_options
+from simlab.data.transforms import permuted, relabelled_letters, rotate_options, shuffle_options
 from simlab.paths import data_root
 
 
@@ -51,6 +52,11 @@ class SurveyDataModule(pl.LightningDataModule):
         limit_eval_per_subset: the same for the valid and test subsets only, so the train subset (and the
             baselines fitted on it) stays whole while evaluation is cut down (the sized sweep tables).
         country_control: [ctrl]: each prompt names a random other country from the data (target unchanged).
+        population_wording: how a subgroup row's prompt names its population (a
+            :class:`~simlab.data.populations.PopulationWording` or its config; None: the paper's wording); a
+            whole-country row keeps its instruction (:mod:`simlab.data.population_prompts`).
+        attribute_control: attribute-[ctrl]: each subgroup row's prompt names a random other subgroup of the data
+            with the same attribute names (target unchanged).
         shuffle_options: each row's options in a seeded random order, relabelled A, B, C...; "eval" shuffles
             the valid and test rows only (a model trained on the original order, tested on shuffled options);
             "train" the training rows only (option-order augmentation), one order per question
@@ -100,6 +106,8 @@ class SurveyDataModule(pl.LightningDataModule):
         shared_prefix: bool = False,
         prior_subset: str | None = None,
         test_option_orders: str = "given",
+        population_wording=None,
+        attribute_control: bool = False,
     ):
         super().__init__()
         self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
@@ -122,6 +130,7 @@ class SurveyDataModule(pl.LightningDataModule):
         check_shuffle_options(shuffle_options)
         self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
+        self.wording, self.attribute_control = as_wording(population_wording), bool(attribute_control)
         self.rows: dict[str, list[SurveyRow]] = {}
         self.datasets: dict[str, EncodedDataset] = {}
         self.letter_ids: dict[str, int] = {}
@@ -166,14 +175,18 @@ class SurveyDataModule(pl.LightningDataModule):
                 raise ValueError(
                     f"data.prior_subset {self.prior_subset!r} has no rows (subsets found: {sorted(by_subset)})")
             self.prior_rows = list(by_subset[self.prior_subset])
-        countries = sorted({row.country for rows in by_subset.values() for row in rows})  # the [ctrl] pool
+        countries = sorted({row.country for rows in by_subset.values() for row in rows})  # the [ctrl] pools
+        groups = subgroups(row for rows in by_subset.values() for row in rows)
+        if self.attribute_control and not groups:
+            raise ValueError(f"data.attribute_control=true needs subgroup rows (a 'population' with attributes); "
+                             f"{self.files} under {root} hold whole countries only")
         for subset in self.needed_subsets():
             if subset not in by_subset:
                 raise ValueError(
                     f"subset {subset!r} has no rows in {self.files} under {root} "
                     f"(subsets found: {sorted(by_subset)})"
                 )
-            self._select(subset, by_subset[subset], countries)
+            self._select(subset, by_subset[subset], countries, groups)
 
     def _read_files(self, root: Path) -> dict[str, list[SurveyRow]]:
         """Every file's rows by subset (bad rows kept in ``invalid_rows`` when ``drop_invalid``)."""
@@ -183,22 +196,24 @@ class SurveyDataModule(pl.LightningDataModule):
                 data_file(name, root), subset_names=self.subset_names, country_pattern=self.country_pattern,
                 drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey, name=name,
             )
-            for row in loaded.rows:
-                by_subset.setdefault(row.subset, []).append(row)
+            for row in loaded.rows:  # a subgroup row's prompt: the configured wording's
+                by_subset.setdefault(row.subset, []).append(render_instruction(row, self.wording))
             self.invalid_rows.extend(loaded.invalid)
         return by_subset
 
-    def _select(self, subset: str, rows: list[SurveyRow], countries: list[str]) -> None:
+    def _select(self, subset: str, rows: list[SurveyRow], countries: list[str], groups: list) -> None:
         """One subset's rows: checked for repeated cells, sampled down to the limit, then the settings applied."""
         check_unique_cells(subset, rows)
         train = subset == self.train_subset
         rows = sample_rows(rows, row_limit(train, self.limit_per_subset, self.limit_eval_per_subset), self.seed, subset)
         self.source_rows[subset] = rows
-        self.rows[subset] = [self._apply_settings(row, countries, train) for row in rows]
+        self.rows[subset] = [self._apply_settings(row, countries, groups, train) for row in rows]
 
-    def _apply_settings(self, row: SurveyRow, countries: list[str], train: bool) -> SurveyRow:
-        if self.country_control:
-            row = replace_country(row, countries, self.seed, self.country_pattern)
+    def _apply_settings(self, row: SurveyRow, countries: list[str], groups: list, train: bool) -> SurveyRow:
+        if self.country_control or self.attribute_control:
+            row = controlled(row, seed=self.seed, wording=self.wording, country_pattern=self.country_pattern,
+                             countries=countries if self.country_control else None,
+                             groups=groups if self.attribute_control else None)
         if self.shuffle_options is True or (self.shuffle_options == "eval" and not train):
             row = shuffle_options(row, self.seed)
         elif self.shuffle_options == "train" and train:  # one order per question: its countries share a prefix
@@ -214,7 +229,7 @@ class SurveyDataModule(pl.LightningDataModule):
     def settings(self) -> dict:
         """What was changed about the prompts, recorded in every output."""
         return {"country_control": self.country_control, "shuffle_options": self.shuffle_options, "seed": self.seed,
-                "prompt_order": self.prompt.order}
+                "prompt_order": self.prompt.order, **({"attribute_control": True} if self.attribute_control else {})}
 
     def _report_invalid(self) -> None:
         report_invalid_rows(self.invalid_rows, self.invalid_rows_file)
@@ -251,12 +266,14 @@ class SurveyDataModule(pl.LightningDataModule):
         return merge_option_orders(predictions, self.test_variants, self.rows)
 
     def log_prior(self, row: SurveyRow, source: SurveyRow) -> list[float] | None:
-        """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt country's, and
-        never holds the real country's own answers (its target)."""
+        """The row's log prior in its displayed option order. Under [ctrl] the prior is the prompt population's,
+        and never holds the real country's own answers (its target)."""
         if self.prior is None:
             return None
-        if row.prompt_country:
-            shares = self.prior.prior(replace(source, country=row.prompt_country), exclude=(row.country,))
+        if row.prompt_country or row.prompt_attributes is not None:
+            shown = replace(source, country=row.prompt_country or source.country,
+                            attributes=source.attributes if row.prompt_attributes is None else row.prompt_attributes)
+            shares = self.prior.prior(shown, exclude=(row.country,))
         else:
             shares = self.prior.prior(source)
         return np.log(permuted(shares, row.option_order)).tolist()
@@ -266,7 +283,7 @@ class SurveyDataModule(pl.LightningDataModule):
         input_ids = self.tokenizer(text, add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
         if len(input_ids) > self.max_length:
             raise PromptTooLongError(
-                f"{row.source}: row {row.index} (id {row.question_id}, {row.country}): the prompt has "
+                f"{row.source}: row {row.index} (id {row.question_id}, {row.population_key}): the prompt has "
                 f"{len(input_ids)} tokens, more than data.max_length={self.max_length}; raise data.max_length "
                 f"(prompts are never truncated)"
             )

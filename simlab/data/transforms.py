@@ -29,12 +29,17 @@ def row_rng(seed: int, row: SurveyRow, purpose: str, key: str | None = None) -> 
     return random.Random(f"{purpose}:{seed}:{key if key is not None else identity}")
 
 
-def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country_pattern: str) -> SurveyRow:
-    """The row with its prompt's country replaced by another one drawn from ``countries`` (never itself)."""
+def other_country(row: SurveyRow, countries: Sequence[str], seed: int) -> str:
+    """The [ctrl] draw: a country from ``countries`` other than the row's own, seeded by the row."""
     others = sorted(set(countries) - {row.country})
     if not others:
         raise ValueError(f"country control needs at least one other country than {row.country!r}")
-    new_country = row_rng(seed, row, "ctrl").choice(others)
+    return row_rng(seed, row, "ctrl").choice(others)
+
+
+def replace_country(row: SurveyRow, countries: Sequence[str], seed: int, country_pattern: str) -> SurveyRow:
+    """The row with its prompt's country replaced by another one drawn from ``countries`` (never itself)."""
+    new_country = other_country(row, countries, seed)
     match = re.compile(country_pattern).search(row.instruction)
     if match is None:  # parse_row already checked this; kept for rows built by hand
         raise ValueError(f"{row.source}: row {row.index}: instruction names no country")

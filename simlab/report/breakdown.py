@@ -11,6 +11,7 @@ from pathlib import Path
 from simlab.data.files import find_data_file, read_data_text
 from simlab.metrics.registry import accuracy_rows, one_minus_jsd_rows
 from simlab.metrics.scoring import pad_distributions
+from simlab.runs.predictions import record_population_key
 
 
 def _row_scores(records: list[dict]) -> tuple[list[float], list[float]]:
@@ -24,14 +25,15 @@ def _mean(values: list[float]) -> float:
 
 
 def per_country(records: list[dict], subset: str) -> dict[str, dict[str, float]]:
-    """{country: {one_minus_jsd, accuracy, n}} on one subset, countries sorted by name."""
+    """{population: {one_minus_jsd, accuracy, n}} on one subset, sorted by name: a country's key is its name, a
+    subgroup's "Kenya | sex=female, age=30-49" (subgroups are never pooled into their country)."""
     rows = [r for r in records if r["subset"] == subset]
     if not rows:
         return {}
     jsd, acc = _row_scores(rows)
     grouped: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        grouped[r["country"]].append(i)
+        grouped[record_population_key(r)].append(i)
     return {
         c: {"one_minus_jsd": _mean([jsd[i] for i in idx]), "accuracy": _mean([acc[i] for i in idx]), "n": len(idx)}
         for c, idx in sorted(grouped.items())

@@ -13,6 +13,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from simlab.data.population_prompts import prompt_population
 from simlab.data.rows import SurveyRow
 from simlab.simulator.artifacts import adapter_artifact_name
 
@@ -68,18 +69,21 @@ def prediction_rows(rows: dict[str, list[SurveyRow]], predictions: dict[str, lis
 
     cells = [(subset, index) for subset in predictions for index in range(len(predictions[subset]))]
     chosen = sorted(random.Random(seed).sample(range(len(cells)), min(sample, len(cells))))
-    columns = ["subset", "country", "question_id", "question", "options", "human", "predicted",
-               "human_majority", "predicted_majority", "one_minus_jsd"]
+    picked = [(rows[s][i], predictions[s][i]) for s, i in (cells[c] for c in chosen)]
+    subgroups = any(row.attributes for row, _ in picked)  # subgroup rows: which one, and what a [ctrl] prompt named
+    columns = ["subset", "country", *(["population", "prompt_population"] if subgroups else []), "question_id",
+               "question", "options", "human", "predicted", "human_majority", "predicted_majority", "one_minus_jsd"]
     table = []
     if not chosen:
         return columns, table
-    picked = [(rows[s][i], predictions[s][i]) for s, i in (cells[c] for c in chosen)]
     target, mask = pad_distributions([row.target for row, _ in picked])
     predicted, _ = pad_distributions([p for _, p in picked])
     scores = one_minus_jsd_rows(predicted, target, mask).tolist()
     for (row, p), score in zip(picked, scores):
+        shown = prompt_population(row)
         table.append([
-            row.subset, row.country, row.question_id, row.question.strip(), " | ".join(row.options),
+            row.subset, row.country, *([row.population.group, shown.key if shown else None] if subgroups else []),
+            row.question_id, row.question.strip(), " | ".join(row.options),
             _shares(row.letters, row.target), _shares(row.letters, p),
             row.letters[int(torch.tensor(row.target).argmax())], row.letters[int(torch.tensor(p).argmax())],
             round(float(score), 6),

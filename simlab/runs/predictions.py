@@ -1,7 +1,7 @@
-"""predictions.jsonl: one JSON line per tested row (subset, country, question, letters, human and predicted
-shares), written and read here alone, in row order. Readers get the records (:func:`read_predictions`), one
-subset's records by row (:func:`records_by_row`, to compare runs) or the predictions checked against the rows
-they belong to (:func:`predictions_for_rows`, to score them again)."""
+"""predictions.jsonl: one JSON line per tested row (subset, country, population, question, letters, human and
+predicted shares; under [ctrl] what the prompt named), written and read here alone, in row order. Readers get the
+records (:func:`read_predictions`), one subset's records by row (:func:`records_by_row`, to compare runs) or the
+predictions checked against the rows they belong to (:func:`predictions_for_rows`, to score them again)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simlab.common.files import atomic_writer, write_text
+from simlab.data.population_prompts import prompt_population
 from simlab.data.populations import Population
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def prediction_records(
                 "question_id": row.question_id,
                 "letters": list(row.letters),
                 **({"prompt_country": row.prompt_country} if row.prompt_country else {}),
+                **({"prompt_population": shown.as_dict()} if (shown := prompt_population(row)) else {}),
                 **({"option_order": list(row.option_order)} if row.option_order else {}),
                 "human": list(row.target),
                 "predicted": predicted[index],

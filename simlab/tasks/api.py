@@ -141,6 +141,7 @@ def load_survey(
         format: ``long``: one row per country x question x option (survey, subset, country, question_id,
             question, letter, option, share, n); ``wide``: one row per (country, question) with ``options`` and
             ``shares`` as mappings letter -> label / share. Shares sum to 1 within each (country, question).
+            Subgroup rows (``data="wvs_populations"``) add a column per attribute (``sex``, ``age``) and ``n_eff``.
         to: ``pandas`` (a DataFrame) or ``datasets`` (a Hugging Face ``datasets.Dataset``: pip install
             "simlab[datasets]").
     """
@@ -160,7 +161,8 @@ def load_survey(
             raise ValueError(f"split {unknown} is not a subset of data={data}; its subsets: {every}")
         datamodule = instantiate(cfg.data, tokenizer=None, train_subset=None, valid_subset=None,
                                  test_subsets=wanted, prior_subset=None, limit_per_subset=None,
-                                 limit_eval_per_subset=None, shuffle_options=False, country_control=False)
+                                 limit_eval_per_subset=None, shuffle_options=False, country_control=False,
+                                 attribute_control=False)
     datamodule.load_rows()
     rows = [row for subset in wanted for row in datamodule.rows[subset]]
     return rows_table(rows, format=format, to=to)
