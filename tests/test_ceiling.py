@@ -103,3 +103,17 @@ def test_bad_inputs():
         expected_one_minus_jsd([0.5, math.nan], 5)
     with pytest.raises(ValueError, match="non-negative"):
         expected_one_minus_jsd([1.5, -0.5], 5)
+
+
+def test_weighted_rows_resample_their_effective_sample_size():
+    from dataclasses import replace
+
+    from simlab.analysis.ceiling import resample_size
+
+    target = [0.5, 0.3, 0.2]
+    weighted = replace(_row(target, 400), n_eff=24.6, attributes=(("sex", "female"),))
+    assert resample_size(weighted) == 25 and resample_size(_row(target, 400)) == 400
+    assert resample_size(replace(_row(target, 3), n_eff=0.2)) == 1 and resample_size(_row(target, None)) is None
+    simple = noise_ceiling([_row(target, 25)], samples=300, seed=4)
+    assert noise_ceiling([weighted], samples=300, seed=4) == simple  # the draws of 25 answers, not of 400
+    assert noise_ceiling([_row(target, 400)], samples=300, seed=4)["one_minus_jsd"] > simple["one_minus_jsd"]

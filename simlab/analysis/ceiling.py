@@ -4,7 +4,8 @@ A survey row's human distribution is itself an estimate from n respondents. Even
 outputs the true population distribution p is scored against the empirical shares of a finite sample, so
 its expected 1 - JSD is below 1. Resampling n answers from p (multinomial, Monte Carlo, seeded) and scoring
 p against each resample estimates that expectation: the best score one can hope for on a row, which puts
-model scores in context. The observed shares stand in for the unknown p.
+model scores in context. The observed shares stand in for the unknown p. Shares computed under survey weights
+(population rows) are worth Kish's effective sample size ``n_eff``, not ``n``: their resamples draw ``n_eff``.
 
 1 - JSD here is the paper's metric: 1 - sqrt(JS divergence) with natural log, i.e. 1 - scipy's
 ``jensenshannon`` distance (see :func:`simlab.metrics.registry.one_minus_jsd_rows`).
@@ -23,7 +24,7 @@ from simlab.metrics.registry import one_minus_jsd, one_minus_jsd_rows
 if TYPE_CHECKING:
     from simlab.data.rows import SurveyRow
 
-__all__ = ["expected_one_minus_jsd", "noise_ceiling", "one_minus_jsd"]  # one_minus_jsd: the registry's
+__all__ = ["expected_one_minus_jsd", "noise_ceiling", "one_minus_jsd", "resample_size"]  # one_minus_jsd: the registry's
 
 _CHUNK_VALUES = 2_000_000  # score the resamples of this many (row x sample x option) values per torch call
 
@@ -92,10 +93,21 @@ def _expected_rows(dists: list[np.ndarray], resamples: list[np.ndarray]) -> list
     return values
 
 
+def resample_size(row: SurveyRow) -> int | None:
+    """The respondents a row's shares are worth, as a whole number of draws: ``n``, or for weighted rows (a
+    subgroup built with survey weights) Kish's ``n_eff`` rounded to the nearest integer (at least 1): weights make
+    the shares as noisy as a simple sample of ``n_eff`` answers. None when unknown."""
+    size = row.sample_size
+    if size is None or row.n_eff is None:
+        return size
+    return max(1, round(size))
+
+
 def noise_ceiling(rows: Sequence[SurveyRow], samples: int = 200, seed: int = 0) -> dict:
     """Mean expected 1 - JSD of a perfect simulator over the rows that report a respondent count ``n``.
 
-    Rows without ``n`` have no defined sampling noise: they are counted in ``rows_without_n`` and left out
+    A row's resample size is :func:`resample_size` (``n``; the rounded ``n_eff`` for a weighted row). Rows
+    without ``n`` have no defined sampling noise: they are counted in ``rows_without_n`` and left out
     of the mean (never treated as noise-free). One generator seeded with ``seed`` is consumed in row order,
     so the result is deterministic for given rows, samples and seed. ``one_minus_jsd`` is None when no row
     has ``n``.
@@ -104,12 +116,13 @@ def noise_ceiling(rows: Sequence[SurveyRow], samples: int = 200, seed: int = 0) 
     dists, resamples = [], []
     without_n = 0
     for row in rows:  # the draws, in row order from one generator, exactly as expected_one_minus_jsd makes them
-        if row.n is None:
+        size = resample_size(row)
+        if size is None:
             without_n += 1
             continue
-        _check_counts(row.n, samples)
+        _check_counts(size, samples)
         dists.append(_as_distribution(row.target))
-        resamples.append(_resample(dists[-1], row.n, samples, rng))
+        resamples.append(_resample(dists[-1], size, samples, rng))
     values = _expected_rows(dists, resamples) if dists else []
     return {
         "one_minus_jsd": float(np.mean(values)) if values else None,
