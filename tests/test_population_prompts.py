@@ -208,3 +208,21 @@ def test_wandb_predictions_table_and_per_country_breakdown_show_the_population(p
     breakdown = per_country(list(prediction_records(rows, predictions)), "C2-Q1")
     assert list(breakdown) == ["Kenya | sex=female, age=30-49", "Kenya | sex=male, age=50+"]
     assert all(v["n"] == 2 for v in breakdown.values())
+
+
+@pytest.mark.parametrize("control", [[], ["method=zs_attribute_ctrl", "data.country_control=true"]])
+def test_shared_prefix_is_exact_on_subgroup_rows(population_root, tiny_tokenizer, tiny_llama_dir, control):
+    from test_shared_prefix import assert_same, lora_model, scores
+
+    from simlab.data.batching import PadCollator, SharedPrefixCollator
+
+    dm = load(population_root, "model.prompt_order=question_first", "model.prompt_style=chat", "data.max_length=2048",
+              *control, tokenizer=tiny_tokenizer)
+    dm.setup()
+    assert all((row.prompt_attributes is not None) == bool(control) for row in dm.rows["C2-Q1"])
+    items = list(enumerate(dm.datasets["C2-Q1"].encoded + dm.datasets["C3-Q1"].encoded))  # 2 questions, 8 rows
+    shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(items)
+    assert len(shared["prefix_lengths"]) == 2  # one shared prefix per question, across countries and subgroups
+    model = lora_model(tiny_llama_dir)
+    model.eval()
+    assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items)), scores(model, shared))

@@ -122,6 +122,8 @@ def manifest_from_config(cfg: Mapping[str, Any], *, prior_build: Mapping | None,
             "chat_template": data_cfg.get("chat_template", model_cfg.get("chat_template")),
             "answer_prefix": data_cfg.get("answer_prefix"),
             "country_pattern": data_cfg.get("country_pattern"),
+            # how prompts named subgroups (data=wvs_populations), so a simulator renders them as training did
+            **({"population_wording": data_cfg["population_wording"]} if data_cfg.get("population_wording") else {}),
         },
         "shared_prefix": bool(data_cfg.get("shared_prefix", model_cfg.get("shared_prefix", False))),
         "lora": {k: v for k, v in (model_cfg.get("lora") or {}).items() if not str(k).startswith("_")} or None,
