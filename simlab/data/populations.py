@@ -129,3 +129,14 @@ class PopulationWording:
                 return f"aged {value[:-1]} or older"
         raise ValueError(f"no wording for population attribute {name}={value!r}; add it to "
                          f"data.population_wording ({'subjects' if name == 'sex' else 'qualifiers'}.{name})")
+
+
+# The values each attribute takes when a country is split into its subgroups (``simulate.groups=sex,age``): the
+# labels the population files use (age in the builder's default bands). ``region`` has no fixed values.
+GROUP_VALUES: dict[str, tuple[str, ...]] = {
+    "sex": ("female", "male"),
+    "age": ("16-29", "30-49", "50+"),
+    "education": ("lower", "middle", "higher"),
+    "income": ("low", "medium", "high"),
+    "settlement": ("urban", "rural"),
+}

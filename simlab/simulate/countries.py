@@ -35,12 +35,16 @@ def check_countries(countries: Sequence[str], known: Sequence[str], where: str =
     for position, country in enumerate(countries):
         name = str(country).strip()
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            close += [k for k in known if k.lower() == name.lower() and k not in close]
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
             raise SimulationInputError(
-                where, None, None, None, f"unknown country {name!r} (position {position}); {hint}")
+                where, None, None, None, f"unknown country {name!r} (position {position}); {country_hint(name, known)}")
         if name in checked:
             raise SimulationInputError(where, None, None, None, f"country {name!r} is listed twice")
         checked.append(name)
     return checked
+
+
+def country_hint(name: str, known: Sequence[str]) -> str:
+    """For an unknown country: the closest known names ("did you mean 'Kenya'?"), else every known name."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close += [k for k in known if k.lower() == name.lower() and k not in close]
+    return f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from simlab.data.populations import ATTRIBUTE_ORDER, Population, PopulationWording, ordered_attributes
 from simlab.data.prompts import PAPER_INSTRUCTION
 from simlab.data.rows import SurveyRow
 from simlab.simulate.countries import check_countries, wvs_countries
@@ -18,33 +19,41 @@ from simlab.simulate.questions import Question, SimulationInputError
 SIMULATED_SURVEY = "simulate"  # new questions: their ids are the user's, never a survey's question numbers
 
 
-def cell_row(question: Question, country: str, target: Sequence[float] | None = None) -> SurveyRow:
-    """A (question, country) cell as a survey row of the ``simulate`` survey (for prior lookups)."""
+def cell_row(question: Question, country: str | Population, target: Sequence[float] | None = None,
+             country_target: Sequence[float] | None = None) -> SurveyRow:
+    """A (question, country or subgroup) cell as a survey row of the ``simulate`` survey (for prior lookups);
+    ``country_target``: the whole country's observed shares, a subgroup's breakdown input."""
+    population = country if isinstance(country, Population) else Population(country)
+    instruction = (PopulationWording().instruction(population) if population.attributes
+                   else PAPER_INSTRUCTION.format(country=population.country))
     return SurveyRow(
-        subset="simulate", question_id=question.id, country=country,
-        instruction=PAPER_INSTRUCTION.format(country=country), question=question.prompt_input,
+        subset="simulate", question_id=question.id, country=population.country,
+        instruction=instruction, question=question.prompt_input,
         options=question.lettered_options, letters=question.letters,
         target=tuple(target) if target is not None else tuple([1.0 / len(question.letters)] * len(question.letters)),
         n=None, source=question.source, index=question.index, survey=SIMULATED_SURVEY,
+        attributes=population.attributes, country_target=tuple(country_target) if country_target is not None else None,
     )
 
 
 def read_observed(path: str | Path, questions: Sequence[Question], known: Sequence[str]) -> list[SurveyRow]:
     """Surveyed distributions for some (question, country) cells, from a CSV with columns question_id, country,
     letter, share (simulation.csv's layout; option labels may be there too): the prior for the other countries.
-    Every cell must give each of its question's letters exactly once, with shares summing to 1 or 100."""
+    Every cell must give each of its question's letters exactly once, with shares summing to 1 or 100. Attribute
+    columns (sex, age...; empty: not split by it) make a row a subgroup's; without them it is the whole country's."""
     from simlab.data.rows import SHARE_SCALES, SUM_TOLERANCE
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"observed distributions file {path} does not exist (simulate.observed)")
     by_id = {q.id: q for q in questions}
-    cells: dict[tuple[str, str], dict[str, float]] = {}
+    cells: dict[tuple[str, Population], dict[str, float]] = {}
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("question_id", "country", "letter", "share") if c not in (reader.fieldnames or [])]
         if missing:
             raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
+        attribute_columns = [c for c in ATTRIBUTE_ORDER if c in (reader.fieldnames or [])]
         for line, record in enumerate(reader, start=2):
             def fail(field_name, message, line=line, record=record):
                 return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
@@ -65,16 +74,22 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
                 raise fail("share", f"not a number: {record['share']!r}") from None
             if not np.isfinite(share) or share < 0:
                 raise fail("share", f"must be a finite share >= 0, got {share}")
-            cell = cells.setdefault((question.id, record["country"]), {})
+            given = {c: (record[c] or "").strip() for c in attribute_columns}
+            try:
+                attributes = ordered_attributes({c: v for c, v in given.items() if v})
+            except ValueError as err:
+                raise fail(None, str(err)) from None
+            population = Population(record["country"], attributes)
+            cell = cells.setdefault((question.id, population), {})
             if record["letter"] in cell:
-                raise fail("letter", f"{record['letter']} given twice for {record['country']}")
+                raise fail("letter", f"{record['letter']} given twice for {population.key}")
             cell[record["letter"]] = share
     if not cells:
         raise SimulationInputError(str(path), None, None, None, "no surveyed cells (only a header): give some rows, "
                                    "or leave simulate.observed null")
     rows = []
-    for (question_id, country), shares in cells.items():
-        question = by_id[question_id]
+    for (question_id, population), shares in cells.items():
+        question, country = by_id[question_id], population.key
         where = f"{path}: question {question_id}, {country}"
         if set(shares) != set(question.letters):
             raise SimulationInputError(str(path), None, question_id, "letter",
@@ -83,18 +98,23 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
         if not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
             raise SimulationInputError(str(path), None, question_id, "share",
                                        f"{where}: shares sum to {total:g}, neither 100 nor 1")
-        rows.append(cell_row(question, country, [shares[l] / total for l in question.letters]))
+        rows.append(cell_row(question, population, [shares[l] / total for l in question.letters]))
     return rows
 
 
 def simulation_prior_rows(cfg: Mapping[str, Any], observed: Sequence[SurveyRow]) -> list[SurveyRow]:
     """The rows a simulation's prior is built from: the run's prior rows (data.prior_subset, the training rows)
-    plus the observed cells."""
+    plus the observed whole-country cells (an observed subgroup is shown beside its simulation, not a prior)."""
     from simlab.data import SurveyDataModule
 
     datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
     datamodule.load_rows()
-    return [*datamodule.prior_rows, *observed]
+    return [*datamodule.prior_rows, *whole_countries(observed)]
+
+
+def whole_countries(observed: Sequence[SurveyRow]) -> list[SurveyRow]:
+    """The observed cells of whole countries (no attributes): the ones a country-level prior can take."""
+    return [row for row in observed if not row.attributes]
 
 
 def simulation_countries(cfg: Mapping[str, Any], observed: Sequence[SurveyRow]) -> list[str]:

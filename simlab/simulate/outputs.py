@@ -11,6 +11,7 @@ from pathlib import Path
 from simlab.common.files import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
+POPULATION_META = ("populations", "attributes", "observed")  # recorded only for a simulation by population
 
 
 def country_order(frame, question_id: str) -> list[str]:
@@ -55,6 +56,7 @@ def write_simulation(frame, out_dir: str | Path) -> list[Path]:
         spreadsheet_safe(frame).to_csv(handle, index=False, float_format="%.10g")
     meta_path = out / META_NAME
     meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
+    meta.update({key: attrs[key] for key in POPULATION_META if key in attrs})  # a simulation by population
     if attrs.get("adapter_mismatch"):  # settings asked against the adapter's own (model.allow_mismatch=true)
         meta["adapter_mismatch"] = attrs["adapter_mismatch"]
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
@@ -75,6 +77,8 @@ def _md_cell(text: str) -> str:
 
 def markdown(frame, images: dict[str, str] | None = None) -> str:
     """One table per question (countries x options, shares in percent), headed by provenance and the caution."""
+    if "population" in frame.columns:
+        return population_markdown(frame, images)
     attrs = frame.attrs
     lines = ["# Simulated answer distributions", "", f"> **Caution.** {attrs['caution']}", "",
              f"Produced by {provenance_line(attrs)}.", ""]
@@ -107,6 +111,8 @@ def _colors(count: int) -> list:
 
 def plot_question(frame, question_id: str, path: str | Path) -> Path:
     """A stacked horizontal bar per country (options left to right), countries by the share of option A."""
+    if "population" in frame.columns:
+        return plot_populations(frame, question_id, path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,3 +170,114 @@ def spreadsheet_safe(frame):
             safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
                             for v in safe[column]]
     return safe
+
+
+# ---------------------------------------------------------------------------------------------- by population
+WHOLE_COUNTRY = "whole country"
+
+
+def population_bars(frame, question_id: str) -> list[tuple[str, str, list[float], bool]]:
+    """(country, label, shares, observed) per population of one question, in the frame's order (by country, its
+    populations side by side): the simulated shares, then the observed ones where the population was surveyed."""
+    sub = frame[frame["question_id"] == question_id]
+    bars = []
+    for key in dict.fromkeys(sub["population"]):
+        rows = sub[sub["population"] == key]
+        country, label = rows["country"].iloc[0], key.partition(" | ")[2] or WHOLE_COUNTRY
+        if rows["share"].notna().all():
+            bars.append((country, label, rows["share"].tolist(), False))
+        if "observed" in rows and rows["observed"].notna().all():
+            bars.append((country, f"{label} (observed)", rows["observed"].tolist(), True))
+    return bars
+
+
+def option_columns(options: list[str]) -> list[str]:
+    """'A: label' per option, as the country tables head their columns."""
+    return [f"{chr(ord('A') + k)}: {option}" for k, option in enumerate(options)]
+
+
+def population_markdown(frame, images: dict[str, str] | None = None) -> str:
+    """One table per question: per country its populations side by side (a row each, options as columns), the
+    observed ones marked, headed by provenance and the caution."""
+    attrs = frame.attrs
+    lines = ["# Simulated answer distributions", "", f"> **Caution.** {attrs['caution']}", "",
+             f"Produced by {provenance_line(attrs)}.", ""]
+    if attrs.get("input"):
+        lines += [f"Questions from `{attrs['input']}`; shares are the model's next-token probabilities of the option "
+                  "letters, renormalised over the options.", ""]
+    lines += ["Populations are grouped by country in the order asked; a row marked *(observed)* holds surveyed "
+              "shares (simulate.observed), not a simulation.", ""]
+    if (attrs.get("observed") or {}).get("breakdown"):
+        lines += [f"Countries' overall results: {attrs['observed']['breakdown']}.", ""]
+    for qid, question in attrs["questions"].items():
+        options = option_columns(question["options"])
+        lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]
+        lines.append("| country | population | " + " | ".join(_md_cell(c) for c in options) + " |")
+        lines.append("|---|---|" + "---:|" * len(options))
+        for country, label, shares, observed in population_bars(frame, qid):
+            label = f"*{_md_cell(label)}*" if observed else _md_cell(label)
+            lines.append(f"| {_md_cell(country)} | {label} | " + " | ".join(f"{100 * v:.1f}%" for v in shares) + " |")
+        lines.append("")
+        if images and qid in images:
+            lines += [f"![{_md_cell(qid)}]({images[qid]})", ""]
+    lines += [f"*{attrs['caution']}*", ""]
+    return "\n".join(lines)
+
+
+def plot_populations(frame, question_id: str, path: str | Path) -> Path:
+    """Stacked horizontal bars grouped by country (its name heads the group), one bar per population; observed
+    shares hatched and labelled (observed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attrs = frame.attrs
+    question = attrs["questions"][question_id]
+    bars = population_bars(frame, question_id)
+    slots: list[tuple[str, list[float] | None, bool]] = []  # top to bottom: a country's name, then its bars
+    previous = None
+    for country, label, shares, observed in bars:
+        if country != previous:
+            slots.append((country, None, False))
+            previous = country
+        slots.append((label, shares, observed))
+    labels = option_columns(question["options"])
+    colors = _colors(len(labels))
+    title = "\n".join(textwrap.wrap(f"{question_id}: {question['text']}", 80))
+    footer = "\n".join(textwrap.wrap(f"Simulated by {provenance_line(attrs)}. {attrs['caution']}", 120))
+    height = 1.9 + 0.3 * len(slots) + 0.22 * title.count("\n") + 0.16 * footer.count("\n") + 0.2 * len(labels)
+    fig, ax = plt.subplots(figsize=(10, height), layout="constrained")
+    y = [len(slots) - 1 - i for i in range(len(slots))]
+    legend = True  # the first bar names the options
+    for position, (_, shares, observed) in zip(y, slots):
+        if shares is None:
+            continue
+        left = 0.0
+        for k, (share, color) in enumerate(zip(shares, colors)):
+            ax.barh(position, share, left=left, color=color, edgecolor="white", linewidth=0.6,
+                    hatch="//" if observed else None, label=labels[k] if legend else None)
+            r, g, b = color[:3]
+            if share >= 0.06:
+                ax.text(left + share / 2, position, f"{100 * share:.0f}%", ha="center", va="center", fontsize=8,
+                        color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
+            left += share
+        legend = False
+    ax.set_yticks(y, [name for name, _, _ in slots])
+    for tick, (_, shares, _) in zip(ax.get_yticklabels(), slots):
+        if shares is None:
+            tick.set_fontweight("bold")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, len(slots) - 0.4)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("simulated share of respondents" + (" (hatched: observed)" if any(s[2] for s in slots) else ""))
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, ["\n".join(textwrap.wrap(n, 34)) for n in names], loc="outside right upper",
+               title="answer option", fontsize=9, title_fontsize=9, frameon=False)
+    fig.supxlabel(footer, x=0.01, ha="left", fontsize=7, color="0.3")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -18,13 +18,20 @@ from tqdm.auto import tqdm
 
 from simlab.data.batching import EncodedRow, PadCollator, PrefixGroupedBatchSampler, SharedPrefixCollator
 from simlab.data.letters import resolve_letter_ids
+from simlab.data.populations import Population, PopulationWording
 from simlab.data.prompts import PAPER_ANSWER_PREFIX, PAPER_INSTRUCTION, PromptFormat, PromptTooLongError
 from simlab.metrics.divergences import masked_softmax
 from simlab.model import LanguageModel, base_model
 from simlab.model.scoring import simulator_logits
 from simlab.runs.rundir import RunDir
 from simlab.simulate.countries import check_countries, wvs_countries
-from simlab.simulate.observed import cell_row
+from simlab.simulate.observed import cell_row, whole_countries
+from simlab.simulate.populations import (
+    population_frame,
+    resolve_populations,
+    uses_overall_result,
+    wording_of,
+)
 from simlab.simulate.questions import LETTERS, Question, input_location, make_question
 from simlab.simulator.bundle import ASK, DEFAULTS, LoadedSimulator, is_adapter, load_simulator, resolve_settings
 from simlab.simulator.prior import SurveyPrior
@@ -67,6 +74,11 @@ class Simulator:
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
             :meth:`from_config` / :meth:`from_run` apply the adapter's saved prior and temperature themselves.
         allow_mismatch: score an adapter with prompt settings it was not trained with.
+        population_wording: how a prompt names a subgroup (:class:`~simlab.data.populations.PopulationWording` or
+            its fields); None: the wording the adapter was trained with (simulator.json), else the default, which
+            renders subgroups only (a whole country keeps ``instruction_template``).
+        observed: surveyed cells (:func:`~simlab.simulate.observed.read_observed`): with populations, each is shown
+            beside its simulation, and a whole country's is its subgroups' breakdown input (``country_target``).
     """
 
     def __init__(
@@ -89,6 +101,8 @@ class Simulator:
         prior=None,
         temperature: float | None = None,
         allow_mismatch: bool = False,
+        population_wording: PopulationWording | Mapping[str, Any] | None = None,
+        observed: Sequence = (),
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -123,6 +137,9 @@ class Simulator:
         self._data_root = data_root
         self._known = list(known_countries) if known_countries is not None else None
         self.prior, self.temperature = prior, temperature
+        recorded = loaded.bundle.population_wording if loaded.bundle is not None else None
+        self.population_wording = wording_of(population_wording if population_wording is not None else recorded)
+        self.observed = list(observed)
         self.provenance = {
             "model": name or loaded.lm.source,
             "model_source": loaded.lm.source,
@@ -157,6 +174,7 @@ class Simulator:
 
         observed = list(overrides.pop("observed", None) or [])
         kwargs = simulator_settings(cfg)
+        kwargs["observed"] = observed
         kwargs.update(overrides)
         adapter = kwargs.pop("adapter", None)
         allow = bool(kwargs.pop("allow_mismatch", False) or (cfg["model"].get("allow_mismatch") or False))
@@ -172,8 +190,11 @@ class Simulator:
             explicit=explicit | ({"prior", "base_model", "dtype"} if allow else set()), allow_mismatch=allow,
         )
         if not given:
-            kwargs["prior"] = loaded.prior if loaded.prior is not None else (SurveyPrior(observed) if observed
-                                                                              else None)
+            whole = whole_countries(observed)
+            kwargs["prior"] = loaded.prior if loaded.prior is not None else (SurveyPrior(whole) if whole else None)
+        recorded = loaded.bundle is not None and loaded.bundle.population_wording is not None
+        if not recorded and (cfg.get("data") or {}).get("population_wording") is not None:
+            kwargs.setdefault("population_wording", cfg["data"]["population_wording"])
         if "temperature" not in kwargs:  # the temperature is part of a calibrated simulator
             calibrated = (cfg.get("simulate") or {}).get("calibrated", True)
             kwargs["temperature"] = loaded.temperature if calibrated else None
@@ -198,60 +219,92 @@ class Simulator:
         return self._known
 
     def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
-                id: str | None = None):
+                id: str | None = None, *, populations: Sequence | None = None, groups: Sequence[str] | None = None):
         """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
-        share)."""
-        return self.predict_questions([make_question(question, options, id)], countries)
+        share). With populations (see :meth:`predict_questions`), one per population."""
+        return self.predict_questions([make_question(question, options, id)], countries, populations=populations,
+                                      groups=groups)
 
-    def predict_questions(self, questions: Sequence[Question], countries: Sequence[str] | None = None,
-                          where: str = "countries"):
-        """Every question x country, batched; rows in question, country, option order. attrs: provenance."""
+    def predict_questions(self, questions: Sequence[Question], countries: Sequence | None = None,
+                          where: str = "countries", *, populations: Sequence | None = None,
+                          groups: Sequence[str] | str | None = None,
+                          group_values: Mapping[str, Sequence[str]] | None = None):
+        """Every question x country, batched; rows in question, country, option order. attrs: provenance.
+
+        Populations: ``populations`` (mappings such as ``{"country": "Kenya", "sex": "female", "age": "30-49"}`` or
+        :class:`~simlab.data.populations.Population`; also accepted among ``countries``) and ``groups`` (split each
+        of ``countries`` into its subgroups, e.g. ``["sex", "age"]``; values from ``group_values`` else
+        :data:`~simlab.data.populations.GROUP_VALUES`). Then rows come per country, its populations side by side,
+        with columns population, country and one per attribute (:func:`~simlab.simulate.populations.population_frame`).
+        """
         if not questions:
             raise ValueError("no questions to simulate")
         known = self.known_countries()
-        countries = check_countries(list(countries) if countries is not None else known, known, where)
-        cells = [(q, c) for q in questions for c in countries]
+        prefix = where.rpartition(".")[0] + "." if "." in where else ""
+        asked = resolve_populations(countries, populations, groups, known, self.wording, group_values, prefix)
+        by_country = asked is None
+        if by_country:  # countries only: exactly the country simulation of before
+            countries = check_countries(list(countries) if countries is not None else known, known, where)
+            asked = [Population(c) for c in countries]
+        cells = [(q, p) for q in questions for p in asked]
         shares = self._score(self._encode(cells))
-        frame = simulation_frame(cells, shares)
+        if by_country:
+            frame = simulation_frame([(q, p.country) for q, p in cells], shares)
+        else:
+            frame = population_frame(questions, asked, {(q.id, p.key): s for (q, p), s in zip(cells, shares)},
+                                     self.observed, uses_overall_result(self.prior))
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
-        frame.attrs["countries"] = list(countries)
+        frame.attrs["countries"] = list(dict.fromkeys(p.country for p in asked))
         return frame
 
-    def prompt_text(self, question: Question, country: str) -> str:
-        """The exact model input for one (question, country), as in training and evaluation."""
-        instruction = self.instruction_template.format(country=country)
+    @property
+    def wording(self) -> PopulationWording:
+        """How prompts name subgroups: the adapter's or the given wording, else the default."""
+        return self.population_wording or PopulationWording()
+
+    def prompt_text(self, question: Question, country: str | Population) -> str:
+        """The exact model input for one (question, country or population), as in training and evaluation."""
+        population = country if isinstance(country, Population) else Population(country)
+        if population.attributes or self.population_wording is not None:
+            instruction = self.wording.instruction(population)
+        else:  # a whole country: the data's instruction (the paper's, or its language's)
+            instruction = self.instruction_template.format(country=population.country)
         return self.prompt.render_parts(instruction, question.prompt_input, question.lettered_options, self.tokenizer)
 
     # ------------------------------------------------------------------ encoding
-    def _encode(self, cells: list[tuple[Question, str]]) -> list[EncodedRow]:
+    def _encode(self, cells: list[tuple[Question, Population]]) -> list[EncodedRow]:
         letters = LETTERS[: max(len(q.options) for q, _ in cells)]
         context = self.prompt_text(*cells[0])
         letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
                                         add_special_tokens=self.prompt.add_special_tokens)
         groups: dict[str, int] = {}
-        return [self._encode_cell(question, country, letter_ids, groups) for question, country in cells]
+        overall = {(r.question_id, r.country): r.target for r in whole_countries(self.observed)}
+        return [self._encode_cell(question, population, letter_ids, groups,
+                                  overall.get((question.id, population.country)) if population.attributes else None)
+                for question, population in cells]
 
-    def _encode_cell(self, question: Question, country: str, letter_ids: Mapping[str, int],
-                     groups: dict[str, int]) -> EncodedRow:
-        """One (question, country) prompt as token ids, with its letters' ids, prefix group and log prior."""
-        ids = self._prompt_ids(question, country)
+    def _encode_cell(self, question: Question, population: Population, letter_ids: Mapping[str, int],
+                     groups: dict[str, int], country_target: Sequence[float] | None = None) -> EncodedRow:
+        """One (question, population) prompt as token ids, with its letters' ids, prefix group and log prior (a
+        subgroup's row carries its country's observed shares, ``country_target``, for a breakdown prior)."""
+        ids = self._prompt_ids(question, population)
         key = self.prompt.prefix_key(question.prompt_input, question.lettered_options)
         log_prior = None
         if self.prior is not None:
-            log_prior = np.log(self.prior.prior(cell_row(question, country))).tolist()
+            log_prior = np.log(self.prior.prior(cell_row(question, population, country_target=country_target))).tolist()
         return EncodedRow(input_ids=list(ids), letter_ids=[letter_ids[l] for l in question.letters],
                           target=[0.0] * len(question.letters),
                           prefix_group=groups.setdefault(key, len(groups)), log_prior=log_prior)
 
-    def _prompt_ids(self, question: Question, country: str) -> list[int]:
+    def _prompt_ids(self, question: Question, population: Population) -> list[int]:
         """The prompt's token ids; longer than ``max_length`` is an error (prompts are never truncated)."""
-        ids = self.tokenizer(self.prompt_text(question, country),
+        ids = self.tokenizer(self.prompt_text(question, population),
                              add_special_tokens=self.prompt.add_special_tokens)["input_ids"]
         if len(ids) > self.max_length:
             raise PromptTooLongError(
                 f"{input_location(question.source, question.index, question.id, 'text')}: "
-                f"the prompt for {country} has {len(ids)} tokens, more than the limit of {self.max_length} "
+                f"the prompt for {population.key} has {len(ids)} tokens, more than the limit of {self.max_length} "
                 f"(the model's context, or max_length); shorten the question or its options "
                 f"(prompts are never truncated)",
             )

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from simlab.data.populations import PopulationWording
 from simlab.simulate.countries import check_countries, wvs_countries
 from simlab.simulate.observed import read_observed
 from simlab.simulate.outputs import write_simulation
+from simlab.simulate.populations import resolve_populations, wording_of
 from simlab.simulate.questions import read_questions
 from simlab.simulate.simulator import CAUTION, Simulator
 
@@ -27,15 +29,31 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     known = wvs_countries((cfg.get("data") or {}).get("root"))
     if sim_cfg.get("countries") is not None and not sim_cfg["countries"]:
         raise ValueError("simulate.countries=[] names no country: list some, or leave it null for every WVS country")
-    countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
-                 else known)
+    by_population = {k: sim_cfg.get(k) for k in ("populations", "groups", "group_values")}
+    populations = None
+    if by_population["populations"] is not None or by_population["groups"] is not None:  # checked before loading
+        wording = wording_of((cfg.get("data") or {}).get("population_wording")) or PopulationWording()
+        countries = sim_cfg.get("countries")
+        populations = resolve_populations(countries, by_population["populations"], by_population["groups"], known,
+                                          wording, by_population["group_values"], prefix="simulate.")
+    else:
+        countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
+                     else known)
     observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
-    frame = simulator.predict_questions(questions, countries, where="simulate.countries")
+    frame = simulator.predict_questions(questions, countries, where="simulate.countries", **by_population)
     frame.attrs["input"] = str(Path(sim_cfg["input"]).resolve())
     paths = write_simulation(frame, out_dir)
-    log.info("simulated %d questions x %d countries with %s (adapter %s); outputs in %s",
-             len(questions), len(countries), simulator.provenance["model"], simulator.provenance["adapter"], out_dir)
+    if populations is not None:
+        countries = frame.attrs["countries"]
+        for cell in (frame.attrs.get("observed") or {}).get("not_used", []):
+            log.warning("simulate.observed: %s is a subgroup that is not simulated: neither shown nor used", cell)
+    log.info("simulated %d questions x %d %s with %s (adapter %s); outputs in %s", len(questions),
+             len(populations or countries), "countries" if populations is None else "populations",
+             simulator.provenance["model"], simulator.provenance["adapter"], out_dir)
     log.warning(CAUTION)
-    return {"task": "simulate", **{k: frame.attrs[k] for k in ("model", "model_source", "adapter", "prompt_style")},
-            "questions": len(questions), "countries": countries, "outputs": [str(p) for p in paths], "caution": CAUTION}
+    summary = {"task": "simulate", **{k: frame.attrs[k] for k in ("model", "model_source", "adapter", "prompt_style")},
+               "questions": len(questions), "countries": countries}
+    if populations is not None:
+        summary["populations"] = [p.key for p in populations]
+    return {**summary, "outputs": [str(p) for p in paths], "caution": CAUTION}

@@ -167,6 +167,12 @@ class Bundle:
     prior_fitted: dict | None = None
     assumed: str | None = None
 
+    @property
+    def population_wording(self) -> dict | None:
+        """How the training prompts named subgroups (simulator.json's optional ``prompt.population_wording``),
+        None for an adapter trained without population rows or written before it was recorded."""
+        return ((self.manifest or {}).get("prompt") or {}).get("population_wording")
+
 
 def _identity(loader: Mapping | None) -> dict:
     """Which weights a loader loads (not how: its dtype is a soft setting); unset arguments dropped."""
