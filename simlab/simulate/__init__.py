@@ -15,9 +15,13 @@ Notebook use (no Hydra needed)::
 
 ``python run.py task=simulate`` goes through :func:`simulate_task`, which uses the same :class:`Simulator`.
 
+Subgroups: ``sim.predict(..., ["Kenya"], groups=["sex", "age"])`` or ``populations=[{"country": "Kenya",
+"sex": "female"}]`` simulates populations (a country plus attributes), side by side per country.
+
 Modules: :mod:`.questions` (what is asked, and the input errors), :mod:`.countries` (the names a simulation may
-use), :mod:`.observed` (surveyed cells and the survey prior), :mod:`.simulator` (the :class:`Simulator`),
-:mod:`.outputs` (the CSV, sidecar, markdown and charts), :mod:`.task` (``task=simulate``).
+use), :mod:`.populations` (the populations asked: subgroups, groups, their table), :mod:`.observed` (surveyed
+cells and the survey prior), :mod:`.simulator` (the :class:`Simulator`), :mod:`.outputs` (the CSV, sidecar,
+markdown and charts), :mod:`.task` (``task=simulate``).
 """
 
 from simlab.data.prompts import PromptTooLongError
