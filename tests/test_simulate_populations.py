@@ -256,7 +256,7 @@ class BreakdownPrior:
 
 def test_a_countrys_overall_result_is_shown_and_used_only_by_a_breakdown_prior(tiny_llama_dir, shared_data,
                                                                               observed_rows, tmp_path):
-    from simlab.simulate import Simulator, write_simulation
+    from simlab.simulate import SimulationInputError, Simulator, write_simulation
 
     question, rows = observed_rows
     model = {"path": str(tiny_llama_dir)}
@@ -301,6 +301,43 @@ def test_a_countrys_overall_result_is_shown_and_used_only_by_a_breakdown_prior(t
     expected = np.array([0.6, 0.4]) * plain["share"].to_numpy()[:2]
     assert result["share"].iloc[2:4].to_numpy() == pytest.approx(expected / expected.sum(), abs=1e-6)
     assert result.attrs["observed"]["breakdown"].startswith("used: the simulator's breakdown prior")
+    with pytest.raises(SimulationInputError, match=r"^observed: the simulator's prior is a breakdown prior .*give it "
+                                                   r"as a row without attributes for cars: Japan$"):
+        anchored.predict_questions([question], ["Kenya", "Japan"], groups=["sex"])
+    with pytest.raises(SimulationInputError, match=r"^populations: .* it simulates subgroups, not whole countries "
+                                                   r"\(Kenya\)$"):
+        anchored.predict_questions([question], [{"country": "Kenya"}])
+
+
+def test_the_prior_rows_of_a_simulation_by_use(observed_rows, shared_data, tmp_path):
+    """The observed whole countries join the run's prior rows, never an observed subgroup; a breakdown prior
+    learns its subgroup shifts from the training rows alone (the overall results are its inputs)."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    from simlab.simulate import simulation_prior_rows
+
+    _, rows = observed_rows
+    composed = compose_config(f"data.root={shared_data}", f"paths.output_dir={tmp_path}")
+    cfg = {"data": OmegaConf.to_container(composed.data, resolve=True)}
+    training = simulation_prior_rows(cfg, [])
+    assert training and simulation_prior_rows(cfg, rows)[len(training):] == rows[:1]  # Kenya's overall result
+    cfg["prior"] = {"use": "breakdown"}
+    assert len(simulation_prior_rows(cfg, rows)) == len(training)
+
+
+def test_subgroup_cells_without_subgroups_to_simulate_are_refused(tmp_path, shared_data):
+    from simlab.simulate import simulate_task
+
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: cars\n  text: Ban cars?\n  options: [Yes, No]\n", encoding="utf-8")
+    observed = tmp_path / "observed.csv"
+    observed.write_text(OBSERVED, encoding="utf-8")
+    cfg = {"simulate": {"input": str(questions), "countries": ["Kenya"], "observed": str(observed)},
+           "data": {"root": str(shared_data)}}
+    with pytest.raises(ValueError, match=r"observed.csv has subgroup cells \(Kenya \| sex=female\.\.\.\) but no "
+                                         r"subgroup is simulated: set simulate.groups or simulate.populations"):
+        simulate_task(cfg, tmp_path / "out")
 
 
 def test_cli_simulates_subgroups_with_observed_cells(tiny_llama_dir, shared_data, tmp_path):
@@ -322,6 +359,8 @@ def test_cli_simulates_subgroups_with_observed_cells(tiny_llama_dir, shared_data
     assert [float(v) for v in frame[frame["population"] == "Japan | sex=male"]["observed"]] == pytest.approx([0.1, 0.9])
     meta = json.loads((out / "simulation.meta.json").read_text())
     assert meta["countries"] == ["Kenya", "Japan", "Brazil"] and len(meta["populations"]) == 8
+    assert meta["population_wording"]["from"] == "default"  # the bare model
+    assert meta["population_wording"]["subjects"]["sex"] == {"female": "a woman", "male": "a man"}
     assert meta["observed"]["not_used"] == ["cars: Kenya | sex=female"]  # Kenya is split by sex and age here
     assert "no breakdown prior" in meta["observed"]["breakdown"]
     md = (out / "simulation.md").read_text()

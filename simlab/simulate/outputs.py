@@ -11,7 +11,8 @@ from pathlib import Path
 from simlab.common.files import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
-POPULATION_META = ("populations", "attributes", "observed")  # recorded only for a simulation by population
+# recorded only for a simulation by population
+POPULATION_META = ("populations", "attributes", "population_wording", "observed")
 
 
 def country_order(frame, question_id: str) -> list[str]:

@@ -34,6 +34,15 @@ def wording_of(wording: PopulationWording | Mapping[str, Any] | None) -> Populat
     return PopulationWording(**fields)
 
 
+def simulator_wording(given, loaded) -> tuple[PopulationWording | None, str]:
+    """A simulator's wording and where it comes from: ``given``, else the one its adapter was trained with
+    (simulator.json's ``prompt.population_wording``), else None (the default for subgroups)."""
+    recorded = loaded.bundle.population_wording if loaded.bundle is not None else None
+    if given is not None or recorded is not None:
+        return wording_of(given if given is not None else recorded), "given" if given is not None else "adapter"
+    return None, "default (the adapter was trained on whole countries only)" if loaded.adapter else "default"
+
+
 def group_table(overrides: Mapping[str, Sequence[str]] | None = None) -> dict[str, tuple[str, ...]]:
     """The values each attribute is split into: :data:`simlab.data.populations.GROUP_VALUES`, with
     ``overrides`` (``simulate.group_values``, e.g. other age bands) replacing whole attributes."""
@@ -218,3 +227,21 @@ def observed_uses(questions: Sequence, asked: Sequence[Population], observed: Se
             "shown beside its subgroups but does not inform their simulation")
     return record
 
+
+
+def check_breakdown_inputs(questions: Sequence, asked: Sequence[Population], observed: Sequence,
+                           prefix: str = "") -> None:
+    """A breakdown prior moves each subgroup's country overall result: every population asked must be a subgroup
+    whose country's overall result on every question is among the observed cells (a one-line error otherwise)."""
+    why = ("the simulator's prior is a breakdown prior (prior=breakdown): it moves each subgroup's country "
+           "overall result")
+    whole = [p.key for p in asked if not p.attributes]
+    if whole:
+        raise SimulationInputError(f"{prefix}populations", None, None, None,
+                                   f"{why}, so it simulates subgroups, not whole countries ({', '.join(whole)})")
+    overall = {(r.question_id, r.country) for r in observed if not r.attributes}
+    missing = list(dict.fromkeys(f"{q.id}: {p.country}" for q in questions for p in asked
+                                 if (q.id, p.country) not in overall))
+    if missing:
+        raise SimulationInputError(f"{prefix}observed", None, None, None,
+                                   f"{why}; give it as a row without attributes for {', '.join(missing)}")

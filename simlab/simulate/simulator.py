@@ -7,6 +7,7 @@ the adapter's saved temperature and prior), so a simulation means what a test sc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,10 +28,11 @@ from simlab.runs.rundir import RunDir
 from simlab.simulate.countries import check_countries, wvs_countries
 from simlab.simulate.observed import cell_row, whole_countries
 from simlab.simulate.populations import (
+    check_breakdown_inputs,
     population_frame,
     resolve_populations,
+    simulator_wording,
     uses_overall_result,
-    wording_of,
 )
 from simlab.simulate.questions import LETTERS, Question, input_location, make_question
 from simlab.simulator.bundle import ASK, DEFAULTS, LoadedSimulator, is_adapter, load_simulator, resolve_settings
@@ -137,8 +139,7 @@ class Simulator:
         self._data_root = data_root
         self._known = list(known_countries) if known_countries is not None else None
         self.prior, self.temperature = prior, temperature
-        recorded = loaded.bundle.population_wording if loaded.bundle is not None else None
-        self.population_wording = wording_of(population_wording if population_wording is not None else recorded)
+        self.population_wording, self.wording_source = simulator_wording(population_wording, loaded)
         self.observed = list(observed)
         self.provenance = {
             "model": name or loaded.lm.source,
@@ -231,11 +232,10 @@ class Simulator:
                           group_values: Mapping[str, Sequence[str]] | None = None):
         """Every question x country, batched; rows in question, country, option order. attrs: provenance.
 
-        Populations: ``populations`` (mappings such as ``{"country": "Kenya", "sex": "female", "age": "30-49"}`` or
-        :class:`~simlab.data.populations.Population`; also accepted among ``countries``) and ``groups`` (split each
-        of ``countries`` into its subgroups, e.g. ``["sex", "age"]``; values from ``group_values`` else
-        :data:`~simlab.data.populations.GROUP_VALUES`). Then rows come per country, its populations side by side,
-        with columns population, country and one per attribute (:func:`~simlab.simulate.populations.population_frame`).
+        Populations (:func:`~simlab.simulate.populations.resolve_populations`): ``populations`` (``{"country":
+        "Kenya", "sex": "female"}`` or Population; also accepted among ``countries``) and ``groups`` (split each of
+        ``countries`` into its subgroups: ``["sex", "age"]``, values from ``group_values`` else GROUP_VALUES) give
+        rows per country, its populations side by side (:func:`~simlab.simulate.populations.population_frame`).
         """
         if not questions:
             raise ValueError("no questions to simulate")
@@ -246,13 +246,19 @@ class Simulator:
         if by_country:  # countries only: exactly the country simulation of before
             countries = check_countries(list(countries) if countries is not None else known, known, where)
             asked = [Population(c) for c in countries]
+        if uses_overall_result(self.prior):
+            check_breakdown_inputs(questions, asked, self.observed, prefix)
         cells = [(q, p) for q in questions for p in asked]
         shares = self._score(self._encode(cells))
         if by_country:
             frame = simulation_frame([(q, p.country) for q, p in cells], shares)
         else:
+            if self.wording_source.startswith("default (") and any(p.attributes for p in asked):
+                log.warning("%s: %s; its subgroup prompts are new to it", self.provenance["adapter"],
+                            self.wording_source)
             frame = population_frame(questions, asked, {(q.id, p.key): s for (q, p), s in zip(cells, shares)},
                                      self.observed, uses_overall_result(self.prior))
+            frame.attrs["population_wording"] = {"from": self.wording_source, **dataclasses.asdict(self.wording)}
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
         frame.attrs["countries"] = list(dict.fromkeys(p.country for p in asked))

@@ -40,6 +40,10 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
         countries = (check_countries(sim_cfg["countries"], known, "simulate.countries") if sim_cfg.get("countries")
                      else known)
     observed = read_observed(sim_cfg["observed"], questions, known) if sim_cfg.get("observed") else []
+    subgroups = [row.population_key for row in observed if row.attributes]
+    if populations is None and subgroups:
+        raise ValueError(f"simulate.observed: {sim_cfg['observed']} has subgroup cells ({subgroups[0]}...) but no "
+                         "subgroup is simulated: set simulate.groups or simulate.populations, or leave them out")
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries", **by_population)
     frame.attrs["input"] = str(Path(sim_cfg["input"]).resolve())
