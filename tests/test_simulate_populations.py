@@ -152,7 +152,9 @@ def test_predict_by_population_puts_subgroups_side_by_side(sim):
     by_country = sim.predict("Ban cars?", ["Yes", "No", "Maybe"], ["Kenya", "Japan"], id="cars")
     frame = sim.predict("Ban cars?", ["Yes", "No", "Maybe"], ["Kenya"], id="cars", groups=["sex"],
                         populations=[{"country": "Japan"}, {"country": "Japan", "age": "50+"}])
-    assert list(frame.columns) == ["question_id", "population", "country", "sex", "age", "letter", "option", "share"]
+    assert list(frame.columns) == ["question_id", "population", "country", "sex", "age", "letter", "option", "share",
+                                   "source"]
+    assert set(frame["source"]) == {"simulated"}
     assert list(dict.fromkeys(frame["population"])) == ["Kenya | sex=female", "Kenya | sex=male", "Japan",
                                                         "Japan | age=50+"]
     assert frame.groupby("population")["share"].sum().to_numpy() == pytest.approx(1.0, abs=1e-6)
@@ -266,13 +268,10 @@ def test_a_countrys_overall_result_is_shown_and_used_only_by_a_breakdown_prior(t
     frame = shown.predict_questions([question], ["Kenya"], groups=["sex"])
     # no breakdown prior: the overall result is shown beside the subgroups, the simulation is the bare model's
     assert list(dict.fromkeys(frame["population"])) == ["Kenya", "Kenya | sex=female", "Kenya | sex=male"]
-    assert frame["share"].iloc[2:].to_numpy() == pytest.approx(plain["share"].to_numpy(), abs=1e-6)
-    whole = frame[frame["population"] == "Kenya"]
-    assert whole["share"].isna().all() and list(whole["observed"]) == pytest.approx([0.7, 0.3])
-    female = frame[frame["population"] == "Kenya | sex=female"]
-    assert list(female["observed"]) == pytest.approx([0.8, 0.2])  # an observed subgroup: shown, marked
-    assert frame[frame["population"] == "Kenya | sex=male"]["observed"].isna().all()
-    uses = frame.attrs["observed"]
+    assert list(frame["source"]) == ["observed"] * 4 + ["simulated"] * 2
+    assert frame["share"].iloc[4:].to_numpy() == pytest.approx(plain["share"].iloc[2:].to_numpy(), abs=1e-6)
+    assert list(frame["share"].iloc[:4]) == pytest.approx([0.7, 0.3, 0.8, 0.2])  # surveyed: shown, not simulated
+    uses = frame.attrs["observed_populations"]
     assert uses["breakdown_inputs"] == ["cars: Kenya"] and uses["breakdown"].startswith("not used: the simulator has "
                                                                                          "no breakdown prior")
     assert uses["shown"] == ["cars: Kenya", "cars: Kenya | sex=female"]
@@ -280,7 +279,7 @@ def test_a_countrys_overall_result_is_shown_and_used_only_by_a_breakdown_prior(t
 
     write_simulation(frame, tmp_path)
     meta = json.loads((tmp_path / "simulation.meta.json").read_text())
-    assert meta["observed"]["breakdown"] == uses["breakdown"] and meta["attributes"] == ["sex"]
+    assert meta["observed_populations"]["breakdown"] == uses["breakdown"] and meta["attributes"] == ["sex"]
     assert meta["populations"] == [{"country": "Kenya", "sex": "female"}, {"country": "Kenya", "sex": "male"}]
     md = (tmp_path / "simulation.md").read_text()
     assert "| Kenya | *whole country (observed)* | 70.0% | 30.0% |" in md
@@ -288,19 +287,18 @@ def test_a_countrys_overall_result_is_shown_and_used_only_by_a_breakdown_prior(t
     assert "not used: the simulator has no breakdown prior" in md
     csv = pd.read_csv(tmp_path / "simulation.csv", keep_default_na=False)
     assert list(csv.columns) == ["question_id", "population", "country", "sex", "letter", "option", "share",
-                                 "observed"]
+                                 "source"]
     assert (tmp_path / "simulation_01_cars.png").stat().st_size > 10_000
 
     # a breakdown prior: each subgroup's prior is its country's overall result, never the subgroup's own shares
     prior = BreakdownPrior()
     anchored = Simulator(model, data_root=shared_data, known_countries=KNOWN, observed=rows, prior=prior)
     result = anchored.predict_questions([question], ["Kenya"], groups=["sex"])
-    assert [(r.population_key, r.country_target) for r in prior.rows] == [("Kenya | sex=female", (0.7, 0.3)),
-                                                                          ("Kenya | sex=male", (0.7, 0.3))]
-    assert all(r.target == (0.5, 0.5) for r in prior.rows)  # the cell's own (observed) shares are never passed
-    expected = np.array([0.6, 0.4]) * plain["share"].to_numpy()[:2]
-    assert result["share"].iloc[2:4].to_numpy() == pytest.approx(expected / expected.sum(), abs=1e-6)
-    assert result.attrs["observed"]["breakdown"].startswith("used: the simulator's breakdown prior")
+    assert [(r.population_key, r.country_target) for r in prior.rows] == [("Kenya | sex=male", (0.7, 0.3))]
+    assert all(r.target == (0.5, 0.5) for r in prior.rows)  # a placeholder: the cell's own shares are unknown
+    expected = np.array([0.6, 0.4]) * plain["share"].to_numpy()[2:]
+    assert result["share"].iloc[4:].to_numpy() == pytest.approx(expected / expected.sum(), abs=1e-6)
+    assert result.attrs["observed_populations"]["breakdown"].startswith("used: the simulator's breakdown prior")
     with pytest.raises(SimulationInputError, match=r"^observed: the simulator's prior is a breakdown prior .*give it "
                                                    r"as a row without attributes for cars: Japan$"):
         anchored.predict_questions([question], ["Kenya", "Japan"], groups=["sex"])
@@ -353,15 +351,16 @@ def test_cli_simulates_subgroups_with_observed_cells(tiny_llama_dir, shared_data
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     frame = pd.read_csv(out / "simulation.csv", keep_default_na=False)
     assert list(frame.columns) == ["question_id", "population", "country", "sex", "age", "letter", "option", "share",
-                                   "observed"]
+                                   "source"]
     keys = list(dict.fromkeys(frame["population"]))
     assert keys[0] == "Kenya" and len(keys) == 1 + 6 + 2 and keys[-2:] == ["Japan | sex=male", "Brazil"]
-    assert [float(v) for v in frame[frame["population"] == "Japan | sex=male"]["observed"]] == pytest.approx([0.1, 0.9])
+    japan = frame[frame["population"] == "Japan | sex=male"]
+    assert list(japan["share"]) == pytest.approx([0.1, 0.9]) and set(japan["source"]) == {"observed"}
     meta = json.loads((out / "simulation.meta.json").read_text())
     assert meta["countries"] == ["Kenya", "Japan", "Brazil"] and len(meta["populations"]) == 8
     assert meta["population_wording"]["from"] == "default"  # the bare model
     assert meta["population_wording"]["subjects"]["sex"] == {"female": "a woman", "male": "a man"}
-    assert meta["observed"]["not_used"] == ["cars: Kenya | sex=female"]  # Kenya is split by sex and age here
-    assert "no breakdown prior" in meta["observed"]["breakdown"]
+    assert meta["observed_populations"]["not_used"] == ["cars: Kenya | sex=female"]  # Kenya: split by sex and age
+    assert "no breakdown prior" in meta["observed_populations"]["breakdown"]
     md = (out / "simulation.md").read_text()
     assert "| Kenya | sex=female, age=30-49 |" in md and "| Brazil | whole country |" in md

@@ -12,7 +12,7 @@ from simlab.common.files import atomic_writer, write_json, write_text
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
 # recorded only for a simulation by population
-POPULATION_META = ("populations", "attributes", "population_wording", "observed")
+POPULATION_META = ("populations", "attributes", "population_wording", "observed_populations")
 
 
 def country_order(frame, question_id: str) -> list[str]:
@@ -179,16 +179,14 @@ WHOLE_COUNTRY = "whole country"
 
 def population_bars(frame, question_id: str) -> list[tuple[str, str, list[float], bool]]:
     """(country, label, shares, observed) per population of one question, in the frame's order (by country, its
-    populations side by side): the simulated shares, then the observed ones where the population was surveyed."""
+    populations side by side); an observed one (source observed: surveyed shares) is labelled "(observed)"."""
     sub = frame[frame["question_id"] == question_id]
     bars = []
     for key in dict.fromkeys(sub["population"]):
         rows = sub[sub["population"] == key]
         country, label = rows["country"].iloc[0], key.partition(" | ")[2] or WHOLE_COUNTRY
-        if rows["share"].notna().all():
-            bars.append((country, label, rows["share"].tolist(), False))
-        if "observed" in rows and rows["observed"].notna().all():
-            bars.append((country, f"{label} (observed)", rows["observed"].tolist(), True))
+        observed = bool((rows["source"] == "observed").all())
+        bars.append((country, f"{label} (observed)" if observed else label, rows["share"].tolist(), observed))
     return bars
 
 
@@ -206,10 +204,10 @@ def population_markdown(frame, images: dict[str, str] | None = None) -> str:
     if attrs.get("input"):
         lines += [f"Questions from `{attrs['input']}`; shares are the model's next-token probabilities of the option "
                   "letters, renormalised over the options.", ""]
-    lines += ["Populations are grouped by country in the order asked; a row marked *(observed)* holds surveyed "
-              "shares (simulate.observed), not a simulation.", ""]
-    if (attrs.get("observed") or {}).get("breakdown"):
-        lines += [f"Countries' overall results: {attrs['observed']['breakdown']}.", ""]
+    lines += ["Populations are grouped by country in the order asked; a row marked *(observed)* shows surveyed "
+              "shares (simulate.observed), not the model's.", ""]
+    if (attrs.get("observed_populations") or {}).get("breakdown"):
+        lines += [f"Countries' overall results: {attrs['observed_populations']['breakdown']}.", ""]
     for qid, question in attrs["questions"].items():
         options = option_columns(question["options"])
         lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]

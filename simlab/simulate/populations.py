@@ -162,11 +162,12 @@ def population_frame(questions: Sequence, asked: Sequence[Population], shares: M
                      observed: Sequence = (), breakdown_prior: bool = False):
     """The tidy DataFrame of a simulation by population: per question, per country (in the order asked) its
     populations side by side, one row per option: question_id, population (its key), country, one column per
-    attribute asked ("" where a population is not split by it), letter, option, share (simulated).
+    attribute asked ("" where a population is not split by it), letter, option, share, source.
 
-    With ``observed`` cells an ``observed`` column holds each shown population's surveyed share (NaN: not
-    surveyed), and a country whose subgroups are simulated gets its observed overall result as a row of its own
-    (share NaN: shown, not simulated). ``attrs["observed"]`` says what each observed cell was used for."""
+    ``shares``: the simulated cells, by (question id, population key). A population given in ``observed`` shows
+    its surveyed shares, ``source`` "observed" (as a country does), and a country whose subgroups are simulated
+    gets its observed overall result as a row of its own, beside them. ``attrs["observed_populations"]`` says what
+    each observed cell was used for."""
     import pandas as pd
 
     names = [n for n in ATTRIBUTE_ORDER if any(n in dict(p.attributes) for p in asked)]
@@ -174,51 +175,46 @@ def population_frame(questions: Sequence, asked: Sequence[Population], shares: M
     countries: dict[str, list[Population]] = {}
     for population in asked:
         countries.setdefault(population.country, []).append(population)
-    records, shown = [], set()
+    records, shown = [], []
     for question in questions:
         for country, members in countries.items():
             split = any(p.attributes for p in members)
             whole = Population(country)
             rows = ([whole] if split and whole not in members and (question.id, country) in surveyed else []) + members
             for population in rows:
-                simulated = shares.get((question.id, population.key))
-                seen = surveyed.get((question.id, population.key))
-                if seen is not None:
-                    shown.add((question.id, population.key))
+                cell = (question.id, population.key)
+                source = "observed" if cell in surveyed else "simulated"
+                values = surveyed[cell] if source == "observed" else shares[cell]
+                shown += [f"{question.id}: {population.key}"] if source == "observed" else []
                 labels = dict(population.attributes)
-                for k, (letter, option) in enumerate(zip(question.letters, question.options)):
-                    record = [question.id, population.key, country, *(labels.get(n, "") for n in names), letter,
-                              option, simulated[k] if simulated is not None else float("nan")]
-                    records.append(record + ([seen[k] if seen is not None else float("nan")] if observed else []))
-    columns = ["question_id", "population", "country", *names, "letter", "option", "share"]
-    frame = pd.DataFrame.from_records(records, columns=columns + (["observed"] if observed else []))
+                for letter, option, share in zip(question.letters, question.options, values):
+                    records.append([question.id, population.key, country, *(labels.get(n, "") for n in names),
+                                    letter, option, share, source])
+    columns = ["question_id", "population", "country", *names, "letter", "option", "share", "source"]
+    frame = pd.DataFrame.from_records(records, columns=columns)
     frame.attrs["populations"] = [p.as_dict() for p in asked]
     frame.attrs["attributes"] = names
     if observed:
-        frame.attrs["observed"] = observed_uses(questions, asked, observed, shown, breakdown_prior)
+        frame.attrs["observed_populations"] = observed_uses(asked, observed, shown, breakdown_prior)
     return frame
 
 
-def observed_uses(questions: Sequence, asked: Sequence[Population], observed: Sequence, shown: set,
-                  breakdown_prior: bool) -> dict:
+def observed_uses(asked: Sequence[Population], observed: Sequence, shown: list[str], breakdown_prior: bool) -> dict:
     """What each observed cell of a population simulation was used for (simulation.meta.json), nothing left
-    unsaid: shown beside its simulation, a breakdown input, the prior for the other countries, or not used."""
+    unsaid: shown instead of a simulation, a breakdown input, or not used (a subgroup not asked)."""
     split = {p.country for p in asked if p.attributes}
     simulated = {p.key for p in asked}
-    record: dict[str, Any] = {"shown": [], "breakdown_inputs": [], "not_used": []}
+    record: dict[str, Any] = {"shown": shown, "breakdown_inputs": [], "not_used": []}
     for row in observed:
         cell = f"{row.question_id}: {row.population_key}"
-        if (row.question_id, row.population_key) in shown:
-            record["shown"].append(cell)
-        if row.attributes:
-            if row.population_key not in simulated:
-                record["not_used"].append(cell)
-        elif row.country in split:
+        if row.attributes and row.population_key not in simulated:
+            record["not_used"].append(cell)
+        elif not row.attributes and row.country in split:
             record["breakdown_inputs"].append(cell)
     record["note"] = (
-        "observed cells are shown beside the simulation (column 'observed', marked in the table and chart); an "
-        "observed whole country is, as without populations, the prior for the other countries when the simulator's "
-        "prior is the observed cells; an observed subgroup is never a prior; 'not_used': subgroups not simulated")
+        "an observed population is shown with its surveyed shares (source=observed), not simulated; an observed "
+        "whole country is, as without populations, the prior for the other countries when the simulator's prior is "
+        "the observed cells; an observed subgroup is never a prior; 'not_used': subgroups not asked")
     if record["breakdown_inputs"]:
         record["breakdown"] = (
             "used: the simulator's breakdown prior reads each subgroup's country overall result (country_target)"
@@ -226,7 +222,6 @@ def observed_uses(questions: Sequence, asked: Sequence[Population], observed: Se
             "not used: the simulator has no breakdown prior (prior=breakdown), so each country's overall result is "
             "shown beside its subgroups but does not inform their simulation")
     return record
-
 
 
 def check_breakdown_inputs(questions: Sequence, asked: Sequence[Population], observed: Sequence,

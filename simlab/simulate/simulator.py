@@ -76,11 +76,12 @@ class Simulator:
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
             :meth:`from_config` / :meth:`from_run` apply the adapter's saved prior and temperature themselves.
         allow_mismatch: score an adapter with prompt settings it was not trained with.
+        observed: surveyed cells (:func:`~simlab.simulate.observed.read_observed`): with populations, such a cell
+            is not simulated but shown, marked ``source="observed"``, and a whole country's is its subgroups'
+            breakdown input (``country_target``).
         population_wording: how a prompt names a subgroup (:class:`~simlab.data.populations.PopulationWording` or
             its fields); None: the wording the adapter was trained with (simulator.json), else the default, which
             renders subgroups only (a whole country keeps ``instruction_template``).
-        observed: surveyed cells (:func:`~simlab.simulate.observed.read_observed`): with populations, each is shown
-            beside its simulation, and a whole country's is its subgroups' breakdown input (``country_target``).
     """
 
     def __init__(
@@ -103,8 +104,8 @@ class Simulator:
         prior=None,
         temperature: float | None = None,
         allow_mismatch: bool = False,
-        population_wording: PopulationWording | Mapping[str, Any] | None = None,
         observed: Sequence = (),
+        population_wording: PopulationWording | Mapping[str, Any] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -249,13 +250,15 @@ class Simulator:
         if uses_overall_result(self.prior):
             check_breakdown_inputs(questions, asked, self.observed, prefix)
         cells = [(q, p) for q in questions for p in asked]
-        shares = self._score(self._encode(cells))
         if by_country:
-            frame = simulation_frame([(q, p.country) for q, p in cells], shares)
-        else:
+            frame = simulation_frame([(q, p.country) for q, p in cells], self._score(self._encode(cells)))
+        else:  # an observed population is shown as surveyed, not simulated
             if self.wording_source.startswith("default (") and any(p.attributes for p in asked):
                 log.warning("%s: %s; its subgroup prompts are new to it", self.provenance["adapter"],
                             self.wording_source)
+            surveyed = {(r.question_id, r.population_key) for r in self.observed}
+            cells = [(q, p) for q, p in cells if (q.id, p.key) not in surveyed]
+            shares = self._score(self._encode(cells)) if cells else []
             frame = population_frame(questions, asked, {(q.id, p.key): s for (q, p), s in zip(cells, shares)},
                                      self.observed, uses_overall_result(self.prior))
             frame.attrs["population_wording"] = {"from": self.wording_source, **dataclasses.asdict(self.wording)}

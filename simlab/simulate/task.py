@@ -50,7 +50,7 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     paths = write_simulation(frame, out_dir)
     if populations is not None:
         countries = frame.attrs["countries"]
-        for cell in (frame.attrs.get("observed") or {}).get("not_used", []):
+        for cell in (frame.attrs.get("observed_populations") or {}).get("not_used", []):
             log.warning("simulate.observed: %s is a subgroup that is not simulated: neither shown nor used", cell)
     log.info("simulated %d questions x %d %s with %s (adapter %s); outputs in %s", len(questions),
              len(populations or countries), "countries" if populations is None else "populations",
