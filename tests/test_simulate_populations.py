@@ -127,8 +127,7 @@ def test_the_adapters_wording_names_every_population(tiny_llama_dir, shared_data
                "template": "Imagine {population} in {country}.\n", "someone": "a person"}
     cfg = {"model": {"loader": {"path": "m"}}, "data": {"population_wording": wording}}
     manifest = manifest_from_config(cfg, prior_build=None, data=None, code=None)
-    assert manifest["prompt"]["population_wording"] == {"template": "Imagine {population} in {country}.\n",
-                                                        "someone": "a person"}
+    assert manifest["prompt"]["population_wording"] == wording
     assert "population_wording" not in manifest_from_config({"model": {"loader": {}}, "data": {}}, prior_build=None,
                                                             data=None, code=None)["prompt"]  # countries: as before
     bundle = Bundle(tmp_path, {}, manifest)
@@ -141,10 +140,16 @@ def test_the_adapters_wording_names_every_population(tiny_llama_dir, shared_data
     question = make_question("Ban cars?", ["Yes", "No"])
     assert trained.prompt_text(question, Population("Kenya", (("sex", "female"),))).startswith(
         "Imagine a woman in Kenya.\n")
-    assert trained.prompt_text(question, "Kenya").startswith("Imagine a person in Kenya.\n")
+    assert trained.prompt_text(question, Population("Kenya", (("age", "50+"),))).startswith(
+        "Imagine a person aged 50 or older in Kenya.\n")
+    assert trained.prompt_text(question, "Kenya") == trained.prompt_text(question, Population("Kenya"))
+    assert "How would someone from Kenya answer the following question:" in trained.prompt_text(question, "Kenya")
+    assert trained.wording_source == "adapter"
     asked = Simulator(LoadedSimulator(lm=lm, adapter=None, settings={}, bundle=bundle), known_countries=KNOWN,
                       population_wording={"template": "Think of {population} ({country}):\n"})
     assert asked.prompt_text(question, Population("Kenya", (("sex", "male"),))).startswith("Think of a man (Kenya):")
+    with pytest.raises(ValueError, match="may only use the placeholders"):
+        Simulator(LoadedSimulator(lm=lm, adapter=None, settings={}), population_wording={"template": "{people}"})
 
 
 # ------------------------------------------------------------------------------------------- predictions

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from simlab.data.population_prompts import as_wording
 from simlab.data.populations import (
     ATTRIBUTE_ORDER,
     GROUP_VALUES,
@@ -19,28 +20,14 @@ from simlab.simulate.countries import country_hint
 from simlab.simulate.questions import SimulationInputError
 
 
-def wording_of(wording: PopulationWording | Mapping[str, Any] | None) -> PopulationWording | None:
-    """A :class:`PopulationWording` from a config block (template, someone, subjects, qualifiers; ``_target_``
-    and other ``_`` keys ignored), or None when none is given."""
-    if wording is None or isinstance(wording, PopulationWording):
-        return wording
-    if not isinstance(wording, Mapping):
-        raise ValueError(f"population_wording must be a mapping, got {type(wording).__name__}")
-    fields = {k: v for k, v in wording.items() if not str(k).startswith("_")}
-    known = ("template", "someone", "subjects", "qualifiers")
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-        raise ValueError(f"population_wording: unknown field(s) {unknown}; known: {list(known)}")
-    return PopulationWording(**fields)
-
-
 def simulator_wording(given, loaded) -> tuple[PopulationWording | None, str]:
     """A simulator's wording and where it comes from: ``given``, else the one its adapter was trained with
     (simulator.json's ``prompt.population_wording``), else None (the default for subgroups)."""
     recorded = loaded.bundle.population_wording if loaded.bundle is not None else None
     if given is not None or recorded is not None:
-        return wording_of(given if given is not None else recorded), "given" if given is not None else "adapter"
-    return None, "default (the adapter was trained on whole countries only)" if loaded.adapter else "default"
+        return as_wording(given if given is not None else recorded), "given" if given is not None else "adapter"
+    return None, ("default (the adapter's simulator.json records no population wording: trained on whole countries)"
+                  if loaded.adapter else "default")
 
 
 def group_table(overrides: Mapping[str, Sequence[str]] | None = None) -> dict[str, tuple[str, ...]]:

@@ -80,8 +80,8 @@ class Simulator:
             is not simulated but shown, marked ``source="observed"``, and a whole country's is its subgroups'
             breakdown input (``country_target``).
         population_wording: how a prompt names a subgroup (:class:`~simlab.data.populations.PopulationWording` or
-            its fields); None: the wording the adapter was trained with (simulator.json), else the default, which
-            renders subgroups only (a whole country keeps ``instruction_template``).
+            its config); None: the wording the adapter was trained with (simulator.json), else the default. A
+            whole country keeps ``instruction_template``, as the population data's whole-country rows do.
     """
 
     def __init__(
@@ -275,9 +275,9 @@ class Simulator:
     def prompt_text(self, question: Question, country: str | Population) -> str:
         """The exact model input for one (question, country or population), as in training and evaluation."""
         population = country if isinstance(country, Population) else Population(country)
-        if population.attributes or self.population_wording is not None:
+        if population.attributes:  # a subgroup: as data.population_wording renders training rows
             instruction = self.wording.instruction(population)
-        else:  # a whole country: the data's instruction (the paper's, or its language's)
+        else:  # a whole country: the data's instruction (the paper's, or its language's), as in training
             instruction = self.instruction_template.format(country=population.country)
         return self.prompt.render_parts(instruction, question.prompt_input, question.lettered_options, self.tokenizer)
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simlab.data.populations import PopulationWording
+from simlab.data.population_prompts import as_wording
 from simlab.simulate.countries import check_countries, wvs_countries
 from simlab.simulate.observed import read_observed
 from simlab.simulate.outputs import write_simulation
-from simlab.simulate.populations import resolve_populations, wording_of
+from simlab.simulate.populations import resolve_populations
 from simlab.simulate.questions import read_questions
 from simlab.simulate.simulator import CAUTION, Simulator
 
@@ -32,7 +32,7 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     by_population = {k: sim_cfg.get(k) for k in ("populations", "groups", "group_values")}
     populations = None
     if by_population["populations"] is not None or by_population["groups"] is not None:  # checked before loading
-        wording = wording_of((cfg.get("data") or {}).get("population_wording")) or PopulationWording()
+        wording = as_wording((cfg.get("data") or {}).get("population_wording"))  # the adapter's is checked later
         countries = sim_cfg.get("countries")
         populations = resolve_populations(countries, by_population["populations"], by_population["groups"], known,
                                           wording, by_population["group_values"], prefix="simulate.")
