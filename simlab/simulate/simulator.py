@@ -141,7 +141,7 @@ class Simulator:
         self._known = list(known_countries) if known_countries is not None else None
         self.prior, self.temperature = prior, temperature
         self.population_wording, self.wording_source = simulator_wording(population_wording, loaded)
-        self.observed = list(observed)
+        self.observed = {(row.question_id, row.population_key): row for row in observed}  # by cell
         self.provenance = {
             "model": name or loaded.lm.source,
             "model_source": loaded.lm.source,
@@ -248,7 +248,7 @@ class Simulator:
             countries = check_countries(list(countries) if countries is not None else known, known, where)
             asked = [Population(c) for c in countries]
         if uses_overall_result(self.prior):
-            check_breakdown_inputs(questions, asked, self.observed, prefix)
+            check_breakdown_inputs(questions, asked, list(self.observed.values()), prefix)
         cells = [(q, p) for q in questions for p in asked]
         if by_country:
             frame = simulation_frame([(q, p.country) for q, p in cells], self._score(self._encode(cells)))
@@ -256,11 +256,10 @@ class Simulator:
             if self.wording_source.startswith("default (") and any(p.attributes for p in asked):
                 log.warning("%s: %s; its subgroup prompts are new to it", self.provenance["adapter"],
                             self.wording_source)
-            surveyed = {(r.question_id, r.population_key) for r in self.observed}
-            cells = [(q, p) for q, p in cells if (q.id, p.key) not in surveyed]
+            cells = [(q, p) for q, p in cells if (q.id, p.key) not in self.observed]
             shares = self._score(self._encode(cells)) if cells else []
             frame = population_frame(questions, asked, {(q.id, p.key): s for (q, p), s in zip(cells, shares)},
-                                     self.observed, uses_overall_result(self.prior))
+                                     list(self.observed.values()), uses_overall_result(self.prior))
             frame.attrs["population_wording"] = {"from": self.wording_source, **dataclasses.asdict(self.wording)}
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
@@ -288,7 +287,7 @@ class Simulator:
         letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
                                         add_special_tokens=self.prompt.add_special_tokens)
         groups: dict[str, int] = {}
-        overall = {(r.question_id, r.country): r.target for r in whole_countries(self.observed)}
+        overall = {(r.question_id, r.country): r.target for r in whole_countries(self.observed.values())}
         return [self._encode_cell(question, population, letter_ids, groups,
                                   overall.get((question.id, population.country)) if population.attributes else None)
                 for question, population in cells]
