@@ -104,8 +104,8 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
 
 def simulation_prior_rows(cfg: Mapping[str, Any], observed: Sequence[SurveyRow]) -> list[SurveyRow]:
     """The rows a simulation's prior is built from: the run's prior rows (data.prior_subset, the training rows)
-    plus the observed whole-country cells (an observed subgroup is shown beside its simulation, not a prior; a
-    breakdown prior learns subgroup shifts from the training rows alone: the overall results are its inputs)."""
+    plus the observed whole-country cells (an observed subgroup is shown as surveyed, never a prior; a breakdown
+    prior learns subgroup shifts from the training rows alone: the overall results are its inputs)."""
     from simlab.data import SurveyDataModule
 
     datamodule = SurveyDataModule(tokenizer=None, **{k: v for k, v in cfg["data"].items() if k != "_target_"})
