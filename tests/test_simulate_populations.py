@@ -69,6 +69,8 @@ def test_groups_split_each_country_into_its_subgroups():
     ({"countries": ["Kenya"], "groups": ["sex"], "populations": [{"country": "Kenya", "sex": "male"}]},
      "population 'Kenya | sex=male' is asked twice"),
     ({"populations": []}, "simulate.populations: is empty"),
+    ({"populations": [FEMALE_30], "groups": ["sex"]},
+     "simulate.groups: splits the countries of simulate.countries, which names none (only simulate.populations)"),
     ({"countries": ["Kenya"], "groups": ["age"], "group_values": {"age": []}},
      "simulate.group_values: field 'age': must be a list of distinct non-empty labels"),
 ])

@@ -120,6 +120,10 @@ def resolve_populations(countries: Sequence[Any] | None, populations: Sequence[A
             raise SimulationInputError(where[setting], None, None, None, "is empty: list some, or leave it null")
     if countries is None and populations is None:
         countries = list(known)
+    if names and countries is None:  # the listed populations are taken as they are: the split would be lost
+        raise SimulationInputError(where["groups"], None, None, None,
+                                   f"splits the countries of {where['countries']}, which names none (only "
+                                   f"{where['populations']}): list the countries to split")
     chosen: list[tuple[Population, str]] = []  # with the setting it came from
     for position, entry in enumerate(countries or []):
         population = population_of(entry, known, where["countries"], position)
