@@ -65,7 +65,8 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
     adapter = cfg.model.adapter
     info: dict = {}
     if cfg.task.fit:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        # weights_only: a checkpoint given as ckpt_path= (or resumed) is unpickled as tensors and plain data only
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         if trainer.global_step == 0:  # e.g. trainer.max_epochs=0: an untrained adapter must not pass for a fine-tune
             raise ValueError(
                 f"the fine-tune took no optimizer step (trainer.max_epochs={cfg.trainer.get('max_epochs')}, "
@@ -77,7 +78,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
         info.update(best_valid(trainer))
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         adapter = str(run.adapter_dir)
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
             checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")
