@@ -87,7 +87,7 @@ def pickle_checkpoint(out: Path, model_free: bool = False) -> list[Outcome]:
         f"{armed}; rc {result.returncode}, marker {'CREATED' if marker.exists() else 'absent'}: "
         f"{last_line(result.stderr, out)}",
         control.exists() and result.returncode != 0 and not marker.exists()
-        and "weights only" in result.stderr and not (out / "pickle_adapter").exists()))
+        and "code to run" in result.stderr and not (out / "pickle_adapter").exists()))
     if not model_free:
         run = out / "pickle_ckpt_path"
         process = run_py([*SMOKE, f"ckpt_path={evil}", f"hydra.run.dir={run}"])
@@ -97,7 +97,8 @@ def pickle_checkpoint(out: Path, model_free: bool = False) -> list[Outcome]:
             "refused (Lightning loads it weights only), nothing runs",
             f"{armed}; rc {process.returncode}, status {status}, marker {'CREATED' if marker.exists() else 'absent'}: "
             f"{last_line(process.output, out)}",
-            control.exists() and process.returncode != 0 and status == "failed" and not marker.exists()))
+            control.exists() and process.returncode != 0 and status == "failed" and not marker.exists()
+            and "code to run" in last_line(process.output, out)))
     return outcomes
 
 

@@ -16,10 +16,21 @@ def load_checkpoint_weights(checkpoint_path: str | Path) -> dict:
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle.UnpicklingError and friends: say which file and why
-        raise ValueError(f"{checkpoint_path}: not a checkpoint simlab can read safely (weights only): {err}") from err
+        raise ValueError(f"{checkpoint_path}: {unsafe_reason(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(f"{checkpoint_path}: no 'state_dict' in the checkpoint")
     return checkpoint["state_dict"]
+
+
+def unsafe_reason(err: BaseException) -> str:
+    """Why a weights-only load refused a file, in one line: torch's message also suggests loading it unsafely."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found:
+        return (f"not a checkpoint simlab can read safely: it names code to run on loading ({found.group(1)}), and "
+                f"checkpoints are loaded weights only (tensors and plain data)")
+    return f"not a checkpoint simlab can read safely (weights only): {' '.join(str(err).split())[:300]}"
 
 
 def adapter_from_checkpoint(
