@@ -136,5 +136,8 @@ def test_overwrite_checks_the_new_runs_inputs_before_deleting_anything(tmp_path,
     model.task.name, model.model.loader.path = "zeroshot", str(tmp_path / "no-model")
     with pytest.raises(FileNotFoundError, match="model.path .*no-model does not exist"):
         check_before_overwrite(model, out)
+    model.model.path, model.model.loader.path = "???", "${model.path}"  # model=hf without model.path=
+    with pytest.raises(ValueError, match="model.path is not set"):
+        check_before_overwrite(model, out)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "status.json"]
     check_before_overwrite(_run_cfg(tmp_path, **change), tmp_path / "empty")  # nothing to lose: the run reports it

@@ -26,7 +26,14 @@ def check_inputs(cfg: DictConfig) -> None:
             with open(data_file(name, root), "rb") as handle:  # unreadable (permissions): PermissionError here
                 handle.read(1)
     if uses_model(cfg):
-        check_model_path(cfg.model.loader.get("path"))
+        from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+        try:
+            path = cfg.model.loader.get("path")
+        except (MissingMandatoryValue, InterpolationToMissingValueError):  # model=hf without model.path=...
+            raise ValueError("model.path is not set: this model config needs model.path=<a local HF model folder>"
+                             ) from None
+        check_model_path(path)
     adapter = cfg.model.get("adapter") if cfg.get("model") is not None else None
     if adapter and not str(adapter).startswith("wandb:") and not Path(adapter).expanduser().is_dir():
         raise FileNotFoundError(f"model.adapter={adapter}: no such adapter folder")
