@@ -10,17 +10,16 @@ from omegaconf import DictConfig
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Raise the error the run would meet reading its inputs: the data root and every data file (found, readable),
-    a local model path (a folder with config.json), ``model.adapter`` (a folder), ``ckpt_path`` (a file), the
-    simulate task's input files. A user error (FileNotFoundError, NotADirectoryError, PermissionError) naming the
-    setting."""
+    """Raise the error the run would meet reading its inputs: the data root and every data file (found, readable;
+    task=simulate reads no data file), a local model path (a folder with config.json), ``model.adapter`` (a
+    folder), ``ckpt_path`` (a file), the simulate task's input files. A user error naming the setting."""
     from simlab.data.selection import check_files_exist, data_file
     from simlab.paths import data_root
 
     data = cfg.get("data")
     if data is not None:
         root = data_root(data.get("root"))
-        files = list(data.get("files") or [])
+        files = list(data.get("files") or []) if cfg.task.name != "simulate" else []  # simulate reads the root only
         check_files_exist(files, root)
         for name in files:
             with open(data_file(name, root), "rb") as handle:  # unreadable (permissions): PermissionError here
