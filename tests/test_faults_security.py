@@ -1,7 +1,7 @@
 """The security and integrity section of `make faults`, its model-free cases run for real (a crafted checkpoint, a
 config naming foreign code, a refused run into a completed folder, a run with no test subset, a claim race,
-overwrite=true with missing inputs), so the section cannot rot; plus file-level checks of overwrite validation and
-of resuming a moved run folder."""
+overwrite=true with missing inputs), so the section cannot rot; a crafted checkpoint as ckpt_path= on a tiny model;
+file-level checks of overwrite validation and of resuming a moved run folder."""
 
 import re
 
@@ -35,6 +35,29 @@ def test_the_planted_checkpoint_payload_is_live_and_weights_only_refuses_it(tmp_
     assert marker.exists()  # the planted payload is live
     with pytest.raises(Exception, match="Unsupported global|weights_only"):
         torch.load(evil, weights_only=True)
+    from simlab.simulator.checkpoints import load_checkpoint_weights
+
+    with pytest.raises(ValueError, match=r"x.ckpt: not a checkpoint simlab can read safely: it names code to run"):
+        load_checkpoint_weights(evil)
+
+
+def test_a_crafted_checkpoint_as_ckpt_path_is_one_line_and_runs_nothing(tmp_path, tiny_llama_dir):
+    import subprocess
+    import sys
+
+    import torch
+    from conftest import REPO
+
+    from simlab.devtools import faults_security
+
+    marker, evil = tmp_path / "ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": faults_security._RunsCommand(marker)}, evil)
+    result = subprocess.run([sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "logger=none",
+                             "data.limit_per_subset=4", f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not marker.exists()
+    assert result.stderr.strip().splitlines()[-1].startswith(f"ValueError: ckpt_path={evil}: not a checkpoint simlab "
+                                                             f"can read safely: it names code to run on loading")
 
 
 def _config(out: str, **extra) -> dict:
