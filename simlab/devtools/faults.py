@@ -2,7 +2,9 @@
 
 ``python -m simlab.devtools.faults`` (``make faults``) runs the embedded model at smoke size through each fault with
 real signals from outside the process, and prints a table: fault, expected, observed, pass/fail. It exits non-zero
-if any fault is not handled as expected. Runs go under ``outputs/faults/<time>/`` (or ``--out``).
+if any fault is not handled as expected. Runs go under ``outputs/faults/<time>/`` (or ``--out``). Two sections:
+``runs`` (kill, resume, crowding, data) and ``security`` (:mod:`simlab.devtools.faults_security`: each bad case of
+a crafted file, a foreign config, a refused or racing run planted and checked); ``--only <section>`` runs one.
 
 :class:`SignalAtStep` is a callback that sends a signal to its own process at a given training step (or during the
 validation after it), so tests can place a fault exactly; it fires only in a fresh run, never in a resumed one.
@@ -14,16 +16,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from simlab.common import commandline
 from simlab.data.files import read_data_json
+from simlab.devtools.fault_table import SMOKE, Outcome, markdown, run_py
 from simlab.paths import REPO_ROOT, data_root
 from simlab.runs.rundir import RunDir
 from simlab.runs.status import read_status
@@ -62,29 +63,6 @@ def _signal(name: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the script
-# The embedded model at a size that shows every fault in minutes: 6 optimizer steps of 4 rows, validation at
-# steps 3 and 6, a checkpoint after every step, one tested subset.
-SMOKE = ["experiment=smoke", "logger=none", "data.limit_per_subset=24", "data.batch_size=4",
-         "trainer.limit_train_batches=6", "data.test_subsets=[C1-Q2]", "callbacks.resume_checkpoint.every_n_steps=1"]
-
-
-@dataclass
-class Outcome:
-    fault: str
-    expected: str
-    observed: str
-    passed: bool
-
-
-def run_py(args: list[str], wait: bool = True, env: dict | None = None, timeout: float = 1800):
-    command = [sys.executable, str(REPO_ROOT / "run.py"), *args]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **(env or {})})
-    if wait:
-        process.output, _ = process.communicate(timeout=timeout)
-    return process
-
-
 def wait_for(path: Path, process, timeout: float = 1800) -> bool:
     """Poll until ``path`` exists (True) or the process ended / time ran out (False)."""
     deadline = time.time() + timeout
@@ -250,29 +228,46 @@ def precision_logged(output: str) -> Outcome:
                    line.split("] - ")[-1][:160] or "(not logged)", bool(line))
 
 
-def markdown(outcomes: list[Outcome]) -> str:
-    lines = ["| fault | expected | observed | result |", "|---|---|---|---|"]
-    for o in outcomes:
-        lines.append(f"| {o.fault} | {o.expected} | {o.observed.replace('|', '/')} | "
-                     f"{'pass' if o.passed else 'FAIL'} |")
-    return "\n".join(lines)
+SECTIONS = ("runs", "security")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = commandline.parser("faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="folder for the runs (default outputs/faults/<time>)")
+    parser.add_argument("--only", choices=SECTIONS, default=None,
+                        help="one section: runs (kill, resume, crowding, data) or security (planted bad cases)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "faults" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     print(f"fault injection on the embedded model, runs under {out}", flush=True)
+    outcomes: list[Outcome] = []
+    if args.only in (None, "runs"):
+        runs = run_faults(out)
+        if runs is None:
+            return 1
+        outcomes += runs
+    if args.only in (None, "security"):
+        from simlab.devtools.faults_security import security
 
+        print("security and integrity: each bad case planted", flush=True)
+        outcomes += security(out / "security")
+    table = markdown(outcomes)
+    print(f"\n{table}\n\n{sum(o.passed for o in outcomes)} passed, {sum(not o.passed for o in outcomes)} failed "
+          f"({time.time() - started:.0f} s)")
+    (out / "faults.md").write_text(table + "\n", encoding="utf-8")
+    return 0 if all(o.passed for o in outcomes) else 1
+
+
+def run_faults(out: Path) -> list[Outcome] | None:
+    """The runs section: kill -9 and SIGTERM then resume (against an uninterrupted reference), crowding, a kill
+    between outputs, a reused folder, contradictory data. None when the reference run itself fails."""
     reference = out / "reference"
     ref = run_py([*SMOKE, f"hydra.run.dir={reference}"])
     if ref.returncode:
         print(ref.output[-3000:])
         print("the uninterrupted reference run failed; nothing to compare with", file=sys.stderr)
-        return 1
+        return None
     outcomes = [precision_logged(ref.output)]
     for name, signum in (("killed", signal.SIGKILL), ("terminated", signal.SIGTERM)):
         outcomes += kill_and_resume(out, reference, name, signum)
@@ -281,11 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes.append(killed_while_writing(out))
     outcomes += reused_folder(out, reference)
     outcomes += contradictory_data(out)
-    table = markdown(outcomes)
-    print(f"\n{table}\n\n{sum(o.passed for o in outcomes)} passed, {sum(not o.passed for o in outcomes)} failed "
-          f"({time.time() - started:.0f} s)")
-    (out / "faults.md").write_text(table + "\n", encoding="utf-8")
-    return 0 if all(o.passed for o in outcomes) else 1
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -179,14 +179,31 @@ def claim(out: str | Path, *, resume: bool = False, overwrite: bool = False, for
     return previous
 
 
-def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs (``ignore``: top-level keys to skip)."""
+def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = (), moved: tuple[str, str] | None = None
+                       ) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs (``ignore``: top-level keys to skip).
+    ``moved=(old folder, new folder)``: a run folder that was copied or moved; a value in ``old`` that is the old
+    folder or lies under it is compared as the same path under the new folder (its own location is no difference)."""
+    if moved is not None:
+        old = relocate(old, *moved)
     flat_old, flat_new = _flatten(old), _flatten(new)
     keys = sorted((set(flat_old) | set(flat_new))
                   - {k for k in set(flat_old) | set(flat_new) if k.split(".")[0] in ignore})
     missing = object()
     return [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
             for k in keys if flat_old.get(k, missing) != flat_new.get(k, missing)]
+
+
+def relocate(node, old: str, new: str):
+    """``node`` (plain containers) with every string that is ``old`` or starts with ``old/`` moved under ``new``."""
+    old, new = old.rstrip("/"), new.rstrip("/")
+    if isinstance(node, dict):
+        return {key: relocate(value, old, new) for key, value in node.items()}
+    if isinstance(node, list):
+        return [relocate(value, old, new) for value in node]
+    if isinstance(node, str) and old and (node == old or node.startswith(old + "/")):
+        return new + node[len(old):]
+    return node
 
 
 def _flatten(node, prefix: str = "") -> dict:

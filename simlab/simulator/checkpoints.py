@@ -16,14 +16,26 @@ def load_checkpoint_weights(checkpoint_path: str | Path) -> dict:
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle.UnpicklingError and friends: say which file and why
-        raise ValueError(f"{checkpoint_path}: not a checkpoint simlab can read safely (weights only): {err}") from err
+        raise ValueError(f"{checkpoint_path}: {unsafe_reason(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(f"{checkpoint_path}: no 'state_dict' in the checkpoint")
     return checkpoint["state_dict"]
 
 
+def unsafe_reason(err: BaseException) -> str:
+    """Why a weights-only load refused a file, in one line: torch's message also suggests loading it unsafely."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found:
+        return (f"not a checkpoint simlab can read safely: it names code to run on loading ({found.group(1)}), and "
+                f"checkpoints are loaded weights only (tensors and plain data)")
+    return f"not a checkpoint simlab can read safely (weights only): {' '.join(str(err).split())[:300]}"
+
+
 def adapter_from_checkpoint(
-    peft_model, checkpoint_path: str | Path, out_dir: str | Path, prefix: str = "model.", adapter_name: str = "default"
+    peft_model, checkpoint_path: str | Path, out_dir: str | Path, prefix: str = "model.", adapter_name: str = "default",
+    state: dict | None = None,
 ) -> Path:
     """Write a peft adapter folder from a Lightning checkpoint of :class:`simlab.training.module.SurveyLitModule`.
 
@@ -31,7 +43,8 @@ def adapter_from_checkpoint(
     checkpoint holds them whole (full state dict, gathered on rank 0). The files are written here rather than
     by ``save_pretrained(state_dict=...)``, which picks keys by the live model's module names and so saves
     nothing once wrappers have renamed them. Call it on rank 0 only: it does no collective. ``prefix`` is the
-    attribute holding the peft model inside the LightningModule.
+    attribute holding the peft model inside the LightningModule; ``state``: the checkpoint's state_dict when the
+    caller has read it already (:func:`load_checkpoint_weights`).
     """
     import copy
 
@@ -43,7 +56,8 @@ def adapter_from_checkpoint(
             f"{checkpoint_path} is not a single-file checkpoint (a sharded FSDP checkpoint is a folder; use the "
             f"fsdp trainer's state_dict_type=full)"
         )
-    state = load_checkpoint_weights(checkpoint_path)
+    if state is None:
+        state = load_checkpoint_weights(checkpoint_path)
     marker = f".{adapter_name}."
     tensors = {
         clean_param_name(k[len(prefix):]).replace(marker, "."): v.contiguous()
@@ -86,11 +100,14 @@ def adapter_from_run_checkpoint(checkpoint_path: str | Path, out_dir: str | Path
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{checkpoint_path}: no {run.config_file} beside its checkpoints folder, so the "
                                 f"model and LoRA settings of the run that wrote it are unknown")
-    cfg = run.read_config()
+    cfg = run.read_config()  # refuses a foreign _target_ before anything is instantiated
+    if not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"{checkpoint_path} is not a single-file checkpoint")
+    state = load_checkpoint_weights(checkpoint_path)  # weights only, and before a model is loaded for nothing
     model_cfg = cfg["model"]
     lora = peft.LoraConfig(**{k: v for k, v in model_cfg["lora"].items() if k != "_target_"})
     model = attach_lora(load_model(model_cfg["loader"]).model, lora)
-    out = adapter_from_checkpoint(model, checkpoint_path, out_dir)
+    out = adapter_from_checkpoint(model, checkpoint_path, out_dir, state=state)
     data_cfg = cfg.get("data") or {}
     root = data_root(data_cfg.get("root"))
     files = [data_file(name, root) for name in data_cfg.get("files") or []]

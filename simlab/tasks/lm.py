@@ -4,6 +4,7 @@ and prior), fit when ``task.fit``, test every subset, save the adapter; then the
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +44,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
     from hydra.utils import instantiate
 
     from simlab.runs.predictions import predictions_in_row_order
-    from simlab.simulator.checkpoints import adapter_from_checkpoint
+    from simlab.simulator.checkpoints import adapter_from_checkpoint, unsafe_reason
     from simlab.training.callbacks import ResumeCheckpoint
     from simlab.training.distributed import check_launch
 
@@ -65,7 +66,11 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
     adapter = cfg.model.adapter
     info: dict = {}
     if cfg.task.fit:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        # weights_only: a checkpoint given as ckpt_path= (or resumed) is unpickled as tensors and plain data only
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as err:  # only restoring ckpt_path unpickles here
+            raise ValueError(f"ckpt_path={cfg.ckpt_path}: {unsafe_reason(err)}") from err
         if trainer.global_step == 0:  # e.g. trainer.max_epochs=0: an untrained adapter must not pass for a fine-tune
             raise ValueError(
                 f"the fine-tune took no optimizer step (trainer.max_epochs={cfg.trainer.get('max_epochs')}, "
@@ -77,7 +82,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
         info.update(best_valid(trainer))
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         adapter = str(run.adapter_dir)
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
             checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")

@@ -23,6 +23,7 @@ from simlab.runs.names import CONFIG_FILE
 from simlab.runs.rundir import RunDir
 from simlab.runs.status import RunDirError
 from simlab.tasks.common import is_multirun, job_overrides
+from simlab.tasks.inputs import check_before_overwrite
 
 log = logging.getLogger("simlab")
 
@@ -52,6 +53,7 @@ def task_wrapper(task: Task) -> Task:
                 if cfg.resume:
                     prepare_resume(cfg, run)
                 if is_rank_zero():
+                    check_before_overwrite(cfg, run.path)  # overwrite=true deletes only for a run that can start
                     run.claim(resume=bool(cfg.resume), overwrite=bool(cfg.overwrite),
                               force=bool(cfg.get("resume_force")), overrides=overrides,
                               started=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -149,9 +151,12 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     for config in (saved, asked):  # the task's function and kind (absent from older runs) change no result
         for key in ("run", "calibrates"):
             (config.get("task") or {}).pop(key, None)
-    # optimized_metric: what a sweeper reads from the result, not how the run trains
+    # optimized_metric: what a sweeper reads from the result, not how the run trains. A copied or moved run folder:
+    # its own location (paths.output_dir and every path under it) is no difference
+    moved = ((saved.get("paths") or {}).get("output_dir"), (asked.get("paths") or {}).get("output_dir"))
     differences = config_differences(saved, asked,
-                                     ignore=("resume", "resume_force", "ckpt_path", "overwrite", "optimized_metric"))
+                                     ignore=("resume", "resume_force", "ckpt_path", "overwrite", "optimized_metric"),
+                                     moved=moved if all(isinstance(p, str) and p for p in moved) else None)
     if differences:
         raise RunDirError(
             f"resume={out}: the config differs from the interrupted run's ({'; '.join(differences[:10])}); give the "

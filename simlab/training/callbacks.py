@@ -48,6 +48,24 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("simlab.model_checkpoint")
         self._last_checkpoint_saved = filepath
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A run folder copied or moved since the checkpoint was saved (``resume=<new place>``): its best checkpoint
+        is the same file under the new folder, so the best score and paths move along. (Lightning would drop the
+        score on a changed dirpath, and the next validation would replace the best checkpoint whatever its
+        score.) A checkpoint from another folder (``ckpt_path=``), whose best file is not here, is left as it is."""
+        from simlab.runs.status import relocate
+
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            moved = relocate(dict(state_dict), old, new)
+            moved["best_k_models"] = {relocate(path, old, new): score
+                                      for path, score in (state_dict.get("best_k_models") or {}).items()}
+            best = moved.get("best_model_path")
+            if best != state_dict.get("best_model_path") and os.path.isfile(best):
+                log.info("checkpoints moved from %s to %s: the best checkpoint's score and path kept", old, new)
+                state_dict = moved
+        super().load_state_dict(state_dict)
+
 
 def rng_states() -> dict:
     """The generators training draws from (LoRA dropout: torch's), as tensors and ints (weights_only-loadable)."""
