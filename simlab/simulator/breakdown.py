@@ -30,7 +30,9 @@ from simlab.simulator.keys import PriorKey, prior_key
 
 log = logging.getLogger(__name__)
 
-# Chosen on the valid split (C1-Q2) only, leave one country out (choose_eps); see conf/baseline/subgroup_shift.yaml.
+# Chosen on the valid split (C1-Q2) only, leave one country out (choose_eps): on sex x age rows of the 38 C1
+# countries with respondent files (W_WEIGHT, cells n >= 50, 7764 rows) mean 1-JSD by eps 1e-4 0.9196, 1e-3 0.9257,
+# 0.003 0.9270, 0.01 0.9274, 0.03 0.9273, 0.1 0.9265, 0.3 0.9255 (the country's shares alone: 0.9230).
 DEFAULT_EPS = 0.01
 EPS_GRID = (1e-4, 1e-3, 0.003, 0.01, 0.03, 0.1)
 
