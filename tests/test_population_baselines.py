@@ -228,3 +228,119 @@ def country_fingerprints(avg_culture, survey_prior, train, test, rows) -> dict[s
         "similarity_ctrl": digest([similar.prior(dataclasses.replace(r, country="Kenya"), exclude=(r.country,))
                                    for r in rows[::5]]),
     }
+
+
+# ------------------------------------------------------------------------------------------- through run.py
+POPULATION_PARTS = {  # data_type -> (countries, questions)
+    "train": ("XYZ", ("1", "2")), "valid": ("XYZ", ("3",)), "test_1": ("XYZ", ("4",)),
+    "test_2": ("V", ("1", "2")), "test_3": ("V", ("3",)), "test_4": ("V", ("4",)),
+    "test_5": ("W", ("1", "2")), "test_6": ("W", ("3",)), "test_7": ("W", ("4",)),
+}
+
+
+def write_population_files(folder):
+    """A tiny population data set in the paper's format: countries X, Y, Z (C1), V (C2), W (C3), questions 1-2
+    (Q1), 3 (Q2), 4 (Q3), women and men, seeded shares; the country's shares are its subgroups' mean."""
+    rng = np.random.default_rng(7)
+    files = {"train": [], "valid": [], "test": []}
+    for data_type, (countries, questions) in POPULATION_PARTS.items():
+        for country in countries:
+            for question in questions:
+                letters = "ABC" if question in ("2", "4") else "AB"
+                women, men = rng.dirichlet(np.ones(len(letters)) * 2, size=2) * 100
+                overall = (women + men) / 2
+                for sex, shares in (("female", women), ("male", men)):
+                    files[data_type if data_type in ("train", "valid") else "test"].append({
+                        "id": question, "instruction": f"How would someone from {country} answer the following "
+                        "question:\n\n", "input": f"Question {question}?\nHere are the options: \n",
+                        "options": [f"({l})option {l}" for l in letters], "data_type": data_type,
+                        "options_dist": dict(zip(letters, shares.tolist())), "n": 120, "n_eff": 100.5,
+                        "population": {"country": country, "sex": sex},
+                        "country_shares": dict(zip(letters, overall.tolist()))})
+    for name, rows in files.items():
+        (folder / f"populations_{name}.json").write_text(json.dumps(rows), encoding="utf-8")
+    return [f"populations_{name}.json" for name in files]
+
+
+def run_py(*overrides):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def test_the_breakdown_baselines_run_as_methods_and_score_what_they_predict(tmp_path):
+    files = write_population_files(tmp_path)
+    data = (f"data.root={tmp_path}", f"data.files=[{','.join(files)}]", "logger=none")
+    for method in ("country_shares", "subgroup_shift"):
+        ok(run_py(f"method={method}", *data, f"hydra.run.dir={tmp_path / method}"))
+    shift = json.loads((tmp_path / "subgroup_shift" / "metrics.json").read_text())
+    shares = json.loads((tmp_path / "country_shares" / "metrics.json").read_text())
+    names = {t: s for t, s in zip(POPULATION_PARTS, ["C1-Q1", "C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3",
+                                                      "C3-Q1", "C3-Q2", "C3-Q3"])}
+    rows = [r for f in files for r in read_rows(tmp_path / f, subset_names=names).rows]
+    train, c2q1 = [r for r in rows if r.subset == "C1-Q1"], [r for r in rows if r.subset == "C2-Q1"]
+    from simlab.metrics.scoring import score_subset
+
+    expected = score_subset(c2q1, SubgroupShiftBaseline(eps=0.01).fit(train).predict(c2q1))
+    assert shift["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(expected["one_minus_jsd"], abs=1e-9)
+    report = shift["baseline_report"]
+    assert report["eps"] == 0.01 and report["by_subset"]["C2-Q1"]["no_shift"] == 0
+    assert report["by_subset"]["C2-Q2"]["no_shift"] == report["by_subset"]["C2-Q2"]["rows"] == 2  # unseen question
+    assert shift["subsets"]["C3-Q3"] == shares["subsets"]["C3-Q3"]  # no shift: the country's shares
+    # a file without country shares: one line naming it and the row
+    raw = json.loads((tmp_path / files[2]).read_text())
+    del raw[0]["country_shares"]
+    (tmp_path / files[2]).write_text(json.dumps(raw), encoding="utf-8")
+    failed = run_py("method=country_shares", *data, f"hydra.run.dir={tmp_path / 'failed'}")
+    assert failed.returncode != 0
+    assert "populations_test.json: row 0 (X | sex=female, question 4): no country_shares" in failed.stderr
+
+
+def test_the_new_country_baselines_run_on_population_rows(tmp_path):
+    files = write_population_files(tmp_path)
+    data = (f"data.root={tmp_path}", f"data.files=[{','.join(files)}]", "logger=none")
+    ok(run_py("method=avg_culture", *data, f"hydra.run.dir={tmp_path / 'avg'}"))
+    ok(run_py("method=prior_only", "baseline.similarity=false", *data, f"hydra.run.dir={tmp_path / 'prior'}"))
+    names = dict(zip(POPULATION_PARTS, ["C1-Q1", "C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2",
+                                        "C3-Q3"]))
+    rows = [r for f in files for r in read_rows(tmp_path / f, subset_names=names).rows]
+    train, c3q1 = [r for r in rows if r.subset == "C1-Q1"], [r for r in rows if r.subset == "C3-Q1"]
+    from simlab.metrics.scoring import score_subset
+
+    by_hand = [list(np.mean([t.target for t in train if (t.question_id, t.attributes) == (r.question_id,
+                                                                                        r.attributes)], axis=0))
+               for r in c3q1]  # the same subgroup's mean over X, Y and Z
+    avg = json.loads((tmp_path / "avg" / "metrics.json").read_text())
+    assert avg["subsets"]["C3-Q1"]["one_minus_jsd"] == pytest.approx(score_subset(c3q1, by_hand)["one_minus_jsd"])
+    assert avg["baseline_report"]["by_subset"]["C3-Q1"]["seen"] == 4
+    prior = json.loads((tmp_path / "prior" / "metrics.json").read_text())
+    smoothed = [[0.99 * v + 0.01 / len(p) for v in p] for p in by_hand]
+    assert prior["subsets"]["C3-Q1"]["one_minus_jsd"] == pytest.approx(
+        score_subset(c3q1, smoothed)["one_minus_jsd"])
+
+
+def test_a_breakdown_prior_anchored_fine_tune_saves_its_prior_and_evaluation_reuses_it(tmp_path, tiny_llama_dir):
+    files = write_population_files(tmp_path)
+    common = ("model=hf", f"model.path={tiny_llama_dir}", "logger=none", "data.max_length=2048",
+              f"data.root={tmp_path}", f"data.files=[{','.join(files)}]")
+    ok(run_py(*common, "method=breakdown_prior_anchored", "experiment=smoke", "trainer.limit_train_batches=2",
+              f"hydra.run.dir={tmp_path / 'ft'}"))
+    saved = json.loads((tmp_path / "ft" / "adapter" / "prior.json").read_text())
+    assert saved["build"] == {"use": "breakdown", "similarity": False, "eps": 0.01, "smoothing": 0.01}
+    tuned = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert tuned["prior"] == {"use": "breakdown", "eps": 0.01, "smoothing": 0.01}
+    ok(run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]",
+              f"hydra.run.dir={tmp_path / 'zs'}"))
+    again = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert again["prior"] == tuned["prior"]
+    assert again["subsets"]["C2-Q1"]["one_minus_jsd"] == pytest.approx(
+        tuned["subsets"]["C2-Q1"]["one_minus_jsd"], abs=1e-6)
