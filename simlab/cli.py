@@ -5,6 +5,7 @@
     simlab reanalyse RUN --out DIR       the post-test analysis again from a run's predictions (analysis.reanalyse)
     simlab compare --runs A B ...        side-by-side metrics of runs (simlab.report.compare)
     simlab paired A B --subset S         B - A on the same rows, with a question-clustered SE (simlab.analysis.paired)
+    simlab gap RUN... --baselines RUN... the share of the gap from the best baseline to the noise ceiling closed
     simlab compare-languages --runs A B  English vs Chinese agreement (simlab.analysis.languages)
     simlab build-wvs ...                 the paper-format WVS splits from the survey CSV (simlab.data.build_wvs)
     simlab bench ...                     throughput benchmarks (simlab.devtools.bench)
@@ -33,6 +34,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
     "reanalyse": ("simlab.analysis.reanalyse", "the post-test analysis again from a run's predictions"),
     "compare": ("simlab.report.compare", "side-by-side metrics of runs"),
     "paired": ("simlab.analysis.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
+    "gap": ("simlab.analysis.gap", "the share of the gap between the best baseline and the noise ceiling closed"),
     "compare-languages": ("simlab.analysis.languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
     "bench": ("simlab.devtools.bench.command", "throughput benchmarks"),

@@ -298,7 +298,8 @@ def test_json_zero_shot_chat_style_and_parsing_path(rows, tiny_lm, monkeypatch):
         JsonZeroShotBaseline(prompt_style="fancy")
 
 
-@pytest.mark.parametrize("name", ["uniform", "avg_culture", "knn", "json_zs", "survey_prior"])
+@pytest.mark.parametrize("name", ["uniform", "avg_culture", "knn", "json_zs", "survey_prior", "country_shares",
+                                  "subgroup_shift"])
 def test_every_configured_baseline_is_a_baseline(name):
     """conf/baseline/<name>.yaml names a class of its own module that has the interface run.py uses."""
     from conftest import REPO

@@ -5,7 +5,9 @@ of replacing it. A row's prior is its question's answer distribution across the 
 (the training countries), never including the row's own country: for a training row it is the mean over the
 *other* training countries, so training looks like predicting a country the survey did not reach. A question
 nobody answered gets the uniform prior (the logits alone decide). A question is its survey, its id and its
-option letters, so a Pew question 83 never receives WVS question 83's answers.
+option letters, so a Pew question 83 never receives WVS question 83's answers. A population row (a subgroup of a
+country, :mod:`simlab.data.populations`) is answered by the same subgroup of the other countries: answers are
+grouped by question *and* attributes, and a whole country (no attributes) is exactly the country-level prior.
 
 :class:`SurveyPrior` averages the other countries equally. With ``temperature`` and country ``embeddings`` it
 weights them by similarity, ``softmax(cos(country, other) / temperature)``: how close the model finds two
@@ -24,21 +26,14 @@ import numpy as np
 
 from simlab.data.rows import SurveyRow
 from simlab.data.transforms import permuted  # noqa: F401  (re-exported: a prior in a shuffled row's order)
+from simlab.simulator.keys import PriorKey, QuestionKey, prior_key, question_key  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-QuestionKey = tuple[str, str, tuple[str, ...]]  # (survey, question id, option letters in the survey's order)
-
-
-def question_key(row: SurveyRow) -> QuestionKey:
-    if row.option_order is not None:
-        raise ValueError(f"{row.source}: row {row.index}: priors are looked up before options are shuffled")
-    return (row.survey, row.question_id, row.letters)
-
 
 class SurveyPrior:
-    """Per question, the observed countries' distributions; :meth:`prior` is their (weighted) mean without the
-    row's own country, uniform where no other country answered.
+    """Per question and subgroup, the observed countries' distributions; :meth:`prior` is their (weighted) mean
+    without the row's own country, uniform (or the answer-position prior) where no other country answered.
 
     Args:
         rows: rows with observed distributions (the training rows, or a simulation's observed countries).
@@ -59,16 +54,16 @@ class SurveyPrior:
         if not 0 <= smoothing < 1:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         self.fallback, self.smoothing = fallback, smoothing
-        self._answers: dict[QuestionKey, dict[str, np.ndarray]] = defaultdict(dict)
-        positions: dict[tuple[str, int], dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+        self._answers: dict[PriorKey, dict[str, np.ndarray]] = defaultdict(dict)
+        positions: dict[tuple, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            positions[(row.survey, len(row.letters))][row.country].append(np.asarray(row.target, dtype=np.float64))
-            answers = self._answers[question_key(row)]
+            positions[self._position_key(row)][row.country].append(np.asarray(row.target, dtype=np.float64))
+            answers = self._answers[prior_key(row)]
             if row.country in answers:
                 raise ValueError(
-                    f"{row.source}: row {row.index}: {row.country} answers question {row.question_id} twice")
+                    f"{row.source}: row {row.index}: {row.population_key} answers question {row.question_id} twice")
             answers[row.country] = np.asarray(row.target, dtype=np.float64)
-        # per (survey, number of options), per country: the mean share of each answer position
+        # per (survey, number of options, subgroup), per country: the mean share of each answer position
         self._positions = {k: {c: np.mean(ts, axis=0) for c, ts in by_country.items()}
                            for k, by_country in positions.items()}
         self.temperature = temperature
@@ -81,6 +76,7 @@ class SurveyPrior:
 
     @property
     def questions(self) -> int:
+        """How many (question, subgroup) pairs have answers (for country rows: questions)."""
         return len(self._answers)
 
     def weights(self, country: str, others: Sequence[str]) -> np.ndarray:
@@ -103,7 +99,7 @@ class SurveyPrior:
     def prior(self, row: SurveyRow, exclude: Sequence[str] = ()) -> np.ndarray:
         """The row's prior in its option order (float64, sums to 1, mixed with ``smoothing`` of uniform so that no
         option is impossible), from every country but the row's own and ``exclude``."""
-        answers = self._answers.get(question_key(row), {})
+        answers = self._answers.get(prior_key(row), {})
         others = [c for c in answers if c != row.country and c not in exclude]
         shares = self._mean(row.country, answers, others) if others else self._fallback(row)
         return (1 - self.smoothing) * shares + self.smoothing / len(shares)
@@ -112,16 +108,22 @@ class SurveyPrior:
         mean = self.weights(country, countries) @ np.stack([answers[c] for c in countries])
         return mean / mean.sum()
 
+    @staticmethod
+    def _position_key(row: SurveyRow) -> tuple:
+        """A response style is a survey's, for a number of options, of one subgroup (a whole country: ``()``)."""
+        return (row.survey, len(row.letters)) if not row.attributes else (row.survey, len(row.letters), row.attributes)
+
     def _fallback(self, row: SurveyRow) -> np.ndarray:
         k = len(row.letters)
-        by_country = self._positions.get((row.survey, k), {}) if self.fallback == "position" else {}
+        by_country = self._positions.get(self._position_key(row), {}) if self.fallback == "position" else {}
         if not by_country:
             return np.full(k, 1.0 / k)
         return self._mean(row.country, by_country, list(by_country))
 
     def covers(self, row: SurveyRow) -> bool:
-        """Whether any other country answered the row's question (else its prior is uniform)."""
-        return any(c != row.country for c in self._answers.get(question_key(row), {}))
+        """Whether any other country answered the row's question, for the row's subgroup (else its prior is the
+        fallback)."""
+        return any(c != row.country for c in self._answers.get(prior_key(row), {}))
 
 
 def fit_temperature(rows: Sequence[SurveyRow], embeddings: Mapping[str, np.ndarray],
@@ -175,11 +177,26 @@ def country_embeddings(model, tokenizer, countries: Sequence[str], template: str
 def build_prior(rows: Sequence[SurveyRow], model=None, tokenizer=None, similarity: bool = False,
                 fallback: str = "uniform", smoothing: float = 0.01, template: str = "People in {country}",
                 layer: int | str = "middle", grid: Sequence[float] = (0.0025, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1),
-                countries: Sequence[str] = ()) -> SurveyPrior:
+                countries: Sequence[str] = (), use: str = "new_country", eps: float | None = None):
     """The prior from the rows with survey data (the training subset). With ``similarity`` the training countries
     are weighted by the model's country similarity, the temperature fitted on ``rows`` alone (leave one country
     out; the equal-weight prior is kept when no temperature beats it). ``countries``: the other countries that
-    will ask for a prior (test countries), embedded too."""
+    will ask for a prior (test countries), embedded too.
+
+    ``use``: ``new_country`` (the above: nothing known about the row's country) or ``breakdown`` (the row's
+    country's overall shares are known: :class:`simlab.simulator.breakdown.BreakdownPrior`, the country's shares
+    moved by the training countries' average subgroup shift, with ``eps`` and ``smoothing``)."""
+    if use == "breakdown":
+        from simlab.simulator.breakdown import DEFAULT_EPS, BreakdownPrior
+
+        if similarity:
+            raise ValueError("prior.use=breakdown moves the country's own shares; country similarity does not apply "
+                             "(set prior.similarity=false)")
+        return BreakdownPrior(rows, eps=DEFAULT_EPS if eps is None else eps, smoothing=smoothing)
+    if use != "new_country":
+        raise ValueError(f"prior.use must be 'new_country' or 'breakdown', got {use!r}")
+    if eps is not None:
+        raise ValueError("prior.eps is the breakdown prior's (prior.use=breakdown)")
     if not similarity or not rows:
         return SurveyPrior(rows, fallback=fallback, smoothing=smoothing)
     if model is None or tokenizer is None:

@@ -1,4 +1,5 @@
-"""task=baseline: a baseline (baseline=uniform|avg_culture|knn|json_zs|survey_prior) fitted on the train subset,
+"""task=baseline: a baseline (baseline=uniform|avg_culture|knn|json_zs|survey_prior; for the breakdown use of
+populations country_shares|subgroup_shift) fitted on the train subset,
 scored on every test subset with the same metrics and outputs as a model."""
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def fit_baseline(cfg: DictConfig) -> tuple:
     from simlab.metrics.scoring import score_subsets
 
     if not cfg.get("baseline"):
-        raise ValueError("task=baseline needs baseline=<uniform|avg_culture|knn|json_zs>")
+        raise ValueError("task=baseline needs baseline=<uniform|avg_culture|knn|json_zs|survey_prior|country_shares|"
+                         "subgroup_shift>")
     model = instantiate(cfg.baseline, _convert_="all")
     datamodule = load_data(cfg)
     if hasattr(model, "set_language_model"):
