@@ -61,3 +61,14 @@ def test_the_checker_sees_lazy_relative_and_from_package_imports_but_not_type_ch
     assert imports.upward_imports(edges) == []
     edges["simlab.data.rows"].add("simlab.tasks.run")
     assert imports.upward_imports(edges) == ["simlab.data.rows -> simlab.tasks.run"]
+
+
+def test_the_entry_point_does_not_import_lightning_before_hydra_configures_logging():
+    """Lightning imported before Hydra's logging setup adds its own stderr handler: a one-line user error would
+    get company ("Seed set to 0")."""
+    import subprocess
+    import sys
+
+    code = "import sys, simlab.tasks.entry; print('pytorch_lightning' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
