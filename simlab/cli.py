@@ -7,6 +7,7 @@
     simlab paired A B --subset S         B - A on the same rows, with a question-clustered SE (simlab.analysis.paired)
     simlab compare-languages --runs A B  English vs Chinese agreement (simlab.analysis.languages)
     simlab build-wvs ...                 the paper-format WVS splits from the survey CSV (simlab.data.build_wvs)
+    simlab build-populations ...         population rows (sex x age...) from respondent files (data.build_populations)
     simlab bench ...                     throughput benchmarks (simlab.devtools.bench)
     simlab faults ...                    fault injection on the embedded model (simlab.devtools.faults)
     simlab adapter-from-ckpt CKPT OUT    a peft adapter folder from a run's Lightning checkpoint
@@ -35,6 +36,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
     "paired": ("simlab.analysis.paired", "is run B better than run A on the same rows (paired, clustered by question)"),
     "compare-languages": ("simlab.analysis.languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
+    "build-populations": ("simlab.data.build_populations", "population rows (sex x age...) from respondent files"),
     "bench": ("simlab.devtools.bench.command", "throughput benchmarks"),
     "faults": ("simlab.devtools.faults", "fault injection on the embedded model"),
 }
