@@ -7,7 +7,9 @@ n_eff are worked out by hand from the rows below.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,9 +19,12 @@ from conftest import REPO
 
 from simlab.cli import main as cli_main
 from simlab.data import build_wvs
-from simlab.data.build_populations import REPORT_FILE, Settings, build, main
+from simlab.data.build_populations import OUTPUT_FILES, REPORT_FILE, Settings, build, main
 from simlab.data.build_wvs import BuildError
+from simlab.data.files import read_data_bytes, read_data_json
+from simlab.data.populations import Population, PopulationWording
 from simlab.data.respondents import parse_age_bands, parse_by
+from simlab.paths import PACKAGED_DATA
 
 sys.path.insert(0, str(REPO / "scripts"))
 import compare_country_rows  # noqa: E402
@@ -177,8 +182,6 @@ def test_cells_below_the_minimum_size_are_counted_and_reported(inputs, capsys):
 
 
 def test_the_report_records_settings_and_input_checksums(inputs):
-    import hashlib
-
     folder = inputs / "respondents"
     listed = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.glob("*.csv.gz")}
     (folder / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in listed.items()
@@ -302,3 +305,54 @@ def test_main_with_custom_age_bands(inputs):
     report = json.loads((inputs / "custom" / REPORT_FILE).read_text(encoding="utf-8"))
     assert report["countries"]["Delta"]["without"] == {"age": 1}  # 16 years old: in no band, counted
     assert "aged 40 or older" in next(row["instruction"] for row in rows if row["population"]["age"] == "40+")
+
+
+def respondents_folder() -> Path | None:
+    """The shared respondent-level folder: $SIMLAB_DATA/wvs7_respondents, else shared/data/wvs7_respondents beside
+    the repository (or beside its parent folder, for a worktree); None where none exists (it is never committed)."""
+    roots = [os.environ.get("SIMLAB_DATA"), REPO.parent / "shared" / "data", REPO.parents[1] / "shared" / "data"]
+    return next((Path(root) / "wvs7_respondents" for root in roots
+                 if root and (Path(root) / "wvs7_respondents").is_dir()), None)
+
+
+SHIPPED = "wvs7_populations"
+
+
+def shipped_checksums() -> dict[str, str]:
+    lines = (PACKAGED_DATA / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
+    return {name: digest for digest, name in (line.split("  ", 1) for line in lines)}
+
+
+@pytest.mark.skipif(respondents_folder() is None, reason="no wvs7_respondents folder (shared data) here")
+def test_the_shipped_population_files_are_rebuilt_exactly(tmp_path):
+    """`simlab build-populations --respondents <shared>/wvs7_respondents --out DIR` (the defaults) gives the shipped
+    files byte for byte (compared by the sha256 of the uncompressed bytes) and the shipped report."""
+    build(respondents_folder(), PACKAGED_DATA / "wvs7" / "questionnaire_en.json",
+          PACKAGED_DATA / "wvs7" / "countries.json", tmp_path, Settings())
+    sums = shipped_checksums()
+    for name in [*OUTPUT_FILES.values(), REPORT_FILE]:
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == sums[f"{SHIPPED}/{name}"], name
+
+
+def test_the_shipped_population_files_agree_with_their_report():
+    """Always runs: the shipped rows are what the shipped report says (counts per part, checksums, settings), every
+    cell has n >= min_n and n_eff <= n, and each instruction is the default wording of its population."""
+    report = read_data_json(f"{SHIPPED}/{REPORT_FILE}", PACKAGED_DATA)
+    assert report["settings"]["by"] == ["sex", "age"] and report["settings"]["weights"] == "W_WEIGHT"
+    assert report["settings"]["min_n"] == 50 and report["settings"]["age_bands"] == ["16-29", "30-49", "50+"]
+    sums, wording = shipped_checksums(), PopulationWording()
+    for name in OUTPUT_FILES.values():
+        raw = read_data_bytes(PACKAGED_DATA / SHIPPED / f"{name}.xz")
+        assert hashlib.sha256(raw).hexdigest() == sums[f"{SHIPPED}/{name}"] == report["outputs"][name]["sha256"]
+        rows = json.loads(raw)
+        assert len(rows) == report["outputs"][name]["rows"]
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["data_type"]] = counts.get(row["data_type"], 0) + 1
+            population = Population.from_mapping(row["population"])
+            assert [a for a, _ in population.attributes] == ["sex", "age"]
+            assert row["instruction"] == wording.instruction(population)
+            assert 50 <= row["n"] and 0 < row["n_eff"] <= row["n"]
+            assert set(row["options_dist"]) == set(row["country_shares"])
+            assert abs(sum(row["options_dist"].values()) - 100) < 1e-6
+        assert counts == {part: entry["rows"] for part, entry in report["parts"].items() if entry["file"] == name}
