@@ -101,7 +101,7 @@ def aggregate(frame: pd.DataFrame, questions: Sequence[dict[str, Any]], cell_ind
 def read_respondent_file(path: Path, questions: Sequence[dict[str, Any]], settings: Settings,
                          countries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The columns a build needs, checked (codes, countries, weights); skipped countries' rows dropped."""
-    header = pd.read_csv(path, sep=wvs.sniff_delimiter(path), nrows=0, encoding="utf-8-sig").columns
+    header = wvs.read_header(path)[1]
     needed = {wvs.question_column(entry): "the questionnaire" for entry in questions}
     needed.update({resp.attribute_column(name): f"--by {name}" for name in settings.by})
     if settings.weights:

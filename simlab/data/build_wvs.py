@@ -138,17 +138,19 @@ def question_column(entry: dict[str, Any]) -> str:
     return f"Q{int(entry['id'])}"
 
 
-def sniff_delimiter(path: Path) -> str:
-    """The official CSV has been released with ',' and ';' separators; look at the header only."""
-    opener = gzip.open if path.suffix == ".gz" else open  # build-populations reads <ISO3>.csv.gz files
+def read_header(path: Path) -> tuple[str, list[str]]:
+    """The separator and the column names, from the first line only: the official CSV has been released with ','
+    and ';' separators (build-populations reads gzip-compressed <ISO3>.csv.gz files too)."""
+    opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
         header = handle.readline()
     if not header.strip():
         raise BuildError(f"{path}: empty file, expected a header line")
     try:
-        return csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
+        sep = csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
     except csv.Error:
-        return ","
+        sep = ","
+    return sep, next(csv.reader([header.rstrip("\r\n")], delimiter=sep))
 
 
 def as_integer_codes(series: pd.Series, path: Path, column: str) -> pd.Series:
@@ -184,8 +186,7 @@ def read_wvs_csv(path: str | Path, columns: list[str], float_columns: tuple[str,
     path = Path(path)
     if not path.is_file():
         raise BuildError(f"{path}: CSV file does not exist")
-    sep = sniff_delimiter(path)
-    header = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns
+    sep, header = read_header(path)
     if COUNTRY_COLUMN not in header:
         raise BuildError(f"{path}: no {COUNTRY_COLUMN} column (the official WVS-7 layout has one)")
     missing = [column for column in [*columns, *float_columns] if column not in header]
@@ -205,7 +206,8 @@ def read_wvs_csv(path: str | Path, columns: list[str], float_columns: tuple[str,
     if blanks:
         log(f"{path}: {blanks} blank answer cells, treated as missing")
     codes = {column: as_integer_codes(frame[column], path, column) for column in frame.columns}
-    return pd.DataFrame({**codes, **numbers})
+    return pd.DataFrame({column: series.to_numpy() for column, series in {**codes, **numbers}.items()},
+                        index=frame.index)
 
 
 def check_country_codes(frame: pd.DataFrame, countries: dict[str, dict[str, Any]], skip: dict[int, str],
@@ -231,13 +233,13 @@ def check_answer_codes(frame: pd.DataFrame, questions: list[dict[str, Any]], pat
     for entry in questions:
         column = question_column(entry)
         allowed = [int(code) for code in entry["codes"]]
-        values = frame[column]
-        bad = (values >= 0) & ~values.isin(allowed)
+        values = frame[column].to_numpy()
+        bad = (values >= 0) & ~np.isin(values, allowed)
         if bad.any():
-            index = bad.idxmax()
+            position = int(np.argmax(bad))
             raise BuildError(
-                f"{path}: data row {index + 1}, column {column}: answer code {values[index]} is not a code of "
-                f"question {entry['id']} (codes {sorted(allowed)}; negative codes mean missing)"
+                f"{path}: data row {frame.index[position] + 1}, column {column}: answer code {values[position]} is "
+                f"not a code of question {entry['id']} (codes {sorted(allowed)}; negative codes mean missing)"
             )
 
 
