@@ -193,8 +193,10 @@ def test_the_report_records_settings_and_input_checksums(inputs):
     assert report["settings"]["age_bands"] == ["16-29", "30-49", "50+"]
     files = report["respondent_files"]["files"]
     assert files["ALP.csv.gz"] == {"sha256": listed["ALP.csv.gz"], "listed_in_SHA256SUMS": True,
-                                   "countries": ["Alpha"]}
-    assert files["DEL.csv.gz"]["listed_in_SHA256SUMS"] is False and files["NIR.csv.gz"]["countries"] == []
+                                   "respondents": 10, "skipped_respondents": 0, "countries": ["Alpha"]}
+    assert files["DEL.csv.gz"]["listed_in_SHA256SUMS"] is False
+    assert files["NIR.csv.gz"] | {"sha256": ""} == {"sha256": "", "listed_in_SHA256SUMS": True, "respondents": 1,
+                                                    "skipped_respondents": 1, "countries": []}  # 909, skipped
     assert str(inputs) not in json.dumps(report)  # no machine paths
     (folder / "ALP.csv.gz").write_bytes(gzip.compress(b"B_COUNTRY\n10\n", mtime=0))
     with pytest.raises(BuildError, match=r"ALP\.csv\.gz: sha256 [0-9a-f]{64} differs from .* in .*SHA256SUMS"):

@@ -99,8 +99,9 @@ def aggregate(frame: pd.DataFrame, questions: Sequence[dict[str, Any]], cell_ind
 
 
 def read_respondent_file(path: Path, questions: Sequence[dict[str, Any]], settings: Settings,
-                         countries: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """The columns a build needs, checked (codes, countries, weights); skipped countries' rows dropped."""
+                         countries: dict[str, dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """The columns a build needs, checked (codes, countries, weights), without the rows of skipped countries; and
+    how many rows were read."""
     header = wvs.read_header(path)[1]
     needed = {wvs.question_column(entry): "the questionnaire" for entry in questions}
     needed.update({resp.attribute_column(name): f"--by {name}" for name in settings.by})
@@ -112,6 +113,7 @@ def read_respondent_file(path: Path, questions: Sequence[dict[str, Any]], settin
     codes = list(dict.fromkeys([*(wvs.question_column(entry) for entry in questions),
                                 *(resp.attribute_column(name) for name in settings.by)]))
     frame = wvs.read_wvs_csv(path, codes, (settings.weights,) if settings.weights else ())
+    read = len(frame)
     frame = wvs.check_country_codes(frame, countries, settings.skip, path)
     wvs.check_answer_codes(frame, questions, path)
     if settings.weights:
@@ -120,19 +122,22 @@ def read_respondent_file(path: Path, questions: Sequence[dict[str, Any]], settin
             row = int(weights.index[int(np.argmax((weights <= 0).to_numpy()))])
             raise BuildError(f"{path}: data row {row + 1}, column {settings.weights}: weight {weights[row]} is not "
                              f"positive")
-    return frame
+    return frame, read
 
 
 def read_countries(files: Sequence[Path], questions: Sequence[dict[str, Any]], settings: Settings,
-                   countries: dict[str, dict[str, Any]]) -> dict[int, CountryCells]:
-    """WVS country code -> its aggregates, over every respondent file (a country in two files is an error)."""
+                   countries: dict[str, dict[str, Any]],
+                   file_report: dict[str, dict[str, Any]]) -> dict[int, CountryCells]:
+    """WVS country code -> its aggregates, over every respondent file (a country in two files is an error); each
+    file's respondents, those skipped (--skip-country) and its countries go into ``file_report``."""
     names = {}
     for name, entry in countries.items():
         names.setdefault(entry.get("wvs_code"), name)
     found: dict[int, CountryCells] = {}
     n_cells = len(resp.cells(settings.by, settings.age_bands))
     for path in tqdm(files, desc="build-populations: countries", unit="file"):
-        frame = read_respondent_file(path, questions, settings, countries)
+        frame, read = read_respondent_file(path, questions, settings, countries)
+        file_report[path.name].update(respondents=read, skipped_respondents=read - len(frame), countries=[])
         for code, group in frame.groupby(wvs.COUNTRY_COLUMN, sort=False):
             code = int(code)
             if code in found:
@@ -142,6 +147,7 @@ def read_countries(files: Sequence[Path], questions: Sequence[dict[str, Any]], s
             weights = group[settings.weights].to_numpy() if settings.weights else None
             found[code] = CountryCells(names[code], path.name, len(group), int((cell_index < 0).sum()), without,
                                        aggregate(group, questions, cell_index, n_cells, weights))
+            file_report[path.name]["countries"].append(names[code])
     return found
 
 
@@ -240,17 +246,13 @@ def build(respondents: str | Path, questionnaire_path: str | Path, countries_pat
     questions = wvs.used_questions(questionnaire)
     files = resp.respondent_files(respondents)
     checksums = resp.file_checksums(files)
-    found = read_countries(files, questions, settings, countries)
+    found = read_countries(files, questions, settings, countries, checksums)
     outputs, parts = build_rows(found, questionnaire, countries, settings)
     if not any(outputs.values()):
         raise BuildError(f"{respondents}: no population cell of the split's countries reaches --min-n "
                          f"{settings.min_n}; nothing written")
     out_dir = Path(out_dir)
     written = write_outputs(outputs, out_dir, compressed)
-    for entry in checksums.values():
-        entry["countries"] = []  # stays empty for a file of skipped countries only (Northern Ireland)
-    for cells in found.values():
-        checksums[cells.file]["countries"].append(cells.name)
     report = {
         "command": "simlab build-populations",
         "settings": {"by": list(settings.by), "weights": settings.weights,
