@@ -2,7 +2,8 @@
 
     python scripts/pack_data.py SRC_DIR [--out simlab/data/survey]
 
-SRC_DIR holds the country-level files under their usual names (wvs7/sft_wvs_train.json, ...). SHA256SUMS lists
+SRC_DIR holds the country-level files under their usual names (wvs7/sft_wvs_train.json, ...) and the population
+files in wvs7_populations/ (``simlab build-populations ... --out SRC_DIR/wvs7_populations``). SHA256SUMS lists
 the sha256 of each file's uncompressed bytes (`sha256sum` format), which tests/test_packaged_data.py checks
 against the shipped copies. When SRC_DIR has a README.md whose table gives a file's sha256 (as the shared data
 folder's does), the file must match it, so the shipped copy is the documented one byte for byte.
@@ -28,6 +29,10 @@ FILES = (  # relative to SRC_DIR and to --out (there with .xz added)
     "pew/global_pew_test.json",
     "pew/pew_c1_test.json",
     "pew/pew_c3_test.json",
+    "wvs7_populations/populations_train.json",  # built by `simlab build-populations` (docs/DATA.md)
+    "wvs7_populations/populations_valid.json",
+    "wvs7_populations/populations_test.json",
+    "wvs7_populations/populations_build.json",  # its report: settings, counts, input checksums
 )
 MANIFEST = "SHA256SUMS"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "simlab" / "data" / "survey"

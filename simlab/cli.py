@@ -8,6 +8,7 @@
     simlab gap RUN... --baselines RUN... the share of the gap from the best baseline to the noise ceiling closed
     simlab compare-languages --runs A B  English vs Chinese agreement (simlab.analysis.languages)
     simlab build-wvs ...                 the paper-format WVS splits from the survey CSV (simlab.data.build_wvs)
+    simlab build-populations ...         population rows (sex x age...) from respondent files (data.build_populations)
     simlab bench ...                     throughput benchmarks (simlab.devtools.bench)
     simlab faults ...                    fault injection on the embedded model (simlab.devtools.faults)
     simlab adapter-from-ckpt CKPT OUT    a peft adapter folder from a run's Lightning checkpoint
@@ -37,6 +38,7 @@ COMMANDS = {  # command -> (module with main(argv), what it does)
     "gap": ("simlab.analysis.gap", "the share of the gap between the best baseline and the noise ceiling closed"),
     "compare-languages": ("simlab.analysis.languages", "English vs Chinese agreement of two runs"),
     "build-wvs": ("simlab.data.build_wvs", "the paper-format WVS splits from the survey CSV"),
+    "build-populations": ("simlab.data.build_populations", "population rows (sex x age...) from respondent files"),
     "bench": ("simlab.devtools.bench.command", "throughput benchmarks"),
     "faults": ("simlab.devtools.faults", "fault injection on the embedded model"),
 }

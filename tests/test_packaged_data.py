@@ -59,7 +59,9 @@ def test_the_data_card_lists_the_same_checksums():
 def test_shipped_rows_match_the_documented_counts():
     counts = {"wvs7/sft_wvs_train.json": 6841, "wvs7/sft_wvs_valid.json": 1586, "wvs7/sft_wvs_test.json": 6866,
               "wvs7_zh/sft_wvs_zh_valid.json": 1586, "pew/global_pew_test.json": 3991,
-              "pew/pew_c1_test.json": 444, "pew/pew_c3_test.json": 264}
+              "pew/pew_c1_test.json": 444, "pew/pew_c3_test.json": 264,
+              "wvs7_populations/populations_train.json": 33591, "wvs7_populations/populations_valid.json": 7764,
+              "wvs7_populations/populations_test.json": 39245}
     for name, count in counts.items():
         assert len(read_data_json(name, PACKAGED_DATA)) == count, name
     assert len(read_data_json("wvs7/countries.json", PACKAGED_DATA)) == 64

@@ -33,6 +33,7 @@ byte for byte), except that the shared valid file has no ``n`` field.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -137,16 +138,19 @@ def question_column(entry: dict[str, Any]) -> str:
     return f"Q{int(entry['id'])}"
 
 
-def sniff_delimiter(path: Path) -> str:
-    """The official CSV has been released with ',' and ';' separators; look at the header only."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+def read_header(path: Path) -> tuple[str, list[str]]:
+    """The separator and the column names, from the first line only: the official CSV has been released with ','
+    and ';' separators (build-populations reads gzip-compressed <ISO3>.csv.gz files too)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
         header = handle.readline()
     if not header.strip():
         raise BuildError(f"{path}: empty file, expected a header line")
     try:
-        return csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
+        sep = csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
     except csv.Error:
-        return ","
+        sep = ","
+    return sep, next(csv.reader([header.rstrip("\r\n")], delimiter=sep))
 
 
 def as_integer_codes(series: pd.Series, path: Path, column: str) -> pd.Series:
@@ -163,24 +167,36 @@ def as_integer_codes(series: pd.Series, path: Path, column: str) -> pd.Series:
     return numeric.fillna(MISSING).astype("int64")
 
 
-def read_wvs_csv(path: str | Path, columns: list[str]) -> pd.DataFrame:
-    """Read B_COUNTRY and the given question columns only (the real file is ~1 GB).
+def as_finite_numbers(series: pd.Series, path: Path, column: str) -> pd.Series:
+    """A numeric column as float64; a blank, non-numeric or infinite cell is an error naming its row."""
+    numeric = pd.to_numeric(series, errors="coerce").astype("float64")
+    bad = ~np.isfinite(numeric)
+    if bad.any():
+        index = bad.idxmax()
+        raise BuildError(f"{path}: data row {index + 1}, column {column}: {series[index]!r} is not a finite number")
+    return numeric
+
+
+def read_wvs_csv(path: str | Path, columns: list[str], float_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read B_COUNTRY and the given question columns only (the real file is ~1 GB), as integer codes; the
+    ``float_columns`` (a survey weight) as finite numbers, a blank or non-numeric cell an error.
 
     The index is the 0-based data row, so error messages can name row ``index + 1``.
     """
     path = Path(path)
     if not path.is_file():
         raise BuildError(f"{path}: CSV file does not exist")
-    sep = sniff_delimiter(path)
-    header = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns
+    sep, header = read_header(path)
     if COUNTRY_COLUMN not in header:
         raise BuildError(f"{path}: no {COUNTRY_COLUMN} column (the official WVS-7 layout has one)")
-    missing = [column for column in columns if column not in header]
+    missing = [column for column in [*columns, *float_columns] if column not in header]
     if missing:
         raise BuildError(f"{path}: question column(s) {', '.join(missing)} of the questionnaire missing from the CSV")
-    frame = pd.read_csv(path, sep=sep, usecols=[COUNTRY_COLUMN, *columns], encoding="utf-8-sig", low_memory=False)
+    frame = pd.read_csv(path, sep=sep, usecols=[COUNTRY_COLUMN, *columns, *float_columns], encoding="utf-8-sig",
+                        low_memory=False)
     if frame.empty:
         raise BuildError(f"{path}: a header but no respondent rows; nothing to build")
+    numbers = {column: as_finite_numbers(frame[column], path, column) for column in float_columns}
     frame = frame[[COUNTRY_COLUMN, *columns]]
     country = frame[COUNTRY_COLUMN]
     if country.isna().any():
@@ -189,7 +205,9 @@ def read_wvs_csv(path: str | Path, columns: list[str]) -> pd.DataFrame:
     blanks = int(frame[columns].isna().sum().sum())
     if blanks:
         log(f"{path}: {blanks} blank answer cells, treated as missing")
-    return pd.DataFrame({column: as_integer_codes(frame[column], path, column) for column in frame.columns})
+    codes = {column: as_integer_codes(frame[column], path, column) for column in frame.columns}
+    return pd.DataFrame({column: series.to_numpy() for column, series in {**codes, **numbers}.items()},
+                        index=frame.index)
 
 
 def check_country_codes(frame: pd.DataFrame, countries: dict[str, dict[str, Any]], skip: dict[int, str],
@@ -215,30 +233,40 @@ def check_answer_codes(frame: pd.DataFrame, questions: list[dict[str, Any]], pat
     for entry in questions:
         column = question_column(entry)
         allowed = [int(code) for code in entry["codes"]]
-        values = frame[column]
-        bad = (values >= 0) & ~values.isin(allowed)
+        values = frame[column].to_numpy()
+        bad = (values >= 0) & ~np.isin(values, allowed)
         if bad.any():
-            index = bad.idxmax()
+            position = int(np.argmax(bad))
             raise BuildError(
-                f"{path}: data row {index + 1}, column {column}: answer code {values[index]} is not a code of "
-                f"question {entry['id']} (codes {sorted(allowed)}; negative codes mean missing)"
+                f"{path}: data row {frame.index[position] + 1}, column {column}: answer code {values[position]} is "
+                f"not a code of question {entry['id']} (codes {sorted(allowed)}; negative codes mean missing)"
             )
 
 
-def distribution(values: np.ndarray, codes: dict[str, str]) -> tuple[dict[str, float], int] | None:
-    """Percentages per option letter and n from one country's answer codes; None if no valid answer.
+def valid_answers(values: np.ndarray) -> np.ndarray:
+    """The mask of answers that count: codes 0..10 (negative codes are missing)."""
+    return (values >= 0) & (values <= 10)
+
+
+def distribution(values: np.ndarray, codes: dict[str, str],
+                 weights: np.ndarray | None = None) -> tuple[dict[str, float], int] | None:
+    """Percentages per option letter and n (valid respondents) from one country's answer codes; None if no valid
+    answer. With ``weights`` (one per respondent, positive) the percentages are weighted; n stays a count.
 
     Letters come in first-occurrence order, then the options nobody chose (0.0) in option order,
     which reproduces the key order of the shared files.
     """
-    valid = values[(values >= 0) & (values <= 10)]
+    keep = valid_answers(values)
+    valid = values[keep]
     n = int(valid.size)
     if n == 0:
         return None
-    unique, first, counts = np.unique(valid, return_index=True, return_counts=True)
+    unique, first, inverse, counts = np.unique(valid, return_index=True, return_inverse=True, return_counts=True)
+    mass = None if weights is None else np.bincount(inverse.ravel(), weights=weights[keep], minlength=unique.size)
     dist: dict[str, float] = {}
     for position in np.argsort(first, kind="stable"):
-        dist[codes[str(int(unique[position]))]] = int(counts[position]) / n * 100
+        share = int(counts[position]) / n if mass is None else float(mass[position]) / float(mass.sum())
+        dist[codes[str(int(unique[position]))]] = share * 100
     for letter in codes.values():
         dist.setdefault(letter, 0.0)
     return dist, n
