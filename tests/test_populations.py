@@ -91,3 +91,23 @@ def test_subgroups_of_one_country_are_distinct_cells_but_a_repeat_is_not():
     check_unique_cells("C1-Q2", [female, male])
     with pytest.raises(RowError, match="population 'Andorra | sex=female, age=30-49'"):
         check_unique_cells("C1-Q2", [female, male, _parse(_population_row(), index=2)])
+
+
+def test_cell_sampling_keeps_every_subgroup_of_a_drawn_cell_together():
+    from simlab.data.selection import sample_rows
+
+    rows = []
+    for country in ["Andorra", "Chile", "Kenya", "Peru"]:
+        for q in ("1", "2", "3"):
+            for sex in ("female", "male"):
+                rows.append(_parse(_population_row(
+                    id=q, instruction=f"How would someone from {country} answer the following question:\n\n",
+                    population={"country": country, "sex": sex}), index=len(rows)))
+    sample = sample_rows(rows, 5, seed=0, subset="C1-Q2", unit="cell")
+    cells = {(r.country, r.question_id) for r in sample}
+    assert len(sample) == 6 and len(cells) == 3  # whole cells until at least 5 rows
+    assert [r.index for r in sample] == sorted(r.index for r in sample)  # file order
+    assert sample == sample_rows(rows, 5, seed=0, subset="C1-Q2", unit="cell")  # seeded
+    assert len(sample_rows(rows, 5, seed=0, subset="C1-Q2")) == 5  # rows by default
+    with pytest.raises(ValueError, match="sample_unit"):
+        sample_rows(rows, 5, seed=0, subset="C1-Q2", unit="question")

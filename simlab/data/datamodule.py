@@ -51,6 +51,8 @@ class SurveyDataModule(pl.LightningDataModule):
         limit_per_subset: keep a seeded random sample of this many rows per subset (smoke runs).
         limit_eval_per_subset: the same for the valid and test subsets only, so the train subset (and the
             baselines fitted on it) stays whole while evaluation is cut down (the sized sweep tables).
+        sample_unit: ``row`` (a limit samples rows) or ``cell`` (whole (country, question) cells: every subgroup of
+            a drawn cell, so subgroups can be compared with each other).
         country_control: [ctrl]: each prompt names a random other country from the data (target unchanged).
         population_wording: how a subgroup row's prompt names its population (a
             :class:`~simlab.data.populations.PopulationWording` or its config; None: the paper's wording); a
@@ -96,6 +98,7 @@ class SurveyDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         limit_per_subset: int | None = None,
         limit_eval_per_subset: int | None = None,
+        sample_unit: str = "row",
         seed: int = 0,
         drop_invalid: bool = False,
         renormalize: bool = False,
@@ -126,6 +129,7 @@ class SurveyDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.num_workers = max_length, num_workers
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
+        self.sample_unit = sample_unit
         check_sizes(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length)
         check_shuffle_options(shuffle_options)
         self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
@@ -205,7 +209,8 @@ class SurveyDataModule(pl.LightningDataModule):
         """One subset's rows: checked for repeated cells, sampled down to the limit, then the settings applied."""
         check_unique_cells(subset, rows)
         train = subset == self.train_subset
-        rows = sample_rows(rows, row_limit(train, self.limit_per_subset, self.limit_eval_per_subset), self.seed, subset)
+        rows = sample_rows(rows, row_limit(train, self.limit_per_subset, self.limit_eval_per_subset), self.seed, subset,
+                           self.sample_unit)
         self.source_rows[subset] = rows
         self.rows[subset] = [self._apply_settings(row, countries, groups, train) for row in rows]
 

@@ -55,12 +55,33 @@ def row_limit(train: bool, limit_per_subset: int | None, limit_eval_per_subset: 
     return limit
 
 
-def sample_rows(rows: list[SurveyRow], limit: int | None, seed: int, subset: str) -> list[SurveyRow]:
-    """A seeded random sample of ``limit`` rows (seeded by the run's seed and the subset), in file order."""
+SAMPLE_UNITS = ("row", "cell")
+
+
+def sample_rows(rows: list[SurveyRow], limit: int | None, seed: int, subset: str, unit: str = "row") -> list[SurveyRow]:
+    """A seeded random sample of ``limit`` rows (seeded by the run's seed and the subset), in file order.
+
+    ``unit="cell"`` samples whole (country, question) cells instead: every subgroup of a drawn country's question
+    is kept together (so subgroups can be compared with each other), cells drawn in a seeded order until at least
+    ``limit`` rows are kept (the last cell is kept whole). For whole-country rows a cell is one row."""
+    if unit not in SAMPLE_UNITS:
+        raise ValueError(f"data.sample_unit must be one of {list(SAMPLE_UNITS)}, got {unit!r}")
     if limit is None or len(rows) <= limit:
         return rows
-    keep = sorted(random.Random(f"{seed}:{subset}").sample(range(len(rows)), limit))
-    return [rows[i] for i in keep]
+    if unit == "row":
+        keep = sorted(random.Random(f"{seed}:{subset}").sample(range(len(rows)), limit))
+        return [rows[i] for i in keep]
+    cells: dict[tuple[str, str], list[int]] = {}
+    for position, row in enumerate(rows):
+        cells.setdefault((row.country, row.question_id), []).append(position)
+    order = list(cells)
+    random.Random(f"{seed}:{subset}:cell").shuffle(order)
+    chosen: list[int] = []
+    for key in order:
+        if len(chosen) >= limit:
+            break
+        chosen += cells[key]
+    return [rows[i] for i in sorted(chosen)]
 
 
 def report_invalid_rows(invalid_rows: list[dict[str, Any]], invalid_rows_file: str | None) -> None:
