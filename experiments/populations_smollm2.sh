@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=${1:-outputs/populations}
 mkdir -p "$OUT"
+echo "$(lscpu | grep -m1 'Model name' | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores" > "$OUT/machine.txt"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
 
 run() {  # name, overrides...
@@ -38,4 +39,4 @@ for baseline in uniform avg_culture country_shares subgroup_shift; do
   run "all_$baseline" data=wvs_populations method=$baseline
 done
 run all_similarity_prior data=wvs_populations method=prior_only
-echo "cpu: $(lscpu | grep -m1 'Model name' | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores"
+echo "cpu: $(cat "$OUT/machine.txt")"

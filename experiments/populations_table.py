@@ -1,0 +1,235 @@
+"""experiments/POPULATIONS.md from the run folders of experiments/populations_smollm2.sh (issue 22).
+
+Every number is read from a run folder (metrics.json, predictions.jsonl); nothing is typed in.
+
+    python experiments/populations_table.py OUT [--out experiments/POPULATIONS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+
+from simlab.analysis.gap import subset_gaps
+from simlab.analysis.paired import compare
+from simlab.runs.predictions import read_predictions
+
+SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
+UNSEEN_COUNTRIES = ["C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
+# (run folder, row title, command) per use; the baselines of a use are the rows before its first model row
+NEW_COUNTRY = [
+    ("uniform", "uniform", "method=uniform"),
+    ("avg_culture", "same subgroup, mean of the training countries", "method=avg_culture"),
+    ("similarity_prior", "same subgroup, similarity prior", "method=prior_only"),
+]
+NEW_COUNTRY_MODELS = [
+    ("zs", "ZS", "method=zs"),
+    ("ft", "FT (the paper's)", "method=ft"),
+    ("prior_anchored", "prior-anchored FT (similarity prior)", "method=prior_anchored"),
+]
+BREAKDOWN = [
+    ("uniform", "uniform", "method=uniform"),
+    ("country_shares", "the country's overall shares", "method=country_shares"),
+    ("subgroup_shift", "overall shares + mean subgroup shift", "method=subgroup_shift"),
+]
+BREAKDOWN_MODELS = [
+    ("breakdown_prior_anchored", "prior-anchored FT (breakdown prior)", "method=breakdown_prior_anchored"),
+]
+
+
+def load(out: Path, name: str) -> dict | None:
+    path = out / name / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def cell(metrics: dict | None, subset: str, key: str = "one_minus_jsd") -> str:
+    if metrics is None or subset not in (metrics.get("subsets") or {}):
+        return "–"
+    return f"{metrics['subsets'][subset][key]:.4f}"
+
+
+def average(metrics: dict | None, key: str = "one_minus_jsd") -> str:
+    value = (metrics or {}).get("paper_average", {}).get(key)
+    return "–" if value is None else f"{value:.4f}"
+
+
+def use_table(out: Path, prefix: str, baselines, models, key: str) -> list[str]:
+    head = "| " + " | ".join(["method", *SUBSETS, "paper avg"]) + " |"
+    lines = [head, "|---" + "|---:" * (len(SUBSETS) + 1) + "|"]
+    for name, title, _ in [*baselines, *models]:
+        metrics = load(out, prefix + name)
+        lines.append("| " + " | ".join([title, *(cell(metrics, s, key) for s in SUBSETS), average(metrics, key)])
+                     + " |")
+    if key == "one_minus_jsd":
+        reference = next((m for m in (load(out, prefix + n) for n, _, _ in baselines) if m), None)
+        ceiling = (reference or {}).get("noise_ceiling") or {}
+        lines.append("| " + " | ".join(["*noise ceiling (n_eff)*", *(
+            f"*{ceiling[s]['one_minus_jsd']:.4f}*" if s in ceiling else "–" for s in SUBSETS), ""]) + " |")
+        base = {n: m for n, _, _ in baselines if (m := load(out, prefix + n))}
+        for name, title, _ in models:
+            metrics = load(out, prefix + name)
+            if metrics is None or not base:
+                continue
+            gaps = {g.subset: g for g in subset_gaps(metrics, base, SUBSETS, title)}
+            lines.append("| " + " | ".join([f"*gap closed: {title}*", *(
+                f"*{gaps[s].share:+.2f}*" if s in gaps and gaps[s].share is not None else "–" for s in SUBSETS), ""])
+                + " |")
+    return lines
+
+
+def diversity(out: Path, name: str) -> dict[str, tuple[float, int]]:
+    """Per subset: the mean over (country, question) cells with at least two subgroups of the mean pairwise
+    Jensen-Shannon distance between the subgroups' distributions, for the people (``human``) and the run."""
+    result = {}
+    path = out / name / "predictions.jsonl"
+    if not path.is_file():
+        return result
+    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for record in read_predictions(path):
+        by_cell[(record["subset"], record["country"], str(record["question_id"]))].append(record)
+    per_subset: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (subset, _, _), records in by_cell.items():
+        if len(records) < 2:
+            continue
+        pairs = list(itertools.combinations(records, 2))
+        people = np.mean([jensenshannon(a["human"], b["human"]) for a, b in pairs])
+        model = np.mean([jensenshannon(a["predicted"], b["predicted"]) for a, b in pairs])
+        per_subset[subset].append((people, model))
+    for subset, values in per_subset.items():
+        array = np.asarray(values)
+        result[subset] = (float(array[:, 0].mean()), float(array[:, 1].mean()), len(values))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="the folder experiments/populations_smollm2.sh wrote")
+    parser.add_argument("--out-file", type=Path, default=Path("experiments/POPULATIONS.md"))
+    args = parser.parse_args()
+    out = args.out
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    any_run = next((m for m in (load(out, f"sample_{n}") for n in ("uniform", "zs", "ft")) if m), {})
+    rows = any_run.get("rows") or {}
+    machine = (out / "machine.txt").read_text().strip() if (out / "machine.txt").is_file() else "not recorded"
+    walls = [(path.name.removeprefix("sample_"), json.loads((path / "metrics.json").read_text()))
+             for path in sorted(out.glob("sample_*")) if (path / "metrics.json").is_file()]
+    walls = [(name, m) for name, m in walls if m.get("wall_time_s") is not None]
+    lines = [
+        "# Populations: subgroups of countries (issue 22), SmolLM2-135M on a 2-core CPU",
+        "",
+        "Made by `bash experiments/populations_smollm2.sh <out>` then `python experiments/populations_table.py <out>`"
+        f" (commit {commit}; each run's metrics.json records the commit that ran it). Data: `data=wvs_populations`,"
+        " sex x age subgroups of the WVS-7 countries with respondent files, shares under the survey weights, cells"
+        " of at least 50 respondents (`simlab build-populations`, docs/DATA.md). Scale (`experiment=populations_cpu`):"
+        " a fine-tune trains on 600 random batches of 8 (4,800 of the 33,591 C1-Q1 population rows, one pass);"
+        " every method and baseline is scored on the same seeded sample of whole (country, question) cells, all"
+        " subgroups of a drawn cell, at least 250 rows per subset"
+        + (f" (rows: {', '.join(f'{k} {v}' for k, v in rows.items() if k in SUBSETS)})" if rows else "")
+        + ". Baselines fit on the whole C1-Q1. Methods were chosen on C1-Q2 (valid) only; the test subsets are"
+        " reported, never used to choose. The noise ceiling is the expected 1−JSD of a perfect simulator against"
+        " a survey of the row's Kish effective size (n_eff). *Gap closed*: (method − best baseline of that use on"
+        " the subset) / (ceiling − best baseline); 0 = the best baseline, 1 = the ceiling, below 0 = worse.",
+        "",
+        f"CPU (`lscpu` model name, cores): {machine}. Wall time per run (metrics.json `wall_time_s`): "
+        + ", ".join(f"{name} {m['wall_time_s'] / 60:.1f} min" for name, m in walls) + ".",
+        "",
+        "## New country: nothing known about the population's country",
+        "",
+        "C2 and C3 are countries no training row comes from; C1-Q2/C1-Q3 are training countries on unseen"
+        " questions. 1−JSD (higher is better):",
+        "",
+        *use_table(out, "sample_", NEW_COUNTRY, NEW_COUNTRY_MODELS, "one_minus_jsd"),
+        "",
+        "EMD (W1 over option positions / (K−1); lower is better):",
+        "",
+        *use_table(out, "sample_", NEW_COUNTRY, NEW_COUNTRY_MODELS, "emd"),
+        "",
+        "## Breakdown: the country's overall shares are known, the subgroup's are predicted",
+        "",
+        "1−JSD:",
+        "",
+        *use_table(out, "sample_", BREAKDOWN, BREAKDOWN_MODELS, "one_minus_jsd"),
+        "",
+        "EMD:",
+        "",
+        *use_table(out, "sample_", BREAKDOWN, BREAKDOWN_MODELS, "emd"),
+        "",
+    ]
+    ft, ctrl = load(out, "sample_ft"), load(out, "sample_ft_attribute_ctrl")
+    if ft and ctrl:
+        lines += ["## Do the attributes matter? FT − FT[attribute ctrl]", "",
+                  "FT[attribute ctrl] trains and tests with prompts naming a random other subgroup of the same"
+                  " attributes (`method=ft_attribute_ctrl`); the target stays the real subgroup's. 1−JSD:", "",
+                  "| | " + " | ".join([*SUBSETS, "paper avg"]) + " |", "|---" + "|---:" * (len(SUBSETS) + 1) + "|"]
+        for title, metrics in (("FT", ft), ("FT[attribute ctrl]", ctrl)):
+            lines.append("| " + " | ".join([title, *(cell(metrics, s) for s in SUBSETS), average(metrics)]) + " |")
+        diff = [f"{ft['subsets'][s]['one_minus_jsd'] - ctrl['subsets'][s]['one_minus_jsd']:+.4f}"
+                if s in ft["subsets"] and s in ctrl["subsets"] else "–" for s in SUBSETS]
+        lines += ["| FT − FT[attribute ctrl] | " + " | ".join(diff) + " | |", ""]
+    lines += ["## Diversity across a country's subgroups: people vs model", "",
+              "Per (country, question) cell of the sample, the mean pairwise Jensen–Shannon distance between its"
+              " subgroups' distributions (0: every subgroup answers alike), averaged over the subset's cells."
+              " A simulator that ignores the subgroup scores 0.", "",
+              "| run | " + " | ".join(SUBSETS) + " |", "|---" + "|---:" * len(SUBSETS) + "|"]
+    people_done = False
+    for name, title in (("zs", "ZS"), ("ft", "FT"), ("prior_anchored", "prior-anchored FT"),
+                        ("breakdown_prior_anchored", "prior-anchored FT (breakdown)"),
+                        ("subgroup_shift", "overall + mean subgroup shift"), ("avg_culture", "subgroup mean")):
+        values = diversity(out, f"sample_{name}")
+        if not values:
+            continue
+        if not people_done:
+            lines.append("| people (the survey) | " + " | ".join(
+                f"{values[s][0]:.4f}" if s in values else "–" for s in SUBSETS) + " |")
+            people_done = True
+        lines.append(f"| {title} | " + " | ".join(f"{values[s][1]:.4f}" if s in values else "–" for s in SUBSETS)
+                     + " |")
+    lines.append("")
+    lines += paired_section(out)
+    lines += ["## The baselines on every row", "",
+              "The same baselines on all rows of each subset (`data=wvs_populations method=...`, no sample):", "",
+              *use_table(out, "all_", [*NEW_COUNTRY, *BREAKDOWN[1:]], [], "one_minus_jsd"), ""]
+    args.out_file.write_text("\n".join(lines))
+    print(f"wrote {args.out_file}")
+
+
+def best_of(out: Path, names: list[str], subsets: list[str]) -> str | None:
+    """The run among ``names`` with the highest mean 1−JSD over ``subsets`` (ties: the first)."""
+    scored = []
+    for name in names:
+        metrics = load(out, f"sample_{name}")
+        if metrics and all(s in metrics["subsets"] for s in subsets):
+            scored.append((np.mean([metrics["subsets"][s]["one_minus_jsd"] for s in subsets]), name))
+    return max(scored)[1] if scored else None
+
+
+def paired_section(out: Path) -> list[str]:
+    lines = ["## Best method vs best baseline on the unseen countries (paired, clustered by question)", "",
+             "For each use, the method and the baseline with the highest mean 1−JSD over the six unseen-country"
+             " subsets (C2, C3), compared row by row on each (`simlab paired`); SE clustered by question.", "",
+             "| use | baseline (A) | method (B) | subset | rows | questions | B − A | SE (clustered) | z |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for use, baselines, models in (("new country", NEW_COUNTRY, NEW_COUNTRY_MODELS),
+                                   ("breakdown", BREAKDOWN, BREAKDOWN_MODELS)):
+        a = best_of(out, [n for n, _, _ in baselines], UNSEEN_COUNTRIES)
+        b = best_of(out, [n for n, _, _ in models], UNSEEN_COUNTRIES)
+        if a is None or b is None:
+            continue
+        for subset in UNSEEN_COUNTRIES:
+            result = compare(str(out / f"sample_{a}"), str(out / f"sample_{b}"), subset)
+            lines.append(f"| {use} | {a} | {b} | {subset} | {result.rows} | {result.questions} | "
+                         f"{result.difference:+.4f} | {result.se_questions:.4f} | {result.z:+.2f} |")
+    return [*lines, ""]
+
+
+if __name__ == "__main__":
+    main()
