@@ -30,10 +30,10 @@ run() {  # name, overrides...
 S="experiment=populations_cpu"
 for baseline in uniform avg_culture country_shares subgroup_shift; do run "sample_$baseline" $S method=$baseline; done
 run sample_similarity_prior $S method=prior_only
-run sample_zs $S method=zs
 run sample_breakdown_prior_anchored $S method=breakdown_prior_anchored
 run sample_prior_anchored $S method=prior_anchored
 run sample_ft $S method=ft
+run sample_zs $S method=zs
 run sample_ft_attribute_ctrl $S method=ft_attribute_ctrl
 for baseline in uniform avg_culture country_shares subgroup_shift; do
   run "all_$baseline" data=wvs_populations method=$baseline
