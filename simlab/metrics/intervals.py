@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
 IntervalRowFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 INSIDE_TOLERANCE = 1e-12  # a share on its bound (p ± q·s rounds either way) counts as inside
 
