@@ -182,6 +182,17 @@ def test_a_calibrated_finetune_scores_its_intervals_and_evaluation_applies_them(
     table = (tmp_path / "ft" / "results.md").read_text()
     assert "coverage 90% | width 90% | ceiling 1-JSD | respondents |" in table and "Prediction intervals: 90%" in table
 
+    # a re-analysis of a sample of the rows applies the run's intervals to it again
+    from simlab.analysis.reanalyse import reanalyse
+
+    sample = reanalyse(tmp_path / "ft", tmp_path / "sample", limit_eval_per_subset=4)
+    records = [json.loads(line) for line in (tmp_path / "sample" / "predictions.jsonl").read_text().splitlines()]
+    for subset, values in sample["subsets"].items():
+        mine = [r for r in records if r["subset"] == subset]
+        lower, upper = ConformalIntervals.from_dict(saved).bounds([r["predicted"] for r in mine])
+        assert values["n"] == 4 and values["coverage_90"] == pytest.approx(
+            score_intervals([r["human"] for r in mine], lower, upper, 0.9)["coverage_90"])
+
     # evaluating the adapter applies the saved intervals (never refitted, even without the valid split)
     run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]",
            f"hydra.run.dir={tmp_path / 'zs'}")
