@@ -106,6 +106,28 @@ def test_a_saved_record_is_checked():
         ConformalIntervals.from_dict({k: v for k, v in record.items() if k != "level"})
 
 
+def test_the_simultaneous_scheme_covers_every_share_of_a_question_at_once():
+    from simlab.analysis.intervals import simultaneous_quantile
+
+    preds, targets, keys = synthetic(60)
+    quantile = simultaneous_quantile(preds, targets, keys, 0.9, "absolute", 0.05)
+    worst = sorted({k: max(abs(np.subtract(y, p)).max() for p, y, q in zip(preds, targets, keys) if q == k)
+                    for k in set(keys)}.values())
+    assert quantile == pytest.approx(worst[int(np.ceil(0.9 * 61)) - 1])
+    assert quantile > conformal_quantile([abs(np.subtract(y, p)) for p, y in zip(preds, targets)], keys, 0.9)
+
+
+def test_the_config_turns_intervals_off_with_a_null_level():
+    from omegaconf import OmegaConf
+
+    from simlab.tasks.outputs import interval_settings
+
+    assert interval_settings(OmegaConf.create({"intervals": {"level": None, "score": "binomial"}})) is None
+    assert interval_settings(OmegaConf.create({})) is None
+    on = OmegaConf.create({"intervals": {"level": 0.8, "score": "entropy", "delta": 0.1, "check_splits": 0}})
+    assert interval_settings(on) == {"level": 0.8, "score": "entropy", "delta": 0.1, "check_splits": 0}
+
+
 def test_the_split_half_comparison_reports_every_score():
     preds, targets, keys = synthetic(120)
     result = compare_scores(preds, targets, keys, splits=3)
@@ -192,6 +214,13 @@ def test_a_calibrated_finetune_scores_its_intervals_and_evaluation_applies_them(
         lower, upper = ConformalIntervals.from_dict(saved).bounds([r["predicted"] for r in mine])
         assert values["n"] == 4 and values["coverage_90"] == pytest.approx(
             score_intervals([r["human"] for r in mine], lower, upper, 0.9)["coverage_90"])
+
+    # the score comparison on the run's valid split (python -m simlab.analysis.intervals)
+    from simlab.analysis.intervals import compare_run, comparison_table
+
+    compared = compare_run(tmp_path / "ft", splits=2, calibrate=True)
+    assert list(compared) == [*SCORES, "binomial, all shares of a question at once"]
+    assert comparison_table(compared).count("\n") == len(compared) + 1
 
     # evaluating the adapter applies the saved intervals (never refitted, even without the valid split)
     run_py(*common, "task=zeroshot", f"model.adapter={tmp_path / 'ft' / 'adapter'}", "data.test_subsets=[C2-Q1]",
