@@ -253,3 +253,17 @@ def test_a_baseline_gets_intervals_the_same_way(shared_data, tmp_path):
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     assert "intervals" not in plain and all("coverage_90" not in v for v in plain["subsets"].values())
     assert plain["subsets"]["C2-Q1"]["one_minus_jsd"] == metrics["subsets"]["C2-Q1"]["one_minus_jsd"]
+
+    # on data without the valid split (the unseen Pew survey) a baseline applies the intervals of its WVS run
+    run_py("data=pew", "task=baseline", "baseline=uniform", "logger=none", "data.limit_per_subset=16",
+           f"data.root={shared_data}", "calibrate=true", f"intervals.source={tmp_path / 'uniform'}",
+           f"hydra.run.dir={tmp_path / 'pew'}")
+    pew = json.loads((tmp_path / "pew" / "metrics.json").read_text())
+    assert pew["intervals"]["quantile"] == metrics["intervals"]["quantile"]
+    assert pew["intervals"]["source"] == f"{tmp_path / 'uniform'}/metrics.json"
+    assert all("coverage_90" in values for values in pew["subsets"].values()) and set(pew["subsets"]) == {
+        "pew_c1", "pew_c3"}
+    result = subprocess.run([sys.executable, "run.py", "data=pew", "task=baseline", "baseline=uniform",
+                             "logger=none", "data.limit_per_subset=4", f"data.root={shared_data}", "calibrate=true",
+                             f"hydra.run.dir={tmp_path / 'pew_refused'}"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "calibrate_on='C1-Q2', which was not tested" in result.stderr

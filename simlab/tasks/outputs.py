@@ -75,14 +75,33 @@ def interval_settings(cfg: DictConfig) -> dict | None:
     return {k: settings[k] for k in ("level", "score", "delta", "check_splits") if settings.get(k) is not None}
 
 
+def intervals_source(cfg: DictConfig) -> str | None:
+    """``intervals.source``: a finished run whose intervals are applied instead of fitting new ones."""
+    return (cfg.get("intervals") or {}).get("source") or None
+
+
+def intervals_of_run(folder: str) -> ConformalIntervals:
+    """The intervals a finished run fitted (its metrics.json ``intervals``): a baseline's, for data without the
+    valid split (Pew), so its widths compare with the model's intervals fitted on C1-Q2."""
+    from simlab.simulator.intervals import ConformalIntervals
+
+    record = RunDir(folder).read_metrics().get("intervals")
+    if not record:
+        raise ValueError(f"intervals.source={folder}: its metrics.json has no intervals (run it with calibrate=true)")
+    return ConformalIntervals.from_dict(record, where=f"intervals.source={folder}: metrics.json 'intervals'")
+
+
 def fit_run_intervals(cfg: DictConfig, datamodule, predictions: dict) -> ConformalIntervals | None:
     """Conformal intervals fitted on ``calibrate_on``'s predictions (already calibrated where a temperature is),
-    its questions the exchangeable units; None when ``intervals.level`` is null."""
+    its questions the exchangeable units, or those of the run ``intervals.source``; None when ``intervals.level``
+    is null."""
     from simlab.simulator.intervals import fit_on_rows
 
     settings = interval_settings(cfg)
     if settings is None:
         return None
+    if intervals_source(cfg):
+        return intervals_of_run(intervals_source(cfg))
     subset = cfg.calibrate_on
     if subset not in predictions:
         raise ValueError(f"prediction intervals are fitted on calibrate_on={subset!r}, which was not tested "
@@ -118,6 +137,8 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
         lower, upper, interval_scores = score_subsets_intervals(intervals, datamodule.rows, predictions)
         test_results = {s: {**values, **interval_scores.get(s, {})} for s, values in test_results.items()}
         source = info.get("calibration", {}).get("source", "fitted")
+        if source == "fitted" and intervals_source(cfg):
+            source = f"{intervals_source(cfg)}/metrics.json"
         info["intervals"] = {**intervals.to_dict(), "source": source}
         bounds = {"interval_lower": lower, "interval_upper": upper}
     extra = analyse(datamodule.rows, predictions, datamodule.average_subsets, seed=cfg.seed)
