@@ -46,6 +46,8 @@ def test_the_quantile_is_split_conformal_with_the_m_plus_1_correction_for_one_sh
     # ceil(0.9 * 20) = 18: the 18th smallest score
     assert conformal_quantile(scores, keys, 0.9) == pytest.approx(18 / 20)
     assert conformal_quantile(scores[:8], keys[:8], 0.9) is None  # 8 questions cannot certify 90%
+    one = fit_intervals([[0.5, 0.5]] * 3, [[0.4, 0.6]] * 3, ["q"] * 3, check_splits=5)  # one question: no halves
+    assert one.quantile is None and one.split_half is None and one.bounds([[0.3, 0.7]]) == ([[0.0, 0.0]], [[1.0, 1.0]])
 
 
 def test_a_question_counts_once_however_many_rows_it_has():

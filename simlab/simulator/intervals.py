@@ -191,7 +191,8 @@ def fit_intervals(predictions: Sequence[Sequence[float]], targets: Sequence[Sequ
                   seed: int = 0) -> ConformalIntervals:
     """Conformal intervals from calibration rows: their predicted and true shares (ragged) and each row's question
     (any hashable key: rows sharing it form one exchangeable unit). ``check_splits`` > 0 also records the
-    split-half check (:func:`split_half_check`) of these settings on the same rows."""
+    split-half check (:func:`split_half_check`) of these settings on the same rows (when there are 2 questions or
+    more)."""
     level, delta = check_level(level), _check_settings(score, delta)
     if not (len(predictions) == len(targets) == len(questions)):
         raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and {len(questions)} question keys")
@@ -201,7 +202,7 @@ def fit_intervals(predictions: Sequence[Sequence[float]], targets: Sequence[Sequ
         log.warning("%d questions cannot certify %g coverage (it needs at least %d): every interval is [0, 1]",
                     m, level, math.ceil(level / (1 - level)))
     fitted = ConformalIntervals(level, score, delta, quantile, fitted_on, m, len(predictions))
-    if check_splits > 0:
+    if check_splits > 0 and m >= 2:  # one question cannot be halved: no check is recorded
         fitted = replace(fitted, split_half=split_half_check(predictions, targets, questions, level=level,
                                                              score=score, delta=delta, splits=check_splits,
                                                              seed=seed))
