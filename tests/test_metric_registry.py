@@ -122,11 +122,11 @@ def test_a_registered_metric_reaches_every_output(total_variation, tmp_path):
     assert summary["paper_average"]["tv"] == pytest.approx((TV["S1"] + TV["S2"]) / 2, abs=1e-12)
     summary.update(analyse(ROWS, PREDICTED, ["S1", "S2"], ceiling_samples=10))
 
-    lines = results_table(summary).splitlines()
-    assert lines[2] == "| subset | n | 1-JSD | EMD | EMD (paper) | accuracy | KL | TV | ceiling 1-JSD |"
-    assert lines[3] == "|---|---:|" + "---:|" * 7
+    lines = results_table(summary).splitlines()  # analyse's effective respondents: the last column
+    assert lines[2] == "| subset | n | 1-JSD | EMD | EMD (paper) | accuracy | KL | TV | ceiling 1-JSD | respondents |"
+    assert lines[3] == "|---|---:|" + "---:|" * 8
     assert lines[4].startswith("| S1 | 2 | ") and f"| {TV['S1']:.4f} | " in lines[4]
-    assert lines[6].endswith(f"| {(TV['S1'] + TV['S2']) / 2:.4f} | |")
+    assert lines[6].endswith(f"| {(TV['S1'] + TV['S2']) / 2:.4f} | | |")
     assert "TV: total variation distance, half the L1 distance. Ceiling:" in lines[-1]
 
     # a summary written before tv was registered shows "-" in its column

@@ -149,7 +149,7 @@ def test_reanalyse_recomputes_the_schema_keys_marked_recomputed():
     from simlab.runs.metrics_file import RunMetrics
 
     assert set(RECOMPUTED) == {"subsets", "paper_average", "paper_average_subsets", "paper_average_missing",
-                               "position_bias", "noise_ceiling", "calibrated", "rows"}
+                               "position_bias", "noise_ceiling", "effective_respondents", "calibrated", "rows"}
     assert set(RECOMPUTED) < set(RunMetrics.keys())
 
 

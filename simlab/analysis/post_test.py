@@ -1,5 +1,6 @@
-"""What is computed from a run's predictions after its test pass: position bias, the sampling-noise ceiling and
-the scores after one temperature (:func:`recalibrate`, also the calibration step of a scoring task)."""
+"""What is computed from a run's predictions after its test pass: position bias, the sampling-noise ceiling, what the
+simulator is worth in respondents and the scores after one temperature (:func:`recalibrate`, also the calibration
+step of a scoring task)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,19 @@ def analyse(
     seed: int = 0,
 ) -> dict:
     """Everything computed from the predictions after the test pass: per-subset position bias, the
-    sampling-noise ceiling, and (``calibrate_on`` = a tested subset, normally the valid split) every
-    metric again after one temperature fitted on that subset."""
+    sampling-noise ceiling, the effective number of respondents (:mod:`simlab.analysis.respondents`), and
+    (``calibrate_on`` = a tested subset, normally the valid split) every metric again after one temperature fitted
+    on that subset."""
     from simlab.analysis.ceiling import noise_ceiling
     from simlab.analysis.position_bias import position_bias
+    from simlab.analysis.respondents import subset_effective_respondents
 
     extra: dict = {
         "position_bias": {
             s: position_bias([r.target for r in rows[s]], predictions[s]) for s in predictions
         },
         "noise_ceiling": {s: noise_ceiling(rows[s], samples=ceiling_samples, seed=seed) for s in predictions},
+        "effective_respondents": subset_effective_respondents(rows, predictions, seed=seed),
     }
     if calibrate_on:
         if calibrate_on not in predictions:

@@ -1,11 +1,12 @@
-"""Recompute a finished run's post-test analysis (position bias, noise ceiling, temperature scaling) from its
-predictions.jsonl, without the model: temperature scaling of option probabilities equals scaling the option
-logits, so it needs only the saved distributions.
+"""Recompute a finished run's post-test analysis (position bias, noise ceiling, effective respondents, temperature
+scaling) from its predictions.jsonl, without the model: temperature scaling of option probabilities equals scaling
+the option logits, so it needs only the saved distributions.
 
     python -m simlab.analysis.reanalyse RUN_DIR --out DIR [--calibrate-on C1-Q2] [--limit-eval-per-subset 200]
 
 With ``--limit-eval-per-subset N`` every metric is recomputed on the same seeded sample of N rows per subset
-that a run with ``data.limit_eval_per_subset=N`` tests, so full runs and sampled runs compare on equal rows.
+that a run with ``data.limit_eval_per_subset=N`` tests, so full runs and sampled runs compare on equal rows (a
+run's prediction intervals, recorded in its metrics.json, are applied to the sample again).
 
 The rows are re-read with the run's own data config (config_resolved.yaml), and every prediction line must
 match its row (subset, country, question, option letters, human shares): a mismatch is an error, never skipped.
@@ -55,7 +56,14 @@ def reanalyse(run_dir: str | Path, out: str | Path, calibrate_on: str | None = N
         rows = {s: sample[s] for s in predictions}
         predictions = {s: [by_row[(r.source, r.index)] for r in rows[s]] for s in predictions}
         kept = {k: v for k, v in metrics.items() if k not in RECOMPUTED}
-        metrics = summarize(score_subsets(rows, predictions), datamodule.average_subsets, **kept)
+        scores = score_subsets(rows, predictions)
+        if kept.get("intervals"):  # the run's intervals, applied again to the sample (the record holds all of them)
+            from simlab.simulator.intervals import ConformalIntervals, score_subsets_intervals
+
+            intervals = ConformalIntervals.from_dict(kept["intervals"], where=f"{run_dir}: metrics.json 'intervals'")
+            interval_scores = score_subsets_intervals(intervals, rows, predictions)[2]
+            scores = {s: {**values, **interval_scores[s]} for s, values in scores.items()}
+        metrics = summarize(scores, datamodule.average_subsets, **kept)
         metrics["rows"] = {s: len(r) for s, r in rows.items()}
         metrics["limit_eval_per_subset"] = limit_eval_per_subset
     extra = analyse(rows, predictions, datamodule.average_subsets, calibrate_on=calibrate_on, seed=seed)

@@ -54,6 +54,7 @@ class RunMetrics:
     prior: dict | None = _key()
     calibration: dict = _key()  # the temperature of the calibrated simulator, and the scores before it
     uncalibrated: dict = _key()
+    intervals: dict = _key()  # the conformal prediction intervals scored (simlab.simulator.intervals), when any
     prompt_style: str = _key()
     settings: dict = _key()
     seed: int = _key()
@@ -69,6 +70,7 @@ class RunMetrics:
     # the analysis after the test pass (simlab.analysis.post_test.analyse)
     position_bias: dict = _key(recomputed=True)
     noise_ceiling: dict = _key(recomputed=True)
+    effective_respondents: dict = _key(recomputed=True)  # per subset: the k respondents the simulator is worth
     calibrated: dict = _key(recomputed=True)
     # a re-analysis (simlab.analysis.reanalyse)
     reanalysed_from: str = _key()

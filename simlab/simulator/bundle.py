@@ -1,7 +1,8 @@
 """The trained simulator as one folder (``<run dir>/adapter/``): the LoRA weights, ``simulator.json`` (what the
 simulator is: base model, prompt, LoRA, prior, training data, code), ``prior.json`` (the fitted prior) and
-``calibration.json`` (the temperature). This module alone reads and writes that folder, and :func:`load_simulator`
-is the one way to a ready simulator (evaluation, ``task=simulate``, :class:`simlab.simulate.Simulator`).
+``calibration.json`` (the temperature and the prediction intervals). This module alone reads and writes that folder,
+and :func:`load_simulator` is the one way to a ready simulator (evaluation, ``task=simulate``,
+:class:`simlab.simulate.Simulator`).
 
 An adapter answers the prompt it was trained on: loading one applies its own settings; a setting asked
 explicitly that contradicts them is an error naming both, unless mismatches are allowed (then they are recorded).
@@ -70,24 +71,43 @@ def load_prior_settings(adapter_dir: str | Path | None) -> dict | None:
     return _read_json(Path(adapter_dir) / PRIOR_FILE, ["build"])
 
 
-def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int) -> Path:
-    """The temperature becomes part of the simulator: saved beside the adapter, applied wherever it is loaded."""
+def save_calibration(adapter_dir: str | Path, temperature: float, fitted_on: str, rows: int,
+                     intervals: Mapping | None = None) -> Path:
+    """The temperature (and the prediction intervals fitted after it, :mod:`simlab.simulator.intervals`) become
+    part of the simulator: saved beside the adapter, applied wherever it is loaded."""
     from simlab.common.files import write_json
     from simlab.simulator.temperature import check_temperature
 
     record = {"temperature": check_temperature(temperature), "fitted_on": fitted_on, "rows": int(rows)}
+    if intervals is not None:
+        record["intervals"] = dict(intervals)
     return write_json(Path(adapter_dir) / CALIBRATION_FILE, record)
 
 
 def load_calibration(adapter_dir: str | Path | None) -> dict | None:
-    """The adapter's saved calibration ({temperature, fitted_on, rows}), or None when it has none."""
+    """The adapter's saved calibration ({temperature, fitted_on, rows[, intervals]}), or None when it has none.
+    A calibration.json from before intervals existed has no ``intervals``: it loads unchanged, without them."""
+    from simlab.simulator.intervals import ConformalIntervals
     from simlab.simulator.temperature import check_temperature
 
     if not adapter_dir or not (Path(adapter_dir) / CALIBRATION_FILE).is_file():
         return None
-    record = _read_json(Path(adapter_dir) / CALIBRATION_FILE, ["temperature"])
+    path = Path(adapter_dir) / CALIBRATION_FILE
+    record = _read_json(path, ["temperature"])
     check_temperature(record["temperature"])
+    if record.get("intervals") is not None:
+        ConformalIntervals.from_dict(record["intervals"], where=f"{path}: field 'intervals'")
     return record
+
+
+def saved_intervals(calibration: Mapping | None, where: str = CALIBRATION_FILE):
+    """The :class:`simlab.simulator.intervals.ConformalIntervals` of a saved calibration, or None (no
+    calibration, or one saved before simlab fitted intervals)."""
+    from simlab.simulator.intervals import ConformalIntervals
+
+    if not calibration or calibration.get("intervals") is None:
+        return None
+    return ConformalIntervals.from_dict(calibration["intervals"], where=f"{where}: field 'intervals'")
 
 
 # ---------------------------------------------------------------------------------------------- the manifest
@@ -190,6 +210,10 @@ def read_bundle(adapter_dir: str | Path) -> Bundle:
         raise FileNotFoundError(f"model.adapter={path} has no {ADAPTER_CONFIG} (a saved peft adapter)")
     saved_prior = load_prior_settings(path)
     calibration = load_calibration(path)
+    if calibration is not None and calibration.get("intervals") is None and f"{path}:intervals" not in _WARNED:
+        _WARNED.add(f"{path}:intervals")
+        log.info("%s/%s has no prediction intervals (saved before simlab fitted them): none are available",
+                 path, CALIBRATION_FILE)
     fitted = saved_prior.get("fitted") if saved_prior else None
     manifest = read_manifest(path)
     if manifest is not None:
@@ -279,6 +303,11 @@ class LoadedSimulator:
     @property
     def temperature(self) -> float | None:
         return self.calibration["temperature"] if self.calibration else None
+
+    @property
+    def intervals(self):
+        """The prediction intervals saved with the temperature (:mod:`simlab.simulator.intervals`), or None."""
+        return saved_intervals(self.calibration, f"{self.adapter}/{CALIBRATION_FILE}")
 
 
 ASK = object()  # an argument not given
