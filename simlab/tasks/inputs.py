@@ -11,15 +11,16 @@ from omegaconf import DictConfig
 
 def check_inputs(cfg: DictConfig) -> None:
     """Raise the error the run would meet reading its inputs: the data root and every data file (found, readable;
-    task=simulate reads no data file), a local model path (a folder with config.json), ``model.adapter`` (a
-    folder), ``ckpt_path`` (a file), the simulate task's input files. A user error naming the setting."""
+    none when ``task.reads_data_files`` is false, as for simulate), a local model path (a folder with config.json),
+    ``model.adapter`` (a folder), ``ckpt_path`` (a file), the simulate task's input files. A user error naming the
+    setting."""
     from simlab.data.selection import check_files_exist, data_file
     from simlab.paths import data_root
 
     data = cfg.get("data")
     if data is not None:
         root = data_root(data.get("root"))
-        files = list(data.get("files") or []) if cfg.task.name != "simulate" else []  # simulate reads the root only
+        files = list(data.get("files") or []) if cfg.task.get("reads_data_files", True) else []  # e.g. simulate
         check_files_exist(files, root)
         for name in files:
             with open(data_file(name, root), "rb") as handle:  # unreadable (permissions): PermissionError here
@@ -38,7 +39,7 @@ def check_inputs(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"model.adapter={adapter}: no such adapter folder")
     if cfg.get("ckpt_path") and not cfg.get("resume") and not Path(cfg.ckpt_path).expanduser().is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    simulate = cfg.get("simulate") if cfg.task.name == "simulate" else None
+    simulate = cfg.get("simulate")  # task=simulate only
     for key in ("input", "observed"):
         value = (simulate or {}).get(key)
         if value and not Path(value).expanduser().is_file():
@@ -46,9 +47,9 @@ def check_inputs(cfg: DictConfig) -> None:
 
 
 def uses_model(cfg: DictConfig) -> bool:
-    """Whether the task loads the language model: every task but a baseline, and a baseline that asks the model
-    (e.g. json_zs: it has ``set_language_model``)."""
-    if cfg.task.name != "baseline":
+    """Whether the task loads the language model: every task whose config says so (``task.loads_model``), and a
+    baseline that asks for it (e.g. json_zs: it has ``set_language_model``)."""
+    if cfg.task.get("loads_model", True):
         return True
     if not cfg.get("baseline") or not cfg.baseline.get("_target_"):
         return False
