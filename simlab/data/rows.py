@@ -24,6 +24,7 @@ SHARE_SCALES = (100.0, 1.0)  # percents (the WVS files) or proportions (the Pew 
 # Relative: rounding moves published sums a little (WVS percents within +-0.02 of 100, Pew proportions of up to
 # 13 options within +-0.004 of 1); a real error moves them more (a row at 107% or 50%).
 SUM_TOLERANCE = 0.01
+MAX_INTEGER = 2**53  # the largest integer a float holds exactly: a share or count beyond it is no survey's
 
 
 class RowError(ValueError):
@@ -102,6 +103,8 @@ def parse_row(
     question = raw["input"]
     if not isinstance(question, str):
         raise fail("input", "must be a string")
+    if not question.strip():
+        raise fail("input", "is empty: the row asks no question")
     options = raw["options"]
     letters = parse_option_letters(options, fail)
     values = parse_shares(raw["options_dist"], letters, renormalize, fail)
@@ -184,6 +187,8 @@ def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail) -
         value = dist[letter]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("options_dist", f"share of {letter} is not a number: {value!r}")
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:  # would not fit a float (OverflowError)
+            raise fail("options_dist", f"share of {letter} is an integer too large to be a share (over 2**53)")
         if math.isnan(value) or math.isinf(value):
             raise fail("options_dist", f"share of {letter} is {value}")
         if value < 0:
@@ -192,6 +197,8 @@ def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail) -
     total = sum(values)
     if total <= 0:
         raise fail("options_dist", "all shares are zero")
+    if math.isinf(total):
+        raise fail("options_dist", "shares sum to more than a float holds")
     if not renormalize and not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
         raise fail(
             "options_dist",
@@ -205,6 +212,8 @@ def parse_sample_size(n: Any, fail: Fail) -> int | None:
     """The respondents behind the row: a positive integer, or None when unknown."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise fail("n", f"must be a positive integer or null, got {n!r}")
+    if n is not None and n > MAX_INTEGER:
+        raise fail("n", "is an integer too large to be a count of respondents (over 2**53)")
     return n
 
 
@@ -231,11 +240,15 @@ def _read_json_rows(path: Path) -> list[Any]:
                 raw_rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise RowError(path, len(raw_rows), None, f"malformed JSON on line {line_number}: {err.msg}") from err
+            except ValueError as err:  # e.g. an integer of more than 4300 digits
+                raise RowError(path, len(raw_rows), None, f"unreadable JSON on line {line_number}: {err}") from err
         return raw_rows
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RowError(path, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise RowError(path, None, None, f"unreadable JSON: {err}") from err
     if not isinstance(data, list):
         raise RowError(path, None, None, f"expected a JSON list of rows, got {type(data).__name__}")
     return data
