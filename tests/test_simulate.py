@@ -62,8 +62,8 @@ def simulate_dir(tmp_path_factory, tiny_llama_dir, random_adapter, questions_fil
 
 def test_cli_writes_csv_markdown_and_pngs(simulate_dir, random_adapter):
     frame = pd.read_csv(simulate_dir / "simulation.csv", keep_default_na=False)
-    assert list(frame.columns) == ["question_id", "country", "letter", "option", "share"]
-    assert len(frame) == 3 * (4 + 3)
+    assert list(frame.columns) == ["question_id", "country", "letter", "option", "share", "source"]
+    assert len(frame) == 3 * (4 + 3) and set(frame["source"]) == {"simulated"}
     sums = frame.groupby(["question_id", "country"])["share"].sum()
     assert len(sums) == 2 * 3 and sums.to_numpy() == pytest.approx(1.0, abs=1e-6)
     assert frame["share"].between(0, 1).all()
@@ -74,6 +74,7 @@ def test_cli_writes_csv_markdown_and_pngs(simulate_dir, random_adapter):
     meta = json.loads((simulate_dir / "simulation.meta.json").read_text())
     assert meta["model"] == "hf" and meta["adapter"] == str(random_adapter.resolve())
     assert "less diverse across countries" in meta["caution"] and meta["countries"] == COUNTRIES
+    assert "observed" not in meta  # no simulate.observed
 
     md = (simulate_dir / "simulation.md").read_text()
     assert "## cars: Should cities ban private cars from their centres?" in md
@@ -307,7 +308,7 @@ def test_observed_files_that_say_nothing_or_too_much_are_refused(tmp_path, quest
         read_observed(header_only, questions, known)
     extra = tmp_path / "extra.csv"
     extra.write_text("question_id,country,letter,share\ncars,Japan,A,50,oops\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"extra.csv: entry 2 \(id 'cars'\).*1 cell\(s\) more than the header's 4"):
+    with pytest.raises(ValueError, match=r"extra.csv: line 2: 1 cell\(s\) more than the header's 4"):
         read_observed(extra, questions, known)
 
 

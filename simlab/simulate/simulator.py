@@ -36,7 +36,8 @@ CAUTION = (
     "diverse across countries than real survey responses (Cao et al., NAACL 2025): read differences between "
     "countries as understated, and treat every number as a hypothesis to check against real data."
 )
-COLUMNS = ["question_id", "country", "letter", "option", "share"]
+# source: "simulated" (the model's answer), or "observed" for a cell given in simulate.observed (its surveyed shares)
+COLUMNS = ["question_id", "country", "letter", "option", "share", "source"]
 PROMPT_ARGS = ("prompt_style", "chat_template", "prompt_order", "shared_prefix")  # the adapter's own
 API_HINT = "pass allow_mismatch=True to score it anyway"
 
@@ -67,6 +68,8 @@ class Simulator:
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
             :meth:`from_config` / :meth:`from_run` apply the adapter's saved prior and temperature themselves.
         allow_mismatch: score an adapter with prompt settings it was not trained with.
+        observed: surveyed (question, country) cells (:func:`simlab.simulate.observed.read_observed`): such a cell
+            is not simulated; the output shows its surveyed shares, marked ``source="observed"``.
     """
 
     def __init__(
@@ -89,9 +92,9 @@ class Simulator:
         prior=None,
         temperature: float | None = None,
         allow_mismatch: bool = False,
+        observed: Sequence = (),
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_scoring_settings(batch_size, device)  # before any model is loaded
         if "{country}" not in instruction_template:
             raise ValueError(f"instruction_template must contain '{{country}}', got {instruction_template!r}")
         asked = {k: v for k, v in (("prompt_style", prompt_style), ("chat_template", chat_template),
@@ -123,6 +126,7 @@ class Simulator:
         self._data_root = data_root
         self._known = list(known_countries) if known_countries is not None else None
         self.prior, self.temperature = prior, temperature
+        self.observed = {(row.question_id, row.country): row for row in observed}
         self.provenance = {
             "model": name or loaded.lm.source,
             "model_source": loaded.lm.source,
@@ -158,6 +162,7 @@ class Simulator:
         observed = list(overrides.pop("observed", None) or [])
         kwargs = simulator_settings(cfg)
         kwargs.update(overrides)
+        check_scoring_settings(kwargs.get("batch_size", 64), kwargs.get("device"))  # before the model loads
         adapter = kwargs.pop("adapter", None)
         allow = bool(kwargs.pop("allow_mismatch", False) or (cfg["model"].get("allow_mismatch") or False))
         asked = {k: kwargs.pop(k) for k in PROMPT_ARGS if k in kwargs}
@@ -177,7 +182,7 @@ class Simulator:
         if "temperature" not in kwargs:  # the temperature is part of a calibrated simulator
             calibrated = (cfg.get("simulate") or {}).get("calibrated", True)
             kwargs["temperature"] = loaded.temperature if calibrated else None
-        return cls(loaded, **kwargs, allow_mismatch=True)
+        return cls(loaded, **kwargs, allow_mismatch=True, observed=observed)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides) -> Simulator:
@@ -200,7 +205,7 @@ class Simulator:
     def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
                 id: str | None = None):
         """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
-        share)."""
+        share, source)."""
         return self.predict_questions([make_question(question, options, id)], countries)
 
     def predict_questions(self, questions: Sequence[Question], countries: Sequence[str] | None = None,
@@ -211,12 +216,21 @@ class Simulator:
         known = self.known_countries()
         countries = check_countries(list(countries) if countries is not None else known, known, where)
         cells = [(q, c) for q in questions for c in countries]
-        shares = self._score(self._encode(cells))
-        frame = simulation_frame(cells, shares)
+        observed = [self.observed_shares(q, c) for q, c in cells]  # None: simulate the cell
+        unobserved = [cell for cell, given in zip(cells, observed) if given is None]
+        scored = iter(self._score(self._encode(unobserved)) if unobserved else [])
+        shares = [given if given is not None else next(scored) for given in observed]
+        frame = simulation_frame(cells, shares, ["simulated" if given is None else "observed" for given in observed])
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
         frame.attrs["countries"] = list(countries)
         return frame
+
+    def observed_shares(self, question: Question, country: str) -> list[float] | None:
+        """The surveyed shares of a (question, country) cell given as observed (same id and letters), else None:
+        a surveyed cell is shown as surveyed, never replaced by a simulation of it."""
+        row = self.observed.get((question.id, country))
+        return list(row.target) if row is not None and tuple(row.letters) == question.letters else None
 
     def prompt_text(self, question: Question, country: str) -> str:
         """The exact model input for one (question, country), as in training and evaluation."""
@@ -273,15 +287,17 @@ class Simulator:
         return shares  # type: ignore[return-value]
 
 
-def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]]):
+def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]],
+                     sources: Sequence[str] | None = None):
     """The tidy DataFrame of a simulation: one row per cell and option (question_id, country, letter, option,
-    share), in cell then option order."""
+    share, source), in cell then option order; ``sources``: per cell, ``simulated`` (the default) or ``observed``."""
     import pandas as pd
 
     records = []
-    for (question, country), probs in zip(cells, shares):
+    for position, ((question, country), probs) in enumerate(zip(cells, shares)):
+        source = sources[position] if sources is not None else "simulated"
         for letter, label, share in zip(question.letters, question.options, probs):
-            records.append((question.id, country, letter, label, share))
+            records.append((question.id, country, letter, label, share, source))
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 
@@ -297,6 +313,27 @@ def scoring_batches(encoded: list[EncodedRow], batch_size: int, shared_prefix: b
     order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     return batches, PadCollator(pad_token_id)
+
+
+def check_scoring_settings(batch_size: Any, device: Any) -> None:
+    """``batch_size`` a positive integer and ``device`` one this machine has (None: CUDA when available), checked
+    before any model is loaded: torch would fail only when the model is moved or the first batch is made."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size (simulate.batch_size) must be a positive integer, got {batch_size!r}")
+    if device is None:
+        return
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} (simulate.device) is not a torch device ({err})") from None
+    fallback = "use cpu, or leave simulate.device null (CUDA when available)"
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} (simulate.device): CUDA is not available on this machine; {fallback}")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} (simulate.device): this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); {fallback}")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} (simulate.device): MPS is not available on this machine; {fallback}")
 
 
 def simulator_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

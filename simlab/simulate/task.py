@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,25 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries")
     frame.attrs["input"] = str(Path(sim_cfg["input"]).resolve())
+    if observed:
+        frame.attrs["observed"] = observed_record(sim_cfg["observed"], observed, frame)
+        log.info("observed cells from %s: %d shown as observed (source=observed), all %d in the prior of the others",
+                 sim_cfg["observed"], frame.attrs["observed"]["cells_shown"], len(observed))
     paths = write_simulation(frame, out_dir)
     log.info("simulated %d questions x %d countries with %s (adapter %s); outputs in %s",
              len(questions), len(countries), simulator.provenance["model"], simulator.provenance["adapter"], out_dir)
     log.warning(CAUTION)
     return {"task": "simulate", **{k: frame.attrs[k] for k in ("model", "model_source", "adapter", "prompt_style")},
-            "questions": len(questions), "countries": countries, "outputs": [str(p) for p in paths], "caution": CAUTION}
+            "questions": len(questions), "countries": countries, "outputs": [str(p) for p in paths], "caution": CAUTION,
+            **({"observed": frame.attrs["observed"]} if observed else {})}
+
+
+def observed_record(path: str | Path, observed: Sequence, frame) -> dict:
+    """What simulation.meta.json says about ``simulate.observed``: the file, its countries, questions and cells,
+    and how many cells of the outputs show surveyed shares instead of simulated ones."""
+    shown = frame[frame["source"] == "observed"][["question_id", "country"]].drop_duplicates()
+    return {"file": str(Path(path).resolve()), "countries": sorted({row.country for row in observed}),
+            "questions": len({row.question_id for row in observed}), "cells": len(observed),
+            "cells_shown": len(shown),
+            "use": "the prior of every other country; a simulated country that was observed shows its observed "
+                   "shares (source=observed in simulation.csv), not the model's"}
