@@ -163,3 +163,21 @@ def test_every_row_of_the_shipped_data_passes_the_checks(shared_data, config, su
     known = read_data_json("wvs7/countries.json")
     names = set(known) | {n for entry in known.values() for n in entry["pew_names"]}
     assert {r.country for rows in datamodule.rows.values() for r in rows} <= names
+
+
+def test_the_whole_pew_file_loads_with_its_unknown_countries_recorded(shared_data):
+    """global_pew_test.json (in no config) names 48 countries outside countries.json: their rows are errors by
+    default (dropped here, with data.drop_invalid), kept and recorded (one warning per name) with
+    data.unknown_countries=warn."""
+    settings = dict(tokenizer=None, files=["pew/global_pew_test.json"], root=str(shared_data), survey="pew",
+                    subset_names={"test": "global"}, train_subset=None, valid_subset=None, test_subsets=["global"],
+                    drop_invalid=True, invalid_rows_file=None)
+    dropped = SurveyDataModule(**settings)
+    dropped.load_rows()
+    unknown = [r for r in dropped.invalid_rows if "field 'instruction': unknown country" in r["error"]]
+    assert len(unknown) > 0 and len(dropped.invalid_rows) == 9 + len(unknown)
+    datamodule = SurveyDataModule(**settings, unknown_countries="warn")
+    datamodule.load_rows()
+    assert len(datamodule.rows["global"]) == 3991 - 9 and len(datamodule.invalid_rows) == 9
+    unknown = [w for w in datamodule.data_warnings if "unknown country" in w]
+    assert len(unknown) == 48 and any("'S. Africa'" in w for w in unknown)
