@@ -47,9 +47,9 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ("cars,Japan,A,60\ncars,Japan,B,\n", r"line 3: column 'share': is empty"),
-    ("cars,Japan,A,60\ncars,Japan,B\n", r"line 3: column 'share': is empty"),
-    ("cars,Japan,A,60\ncars,,B,40\n", r"line 3: column 'country': is empty"),
+    ("cars,Japan,A,60\ncars,Japan,B,\n", r"line 3: column 'share': is empty or missing"),
+    ("cars,Japan,A,60\ncars,Japan,B\n", r"line 3: column 'share': is empty or missing"),
+    ("cars,Japan,A,60\ncars,,B,40\n", r"line 3: column 'country': is empty or missing"),
     ("cars,Japan,A,60\ncars,Japan,B,4x\n", r"line 3: column 'share': not a number: '4x'"),
     ("cars,Japon,A,60\n", r"line 2: column 'country'.*unknown country 'Japon'.*did you mean 'Japan'"),
     ("cars,Japan,A,60\ncars,Japan,B,40\xe9\n", r"not UTF-8: byte 0xe9 on line 3"),

@@ -58,7 +58,8 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
             record = {key: unescaped(value) if isinstance(value, str) else value for key, value in record.items()}
             for column in OBSERVED_COLUMNS:  # a short row leaves None, an empty cell ""
                 if not (record[column] or "").strip():
-                    raise fail(column, "is empty: every observed row gives question_id, country, letter and share")
+                    raise fail(column, "is empty or missing: every observed row gives question_id, country, letter "
+                                       "and share")
             question = by_id.get(record["question_id"])
             if question is None:
                 raise fail("question_id", f"{record['question_id']!r} is not one of the questions being simulated "
