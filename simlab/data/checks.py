@@ -68,7 +68,8 @@ def check_countries(rows: Sequence[SurveyRow], known: set[str], source: str,
 
 
 def place(row: SurveyRow) -> str:
-    """The row's file as the config names it (a warning goes into metrics.json: no machine path), else its path."""
+    """The row's file as the config names it (``wvs7/sft_wvs_train.json``: a warning in metrics.json reads the same
+    wherever the data lies), else its path."""
     return row.file or row.source
 
 

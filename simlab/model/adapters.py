@@ -63,6 +63,8 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False) -> Pef
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (OSError, RuntimeError, EOFError, ValueError) as err:  # a damaged .bin, weights for another model
+        if "out of memory" in str(err).lower():  # a machine's limit, not the adapter's fault
+            raise
         raise ValueError(f"model.adapter={adapter_dir}: cannot load {weights.name} onto this model "
                          f"({type(err).__name__}: {' '.join(str(err).split())[:300]})") from err
 
