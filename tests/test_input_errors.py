@@ -193,6 +193,23 @@ def test_a_truncated_adapter_weights_file_is_refused(tmp_path, tiny_llama_dir):
         check_adapter_files(folder)
 
 
+def test_a_damaged_bin_adapter_names_the_file_and_never_suggests_loading_code(tmp_path, tiny_llama_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from simlab.model.adapters import load_adapter
+
+    folder = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                   LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])).save_pretrained(folder)
+    (folder / "adapter_model.safetensors").unlink()
+    (folder / "adapter_model.bin").write_bytes(b"garbage" * 20)
+    with pytest.raises(ValueError, match=r"adapter_model.bin: not a readable weights file, or one holding more than "
+                                         r"tensors \(simlab loads weights only\)") as err:
+        load_adapter(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), folder)
+    assert "weights_only=False" not in str(err.value)
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("config.json", "", r"config.json is not valid JSON \(the file is empty\)"),
     ("tokenizer_config.json", "{", r"tokenizer_config.json is not valid JSON"),

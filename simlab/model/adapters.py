@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -62,6 +63,9 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False) -> Pef
     weights = check_adapter_files(adapter_dir)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except pickle.UnpicklingError:  # torch's advice (load with weights_only=False) would run code from the file
+        raise ValueError(f"{weights}: not a readable weights file, or one holding more than tensors (simlab loads "
+                         f"weights only); the adapter folder (model.adapter) is damaged") from None
     except (OSError, RuntimeError, EOFError, ValueError) as err:  # a damaged .bin, weights for another model
         if "out of memory" in str(err).lower():  # a machine's limit, not the adapter's fault
             raise
