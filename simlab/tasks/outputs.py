@@ -32,6 +32,21 @@ def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     return not cfg.task.fit and load_calibration(adapter) is not None
 
 
+def check_calibration_subset(cfg: DictConfig) -> None:
+    """Before any work: a temperature that will be fitted (:func:`wants_calibration` with no saved one to apply)
+    is fitted on ``calibrate_on``, which must be one of the subsets the run tests."""
+    from simlab.simulator.bundle import load_calibration
+
+    if not cfg.task.calibrates or cfg.calibrate is not True:
+        return
+    if not cfg.task.fit and load_calibration(cfg.model.adapter) is not None:
+        return  # the adapter's saved temperature is applied, never refitted
+    tested = list(cfg.data.test_subsets or [])
+    if cfg.calibrate_on not in tested:
+        raise ValueError(f"calibrate_on={cfg.calibrate_on}: calibrate=true fits the temperature on it, but it is not "
+                         f"one of the subsets this run tests (data.test_subsets={tested})")
+
+
 def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | None) -> tuple[Recalibrated, dict]:
     """(the calibrated predictions and their scores, the calibration record). A fine-tune fits the temperature on
     ``calibrate_on`` (the valid split) and saves it with its adapter; evaluating a saved adapter applies the
@@ -81,6 +96,7 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
         **info,
         prompt_style=cfg.model.prompt_style,
         settings=datamodule.settings,
+        **({"data_warnings": datamodule.data_warnings} if datamodule.data_warnings else {}),
         seed=cfg.seed,
         overrides=job_overrides(),
         code=code,
