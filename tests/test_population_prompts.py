@@ -61,7 +61,8 @@ def test_population_rows_split_and_prompt_as_configured(population_root):
 
 
 def test_whole_country_rows_keep_their_instruction_and_bad_wording_is_refused(tmp_path):
-    rows = [paper_row(instruction="How would   someone from Andorra answer the following question:\n\n"),
+    # another question than the population row's (one question id has one wording: simlab.data.checks)
+    rows = [paper_row(id="165", instruction="How would   someone from Andorra answer the following question:\n\n"),
             {**population_rows()[0], "data_type": "valid"}]
     write_rows(tmp_path / "mixed.json", rows)
     wording = {"template": "{population} of {country}: ", "someone": "anyone"}

@@ -62,8 +62,8 @@ def simulate_dir(tmp_path_factory, tiny_llama_dir, random_adapter, questions_fil
 
 def test_cli_writes_csv_markdown_and_pngs(simulate_dir, random_adapter):
     frame = pd.read_csv(simulate_dir / "simulation.csv", keep_default_na=False)
-    assert list(frame.columns) == ["question_id", "country", "letter", "option", "share"]
-    assert len(frame) == 3 * (4 + 3)
+    assert list(frame.columns) == ["question_id", "country", "letter", "option", "share", "source"]
+    assert len(frame) == 3 * (4 + 3) and set(frame["source"]) == {"simulated"}
     sums = frame.groupby(["question_id", "country"])["share"].sum()
     assert len(sums) == 2 * 3 and sums.to_numpy() == pytest.approx(1.0, abs=1e-6)
     assert frame["share"].between(0, 1).all()
@@ -74,6 +74,7 @@ def test_cli_writes_csv_markdown_and_pngs(simulate_dir, random_adapter):
     meta = json.loads((simulate_dir / "simulation.meta.json").read_text())
     assert meta["model"] == "hf" and meta["adapter"] == str(random_adapter.resolve())
     assert "less diverse across countries" in meta["caution"] and meta["countries"] == COUNTRIES
+    assert "observed" not in meta  # no simulate.observed
 
     md = (simulate_dir / "simulation.md").read_text()
     assert "## cars: Should cities ban private cars from their centres?" in md
@@ -253,8 +254,8 @@ def test_too_long_prompt_is_an_error_never_truncated(tiny_llama_dir, shared_data
 
 
 def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_data, tmp_path, questions_file):
-    """We surveyed two countries; the others are simulated around what they answered (and each surveyed country
-    is simulated from the other one's answers: its own never leaks into its prior)."""
+    """We surveyed two countries; the others are simulated around what they answered, and the surveyed ones show
+    what they answered (marked observed), not a simulation of it."""
     from simlab.simulate import Simulator, read_observed, read_questions
 
     observed = tmp_path / "observed.csv"
@@ -273,12 +274,14 @@ def test_observed_countries_are_the_prior_for_the_others(tiny_llama_dir, shared_
     frame = anchored.predict_questions(questions[:1], known)
     share = {c: frame[frame["country"] == c]["share"].to_numpy() for c in known}
     base = {c: plain[plain["country"] == c]["share"].to_numpy() for c in known}
-    # q ∝ prior · p_model: Brazil's prior is the mean of Japan and Kenya, Japan's is Kenya's (and vice versa)
-    for country, prior in (("Brazil", [0.4, 0.2, 0.175, 0.225]), ("Japan", [0.1, 0.2, 0.3, 0.4]),
-                           ("Kenya", [0.7, 0.2, 0.05, 0.05])):
-        expected = np.asarray(prior) * 0.99 + 0.0025
-        expected = expected * base[country] / (expected * base[country]).sum()
-        assert share[country] == pytest.approx(expected, abs=1e-5)
+    # q ∝ prior · p_model: Brazil's prior is the mean of Japan and Kenya
+    expected = np.asarray([0.4, 0.2, 0.175, 0.225]) * 0.99 + 0.0025
+    expected = expected * base["Brazil"] / (expected * base["Brazil"]).sum()
+    assert share["Brazil"] == pytest.approx(expected, abs=1e-5)
+    assert share["Japan"] == pytest.approx([0.7, 0.2, 0.05, 0.05])
+    assert share["Kenya"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert {c: set(frame[frame["country"] == c]["source"]) for c in known} == {
+        "Japan": {"observed"}, "Kenya": {"observed"}, "Brazil": {"simulated"}}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("question_id,country,letter,share\ncars,Japan,A,50\ncars,Japan,B,20\n", encoding="utf-8")
@@ -307,7 +310,7 @@ def test_observed_files_that_say_nothing_or_too_much_are_refused(tmp_path, quest
         read_observed(header_only, questions, known)
     extra = tmp_path / "extra.csv"
     extra.write_text("question_id,country,letter,share\ncars,Japan,A,50,oops\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"extra.csv: entry 2 \(id 'cars'\).*1 cell\(s\) more than the header's 4"):
+    with pytest.raises(ValueError, match=r"extra.csv: line 2: 1 cell\(s\) more than the header's 4"):
         read_observed(extra, questions, known)
 
 

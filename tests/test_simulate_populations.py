@@ -180,11 +180,11 @@ def test_predict_by_population_puts_subgroups_side_by_side(sim):
 
 
 GOLDEN_CSV = """\
-question_id,country,letter,option,share
-cars,Kenya,A,Agree,0.25
-cars,Kenya,B,'=Disagree,0.75
-cars,Japan,A,Agree,0.6
-cars,Japan,B,'=Disagree,0.4
+question_id,country,letter,option,share,source
+cars,Kenya,A,Agree,0.25,simulated
+cars,Kenya,B,'=Disagree,0.75,simulated
+cars,Japan,A,Agree,0.6,simulated
+cars,Japan,B,'=Disagree,0.4,simulated
 """
 GOLDEN_TABLE = """\
 ## cars: Ban cars?
@@ -200,12 +200,13 @@ GOLDEN_TABLE = """\
 
 def test_country_outputs_are_unchanged(tmp_path, sim):
     """Without populations the outputs are byte for byte those of before populations existed (these strings and
-    keys were written by the code of that time on this frame)."""
+    keys were written by the code of that time on this frame), with issue 21's ``source`` column."""
     from simlab.simulate import CAUTION, COLUMNS, write_simulation
 
     frame = pd.DataFrame.from_records([
-        ("cars", "Kenya", "A", "Agree", 0.25), ("cars", "Kenya", "B", "=Disagree", 0.75),
-        ("cars", "Japan", "A", "Agree", 0.6), ("cars", "Japan", "B", "=Disagree", 0.4)], columns=COLUMNS)
+        ("cars", "Kenya", "A", "Agree", 0.25, "simulated"), ("cars", "Kenya", "B", "=Disagree", 0.75, "simulated"),
+        ("cars", "Japan", "A", "Agree", 0.6, "simulated"), ("cars", "Japan", "B", "=Disagree", 0.4, "simulated")],
+        columns=COLUMNS)
     frame.attrs.update(model="tiny", model_source="tiny", adapter=None, prompt_style="plain", caution=CAUTION,
                        questions={"cars": {"text": "Ban cars?", "options": ["Agree", "=Disagree"]}},
                        countries=["Kenya", "Japan"])
@@ -369,5 +370,8 @@ def test_cli_simulates_subgroups_with_observed_cells(tiny_llama_dir, shared_data
     assert meta["population_wording"]["subjects"]["sex"] == {"female": "a woman", "male": "a man"}
     assert meta["observed_populations"]["not_used"] == ["cars: Kenya | sex=female"]  # Kenya: split by sex and age
     assert "no breakdown prior" in meta["observed_populations"]["breakdown"]
+    # issue 21's record beside it: 3 observed cells, 2 shown (Kenya's overall result beside its subgroups, Japan's men)
+    assert meta["observed"]["countries"] == ["Japan", "Kenya"] and meta["observed"]["cells"] == 3
+    assert meta["observed"]["cells_shown"] == 2
     md = (out / "simulation.md").read_text()
     assert "| Kenya | sex=female, age=30-49 |" in md and "| Brazil | whole country |" in md

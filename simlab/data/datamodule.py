@@ -3,6 +3,7 @@ loader per subset, tokenized once, length-grouped and dynamically padded."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from simlab.data.batching import (
     PrefixGroupedBatchSampler,
     SharedPrefixCollator,
 )
+from simlab.data.checks import check_rows
 from simlab.data.letters import resolve_letter_ids
 from simlab.data.option_orders import cyclic_shifts, given_order, merge_option_orders
 from simlab.data.population_prompts import as_wording, controlled, render_instruction, subgroups
@@ -35,6 +37,8 @@ from simlab.data.selection import (
 )
 from simlab.data.transforms import permuted, relabelled_letters, rotate_options, shuffle_options
 from simlab.paths import data_root
+
+log = logging.getLogger(__name__)
 
 
 class SurveyDataModule(pl.LightningDataModule):
@@ -65,6 +69,10 @@ class SurveyDataModule(pl.LightningDataModule):
         max_length: a longer prompt is an error naming the row; prompts are never truncated.
         drop_invalid: skip bad rows (logged, saved to ``invalid_rows_file``) instead of failing on the first.
         renormalize: rescale rows whose shares sum to neither 100 nor 1 (by default such a row is an error).
+        countries: the known countries (a countries.json under ``root``); None: ``wvs7/countries.json`` there, if
+            any (else names go unchecked, a warning). unknown_countries: ``error`` (a row naming another country
+            is an error, or dropped with ``drop_invalid``) or ``warn`` (kept, a warning). Warnings are logged and
+            kept in ``data_warnings`` (a run records them in metrics.json); see :mod:`simlab.data.checks`.
         prompt_order: ``paper`` (country first, the paper's prompt) or ``question_first`` (question and options,
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
         shared_prefix: batches of rows sharing a prompt prefix
@@ -111,6 +119,8 @@ class SurveyDataModule(pl.LightningDataModule):
         test_option_orders: str = "given",
         population_wording=None,
         attribute_control: bool = False,
+        countries: str | None = None,
+        unknown_countries: str = "error",
     ):
         super().__init__()
         self.set_tokenizer(tokenizer)  # None: rows only (baselines that need no language model)
@@ -131,6 +141,9 @@ class SurveyDataModule(pl.LightningDataModule):
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
         self.sample_unit = sample_unit
         check_sizes(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length)
+        check_sizes(optional=True, limit_per_subset=limit_per_subset, limit_eval_per_subset=limit_eval_per_subset)
+        self.countries, self.unknown_countries = countries, unknown_countries
+        self.data_warnings: list[str] = []
         check_shuffle_options(shuffle_options)
         self.drop_invalid, self.renormalize, self.invalid_rows_file = drop_invalid, renormalize, invalid_rows_file
         self.country_control, self.shuffle_options = country_control, shuffle_options
@@ -193,16 +206,24 @@ class SurveyDataModule(pl.LightningDataModule):
             self._select(subset, by_subset[subset], countries, groups)
 
     def _read_files(self, root: Path) -> dict[str, list[SurveyRow]]:
-        """Every file's rows by subset (bad rows kept in ``invalid_rows`` when ``drop_invalid``)."""
-        by_subset: dict[str, list[SurveyRow]] = {}
+        """Every file's rows by subset, checked across files (:func:`~simlab.data.checks.check_rows`); bad rows
+        are kept in ``invalid_rows`` when ``drop_invalid``."""
+        rows: list[SurveyRow] = []
         for name in self.files:
             loaded = read_rows(
                 data_file(name, root), subset_names=self.subset_names, country_pattern=self.country_pattern,
                 drop_invalid=self.drop_invalid, renormalize=self.renormalize, survey=self.survey, name=name,
             )
-            for row in loaded.rows:  # a subgroup row's prompt: the configured wording's
-                by_subset.setdefault(row.subset, []).append(render_instruction(row, self.wording))
+            rows += loaded.rows
             self.invalid_rows.extend(loaded.invalid)
+        rows, invalid, self.data_warnings = check_rows(rows, root, self.countries, self.unknown_countries,
+                                                       self.drop_invalid)
+        self.invalid_rows.extend(invalid)
+        for warning in self.data_warnings:
+            log.warning("data: %s", warning)
+        by_subset: dict[str, list[SurveyRow]] = {}
+        for row in rows:  # a subgroup row's prompt: the configured wording's
+            by_subset.setdefault(row.subset, []).append(render_instruction(row, self.wording))
         return by_subset
 
     def _select(self, subset: str, rows: list[SurveyRow], countries: list[str], groups: list) -> None:
@@ -343,11 +364,14 @@ class SurveyDataModule(pl.LightningDataModule):
             self._resume_position = (int(state_dict["train_epoch"]), int(state_dict["train_batches_done"]))
 
 
-def check_sizes(**sizes: int) -> None:
-    """Each of ``data.<name>`` a positive integer."""
+def check_sizes(optional: bool = False, **sizes: int | None) -> None:
+    """Each of ``data.<name>`` a positive integer (or null, when ``optional``)."""
     for key, value in sizes.items():
+        if optional and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+            also = " or null (every row)" if optional else ""
+            raise ValueError(f"data.{key} must be a positive integer{also}, got {value!r}")
 
 
 def check_shuffle_options(shuffle_options: bool | str) -> None:

@@ -65,13 +65,21 @@ def read_data_bytes(path: str | Path) -> bytes:
     return raw
 
 
+def decode_utf8(raw: bytes, where: str | Path) -> str:
+    """``raw`` as UTF-8 text, a leading byte-order mark dropped; a byte that is not UTF-8 (a Latin-1 "é" saved by an
+    old editor) is a one-line error naming ``where``, the line and the byte."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{where}: not UTF-8: byte {raw[err.start]:#04x} on line {line} (offset {err.start}); save "
+                         f"the file as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
 def read_data_text(path: str | Path) -> str:
     """The file's content as UTF-8 text (decompressed as :func:`read_data_bytes` does)."""
-    raw = read_data_bytes(path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {err.start} of the content)") from err
+    return decode_utf8(read_data_bytes(path), path)
 
 
 def read_data_json(name: str | Path, root: str | Path) -> Any:

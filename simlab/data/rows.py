@@ -25,6 +25,7 @@ SHARE_SCALES = (100.0, 1.0)  # percents (the WVS files) or proportions (the Pew 
 # Relative: rounding moves published sums a little (WVS percents within +-0.02 of 100, Pew proportions of up to
 # 13 options within +-0.004 of 1); a real error moves them more (a row at 107% or 50%).
 SUM_TOLERANCE = 0.01
+MAX_INTEGER = 2**53  # the largest integer a float holds exactly: a share or count beyond it is no survey's
 
 
 class RowError(ValueError):
@@ -122,6 +123,8 @@ def parse_row(
     question = raw["input"]
     if not isinstance(question, str):
         raise fail("input", "must be a string")
+    if not question.strip():
+        raise fail("input", "is empty: the row asks no question")
     options = raw["options"]
     letters = parse_option_letters(options, fail)
     values = parse_shares(raw["options_dist"], letters, renormalize, fail)
@@ -214,6 +217,8 @@ def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail,
         value = dist[letter]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(field_name, f"share of {letter} is not a number: {value!r}")
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:  # would not fit a float (OverflowError)
+            raise fail(field_name, f"share of {letter} is an integer too large to be a share (over 2**53)")
         if math.isnan(value) or math.isinf(value):
             raise fail(field_name, f"share of {letter} is {value}")
         if value < 0:
@@ -222,6 +227,8 @@ def parse_shares(dist: Any, letters: list[str], renormalize: bool, fail: Fail,
     total = sum(values)
     if total <= 0:
         raise fail(field_name, "all shares are zero")
+    if math.isinf(total):
+        raise fail(field_name, "shares sum to more than a float holds")
     if not renormalize and not any(abs(total - scale) <= SUM_TOLERANCE * scale for scale in SHARE_SCALES):
         raise fail(
             field_name,
@@ -235,6 +242,8 @@ def parse_sample_size(n: Any, fail: Fail) -> int | None:
     """The respondents behind the row: a positive integer, or None when unknown."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise fail("n", f"must be a positive integer or null, got {n!r}")
+    if n is not None and n > MAX_INTEGER:
+        raise fail("n", "is an integer too large to be a count of respondents (over 2**53)")
     return n
 
 
@@ -256,6 +265,8 @@ def parse_effective_size(n_eff: Any, n: int | None, fail: Fail) -> float | None:
     """Kish's effective sample size: a finite number > 0, at most ``n`` when ``n`` is known; None when unknown."""
     if n_eff is None:
         return None
+    if isinstance(n_eff, int) and not isinstance(n_eff, bool) and n_eff > MAX_INTEGER:  # would not fit a float
+        raise fail("n_eff", "is an integer too large to be an effective sample size (over 2**53)")
     if isinstance(n_eff, bool) or not isinstance(n_eff, (int, float)) or not math.isfinite(n_eff) or n_eff <= 0:
         raise fail("n_eff", f"must be a positive finite number or null, got {n_eff!r}")
     if n is not None and n_eff > n * (1 + 1e-9):
@@ -286,11 +297,15 @@ def _read_json_rows(path: Path) -> list[Any]:
                 raw_rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise RowError(path, len(raw_rows), None, f"malformed JSON on line {line_number}: {err.msg}") from err
+            except ValueError as err:  # e.g. an integer of more than 4300 digits
+                raise RowError(path, len(raw_rows), None, f"unreadable JSON on line {line_number}: {err}") from err
         return raw_rows
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RowError(path, None, None, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise RowError(path, None, None, f"unreadable JSON: {err}") from err
     if not isinstance(data, list):
         raise RowError(path, None, None, f"expected a JSON list of rows, got {type(data).__name__}")
     return data

@@ -48,6 +48,28 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "~", ".")) or name.count("/") > 1 or "\\" in name
 
 
+MODEL_JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json")  # small, read before weights
+
+
+def check_json_files(folder: Path) -> None:
+    """The model folder's small JSON files (those there of :data:`MODEL_JSON_FILES`) are JSON objects: a damaged
+    one is an error naming it, not transformers' "not available" or a raw JSONDecodeError."""
+    import json
+
+    for name in MODEL_JSON_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+            raise ValueError(f"model.path: {path} is not valid JSON{empty} ({err}); the model folder is damaged: "
+                             f"copy it again") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"model.path: {path} is not a JSON object; the model folder is damaged: copy it again")
+
+
 def load_language_model(
     path: str | None = None,
     hub_id: str | None = None,
@@ -65,6 +87,8 @@ def load_language_model(
         local = Path(path).expanduser()
         if local.exists() and not (local / "config.json").is_file():
             raise ModelNotAvailable(f"model.path {local} exists but has no config.json: not an HF model folder")
+        if local.is_dir():
+            check_json_files(local)
         if not local.exists() and _looks_like_path(str(path)):
             raise ModelNotAvailable(f"model.path {local} does not exist (a local Hugging Face model folder is needed)")
         location = str(local) if local.exists() else str(path)

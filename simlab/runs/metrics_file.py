@@ -57,6 +57,7 @@ class RunMetrics:
     intervals: dict = _key()  # the conformal prediction intervals scored (simlab.simulator.intervals), when any
     prompt_style: str = _key()
     settings: dict = _key()
+    data_warnings: list = _key()  # what the data checks let pass but logged (simlab.data.checks)
     seed: int = _key()
     overrides: list = _key()
     code: dict | None = _key()  # simlab.runs.provenance.git_state at the start of the run

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from simlab.data.populations import ATTRIBUTE_ORDER, Population, PopulationWordi
 from simlab.data.prompts import PAPER_INSTRUCTION
 from simlab.data.rows import SurveyRow
 from simlab.simulate.countries import check_countries, wvs_countries
-from simlab.simulate.questions import Question, SimulationInputError
+from simlab.simulate.outputs import unescaped
+from simlab.simulate.questions import Question, SimulationInputError, read_text
 
+OBSERVED_COLUMNS = ("question_id", "country", "letter", "share")
 SIMULATED_SURVEY = "simulate"  # new questions: their ids are the user's, never a survey's question numbers
 
 
@@ -48,23 +51,29 @@ def read_observed(path: str | Path, questions: Sequence[Question], known: Sequen
         raise FileNotFoundError(f"observed distributions file {path} does not exist (simulate.observed)")
     by_id = {q.id: q for q in questions}
     cells: dict[tuple[str, Population], dict[str, float]] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:  # UTF-8, or an error naming the line and byte
         reader = csv.DictReader(handle)
-        missing = [c for c in ("question_id", "country", "letter", "share") if c not in (reader.fieldnames or [])]
+        missing = [c for c in OBSERVED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise SimulationInputError(str(path), None, None, None, f"missing column(s) {missing}")
         attribute_columns = [c for c in ATTRIBUTE_ORDER if c in (reader.fieldnames or [])]
         for line, record in enumerate(reader, start=2):
-            def fail(field_name, message, line=line, record=record):
-                return SimulationInputError(str(path), line, record.get("question_id"), field_name, message)
+            def fail(column, message, line=line):
+                where = f"{path}: line {line}" + (f": column '{column}'" if column else "")
+                return SimulationInputError(where, None, None, None, message)
 
             if None in record:  # csv.DictReader puts cells beyond the header under the key None
                 raise fail(None, f"{len(record[None])} cell(s) more than the header's {len(reader.fieldnames)}")
-
+            record = {key: unescaped(value) if isinstance(value, str) else value for key, value in record.items()}
+            for column in OBSERVED_COLUMNS:  # a short row leaves None, an empty cell ""
+                if not (record[column] or "").strip():
+                    raise fail(column, "is empty or missing: every observed row gives question_id, country, letter "
+                                       "and share")
             question = by_id.get(record["question_id"])
             if question is None:
-                raise fail("question_id", f"not one of the questions being simulated ({sorted(by_id)})")
-            check_countries([record["country"]], known, f"{path}: line {line}: field 'country'")
+                raise fail("question_id", f"{record['question_id']!r} is not one of the questions being simulated "
+                                          f"({sorted(by_id)})")
+            check_countries([record["country"]], known, f"{path}: line {line}: column 'country'")
             if record["letter"] not in question.letters:
                 raise fail(
                     "letter", f"{record['letter']!r} is not one of the question's letters {list(question.letters)}")

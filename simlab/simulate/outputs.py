@@ -22,12 +22,17 @@ def country_order(frame, question_id: str) -> list[str]:
 
 
 def wide_table(frame, question_id: str):
-    """countries x options (columns 'A: label') for one question, countries in :func:`country_order`."""
+    """countries x options (columns 'A: label') for one question, countries in :func:`country_order`; an observed
+    country (``source`` observed) is labelled "<country> (observed)"."""
     sub = frame[frame["question_id"] == question_id]
     table = (sub.assign(column=sub["letter"] + ": " + sub["option"])
              .pivot(index="country", columns="column", values="share"))
     columns = list(dict.fromkeys(sub["letter"] + ": " + sub["option"]))
-    return table.loc[country_order(frame, question_id), columns]
+    table = table.loc[country_order(frame, question_id), columns]
+    if "source" in sub:
+        observed = set(sub.loc[sub["source"] == "observed", "country"])
+        table.index = [f"{c} (observed)" if c in observed else c for c in table.index]
+    return table
 
 
 def provenance_line(attrs: dict) -> str:
@@ -58,6 +63,8 @@ def write_simulation(frame, out_dir: str | Path) -> list[Path]:
     meta_path = out / META_NAME
     meta = {key: attrs.get(key) for key in ("model", "model_source", "adapter", "prompt_style", "input", "countries")}
     meta.update({key: attrs[key] for key in POPULATION_META if key in attrs})  # a simulation by population
+    if attrs.get("observed"):  # simulate.observed: which cells are surveyed, not simulated
+        meta["observed"] = attrs["observed"]
     if attrs.get("adapter_mismatch"):  # settings asked against the adapter's own (model.allow_mismatch=true)
         meta["adapter_mismatch"] = attrs["adapter_mismatch"]
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
@@ -86,6 +93,9 @@ def markdown(frame, images: dict[str, str] | None = None) -> str:
     if attrs.get("input"):
         lines += [f"Questions from `{attrs['input']}`; shares are the model's next-token probabilities of the option "
                   "letters, renormalised over the options. Countries are ordered by the share of option A.", ""]
+    if attrs.get("observed"):
+        lines += [f"Countries marked (observed) show the surveyed shares from `{attrs['observed']['file']}`, not "
+                  "the model's; every observed country is also in the prior of the others.", ""]
     for qid, question in attrs["questions"].items():
         table = wide_table(frame, qid)
         lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]
@@ -171,6 +181,12 @@ def spreadsheet_safe(frame):
             safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
                             for v in safe[column]]
     return safe
+
+
+def unescaped(text: str) -> str:
+    """A cell as :func:`spreadsheet_safe` wrote it, read back: ``'=x`` is ``=x`` again (so simulation.csv's layout
+    can be read as simulate.observed)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
 # ---------------------------------------------------------------------------------------------- by population

@@ -4,6 +4,7 @@ YAML, JSON or CSV, and written as the paper writes survey questions (lettered op
 from __future__ import annotations
 
 import csv
+import io
 import json
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -162,8 +163,15 @@ def read_questions(path: str | Path) -> list[Question]:
     return questions
 
 
+def read_text(path: Path) -> str:
+    """A simulate input file as text: UTF-8 (a byte-order mark dropped), else an error naming the line and byte."""
+    from simlab.data.files import decode_utf8
+
+    return decode_utf8(path.read_bytes(), path)
+
+
 def _structured_entries(path: Path, suffix: str) -> list:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -187,7 +195,7 @@ def _structured_entries(path: Path, suffix: str) -> list:
 
 
 def _csv_entries(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         option_columns = [c for c in header if c.startswith("option_")]

@@ -35,6 +35,7 @@ from simlab.simulate.populations import (
     uses_overall_result,
 )
 from simlab.simulate.questions import LETTERS, Question, input_location, make_question
+from simlab.simulate.settings import check_scoring_settings, simulator_settings
 from simlab.simulator.bundle import ASK, DEFAULTS, LoadedSimulator, is_adapter, load_simulator, resolve_settings
 from simlab.simulator.prior import SurveyPrior
 
@@ -45,7 +46,8 @@ CAUTION = (
     "diverse across countries than real survey responses (Cao et al., NAACL 2025): read differences between "
     "countries as understated, and treat every number as a hypothesis to check against real data."
 )
-COLUMNS = ["question_id", "country", "letter", "option", "share"]
+# source: "simulated" (the model's answer), or "observed" for a cell given in simulate.observed (its surveyed shares)
+COLUMNS = ["question_id", "country", "letter", "option", "share", "source"]
 PROMPT_ARGS = ("prompt_style", "chat_template", "prompt_order", "shared_prefix")  # the adapter's own
 API_HINT = "pass allow_mismatch=True to score it anyway"
 
@@ -76,9 +78,9 @@ class Simulator:
         temperature: the calibration temperature (saved with the adapter by a calibrated fine-tune); None: 1.
             :meth:`from_config` / :meth:`from_run` apply the adapter's saved prior and temperature themselves.
         allow_mismatch: score an adapter with prompt settings it was not trained with.
-        observed: surveyed cells (:func:`~simlab.simulate.observed.read_observed`): with populations, such a cell
-            is not simulated but shown, marked ``source="observed"``, and a whole country's is its subgroups'
-            breakdown input (``country_target``).
+        observed: surveyed cells (:func:`~simlab.simulate.observed.read_observed`): such a cell (same question id
+            and letters) is not simulated but shown, marked ``source="observed"``; with populations, a whole
+            country's is also its subgroups' breakdown input (``country_target``).
         population_wording: how a prompt names a subgroup (:class:`~simlab.data.populations.PopulationWording` or
             its config); None: the wording the adapter was trained with (simulator.json), else the default. A
             whole country keeps ``instruction_template``, as the population data's whole-country rows do.
@@ -107,8 +109,7 @@ class Simulator:
         observed: Sequence = (),
         population_wording: PopulationWording | Mapping[str, Any] | None = None,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_scoring_settings(batch_size, device)  # before any model is loaded
         if "{country}" not in instruction_template:
             raise ValueError(f"instruction_template must contain '{{country}}', got {instruction_template!r}")
         asked = {k: v for k, v in (("prompt_style", prompt_style), ("chat_template", chat_template),
@@ -178,6 +179,7 @@ class Simulator:
         kwargs = simulator_settings(cfg)
         kwargs["observed"] = observed
         kwargs.update(overrides)
+        check_scoring_settings(kwargs.get("batch_size", 64), kwargs.get("device"))  # before the model loads
         adapter = kwargs.pop("adapter", None)
         allow = bool(kwargs.pop("allow_mismatch", False) or (cfg["model"].get("allow_mismatch") or False))
         asked = {k: kwargs.pop(k) for k in PROMPT_ARGS if k in kwargs}
@@ -223,7 +225,7 @@ class Simulator:
     def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
                 id: str | None = None, *, populations: Sequence | None = None, groups: Sequence[str] | None = None):
         """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
-        share). With populations (see :meth:`predict_questions`), one per population."""
+        share, source). With populations (see :meth:`predict_questions`), one per population."""
         return self.predict_questions([make_question(question, options, id)], countries, populations=populations,
                                       groups=groups)
 
@@ -244,22 +246,24 @@ class Simulator:
         prefix = where.rpartition(".")[0] + "." if "." in where else ""
         asked = resolve_populations(countries, populations, groups, known, self.wording, group_values, prefix)
         by_country = asked is None
-        if by_country:  # countries only: exactly the country simulation of before
+        if by_country:  # countries only: the country simulation, its observed cells shown as observed
             countries = check_countries(list(countries) if countries is not None else known, known, where)
             asked = [Population(c) for c in countries]
+        elif self.wording_source.startswith("default (") and any(p.attributes for p in asked):
+            log.warning("%s: %s; its subgroup prompts are new to it", self.provenance["adapter"], self.wording_source)
+        observed = self.observed_rows(questions)
         if uses_overall_result(self.prior):
-            check_breakdown_inputs(questions, asked, list(self.observed.values()), prefix)
-        cells = [(q, p) for q in questions for p in asked]
-        if by_country:
-            frame = simulation_frame([(q, p.country) for q, p in cells], self._score(self._encode(cells)))
-        else:  # an observed population is shown as surveyed, not simulated
-            if self.wording_source.startswith("default (") and any(p.attributes for p in asked):
-                log.warning("%s: %s; its subgroup prompts are new to it", self.provenance["adapter"],
-                            self.wording_source)
-            cells = [(q, p) for q, p in cells if (q.id, p.key) not in self.observed]
-            shares = self._score(self._encode(cells)) if cells else []
-            frame = population_frame(questions, asked, {(q.id, p.key): s for (q, p), s in zip(cells, shares)},
-                                     list(self.observed.values()), uses_overall_result(self.prior))
+            check_breakdown_inputs(questions, asked, observed, prefix)
+        surveyed = {(row.question_id, row.population_key) for row in observed}
+        cells = [(q, p) for q in questions for p in asked if (q.id, p.key) not in surveyed]  # the ones to simulate
+        shares = dict(zip([(q.id, p.key) for q, p in cells], self._score(self._encode(cells)) if cells else []))
+        if by_country:  # a whole country's key is its name; an observed cell shows its surveyed shares
+            given = {(row.question_id, row.population_key): list(row.target) for row in observed}
+            cells = [(q, p.country) for q in questions for p in asked]
+            frame = simulation_frame(cells, [given.get((q.id, c)) or shares[(q.id, c)] for q, c in cells],
+                                     ["observed" if (q.id, c) in given else "simulated" for q, c in cells])
+        else:
+            frame = population_frame(questions, asked, shares, observed, uses_overall_result(self.prior))
             frame.attrs["population_wording"] = {"from": self.wording_source, **dataclasses.asdict(self.wording)}
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
@@ -270,6 +274,12 @@ class Simulator:
     def wording(self) -> PopulationWording:
         """How prompts name subgroups: the adapter's or the given wording, else the default."""
         return self.population_wording or PopulationWording()
+
+    def observed_rows(self, questions: Sequence[Question]) -> list:
+        """The observed cells of these questions (same id and letters): each is shown as surveyed, never replaced
+        by a simulation of it; a cell of another question (or of this id with other options) is left out."""
+        letters = {q.id: tuple(q.letters) for q in questions}
+        return [row for row in self.observed.values() if letters.get(row.question_id) == tuple(row.letters)]
 
     def prompt_text(self, question: Question, country: str | Population) -> str:
         """The exact model input for one (question, country or population), as in training and evaluation."""
@@ -287,7 +297,8 @@ class Simulator:
         letter_ids = resolve_letter_ids(self.tokenizer, context, letters,
                                         add_special_tokens=self.prompt.add_special_tokens)
         groups: dict[str, int] = {}
-        overall = {(r.question_id, r.country): r.target for r in whole_countries(self.observed.values())}
+        observed = whole_countries(self.observed_rows([question for question, _ in cells]))
+        overall = {(r.question_id, r.country): r.target for r in observed}
         return [self._encode_cell(question, population, letter_ids, groups,
                                   overall.get((question.id, population.country)) if population.attributes else None)
                 for question, population in cells]
@@ -334,15 +345,17 @@ class Simulator:
         return shares  # type: ignore[return-value]
 
 
-def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]]):
+def simulation_frame(cells: list[tuple[Question, str]], shares: list[list[float]],
+                     sources: Sequence[str] | None = None):
     """The tidy DataFrame of a simulation: one row per cell and option (question_id, country, letter, option,
-    share), in cell then option order."""
+    share, source), in cell then option order; ``sources``: per cell, ``simulated`` (the default) or ``observed``."""
     import pandas as pd
 
     records = []
-    for (question, country), probs in zip(cells, shares):
+    for position, ((question, country), probs) in enumerate(zip(cells, shares)):
+        source = sources[position] if sources is not None else "simulated"
         for letter, label, share in zip(question.letters, question.options, probs):
-            records.append((question.id, country, letter, label, share))
+            records.append((question.id, country, letter, label, share, source))
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 
@@ -358,27 +371,6 @@ def scoring_batches(encoded: list[EncodedRow], batch_size: int, shared_prefix: b
     order = sorted(range(len(encoded)), key=lambda i: (-lengths[i], i))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     return batches, PadCollator(pad_token_id)
-
-
-def simulator_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The Simulator's keyword arguments a resolved config sets: adapter, prompt, data root, name, and
-    ``simulate.batch_size`` / ``device`` / ``max_length`` where given."""
-    model_cfg, data_cfg = cfg["model"], cfg.get("data") or {}
-    kwargs: dict[str, Any] = {
-        "adapter": model_cfg.get("adapter"),
-        "prompt_style": model_cfg.get("prompt_style", DEFAULTS["prompt_style"]),
-        "chat_template": model_cfg.get("chat_template"),
-        "answer_prefix": data_cfg.get("answer_prefix", PAPER_ANSWER_PREFIX),
-        "prompt_order": data_cfg.get("prompt_order", DEFAULTS["prompt_order"]),
-        "shared_prefix": bool(data_cfg.get("shared_prefix", False)),
-        "data_root": data_cfg.get("root"),
-        "name": model_cfg.get("name"),
-    }
-    simulate_cfg = cfg.get("simulate") or {}
-    for key in ("batch_size", "device", "max_length"):
-        if simulate_cfg.get(key) is not None:
-            kwargs[key] = simulate_cfg[key]
-    return kwargs
 
 
 def model_max_length(model, tokenizer) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from simlab.simulate.questions import read_questions
 from simlab.simulate.simulator import CAUTION, Simulator
 
 log = logging.getLogger(__name__)
+
 
 def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     """``python run.py task=simulate``: read the questions, check the countries, simulate, write the outputs.
@@ -47,6 +48,10 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
     simulator = Simulator.from_config(cfg, known_countries=known, observed=observed)
     frame = simulator.predict_questions(questions, countries, where="simulate.countries", **by_population)
     frame.attrs["input"] = str(Path(sim_cfg["input"]).resolve())
+    if observed:
+        frame.attrs["observed"] = observed_record(sim_cfg["observed"], observed, frame)
+        log.info("observed cells from %s: %d of %d shown as observed (source=observed)",
+                 sim_cfg["observed"], frame.attrs["observed"]["cells_shown"], len(observed))
     paths = write_simulation(frame, out_dir)
     if populations is not None:
         countries = frame.attrs["countries"]
@@ -60,4 +65,19 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
                "questions": len(questions), "countries": countries}
     if populations is not None:
         summary["populations"] = [p.key for p in populations]
-    return {**summary, "outputs": [str(p) for p in paths], "caution": CAUTION}
+    return {**summary, "outputs": [str(p) for p in paths], "caution": CAUTION,
+            **({"observed": frame.attrs["observed"]} if observed else {})}
+
+
+def observed_record(path: str | Path, observed: Sequence, frame) -> dict:
+    """What simulation.meta.json says about ``simulate.observed``: the file, its countries, questions and cells,
+    and how many cells of the outputs (a country's, or a population's) show surveyed shares instead of simulated
+    ones. A simulation by population says more in ``observed_populations``."""
+    cell = ["question_id", "population" if "population" in frame.columns else "country"]
+    shown = frame[frame["source"] == "observed"][cell].drop_duplicates()
+    return {"file": str(Path(path).resolve()), "countries": sorted({row.country for row in observed}),
+            "questions": len({row.question_id for row in observed}), "cells": len(observed),
+            "cells_shown": len(shown),
+            "use": "a simulated country (or population) that was observed shows its observed shares "
+                   "(source=observed in simulation.csv), not the model's; an observed whole country is also the "
+                   "prior of the other countries when the simulator's prior is built from the observed cells"}

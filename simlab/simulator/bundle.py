@@ -46,7 +46,7 @@ def is_adapter(folder: str | Path | None) -> bool:
 def _read_json(path: Path, required: Sequence[str]) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
@@ -205,9 +205,10 @@ _WARNED: set[str] = set()
 def read_bundle(adapter_dir: str | Path) -> Bundle:
     """The adapter folder's simulator. Without simulator.json: the prompt of the run that trained it when its run
     folder holds config_resolved.yaml, else nothing is imposed; either way a warning says what was assumed."""
+    from simlab.model.adapters import check_adapter_files
+
     path = Path(adapter_dir).expanduser()
-    if not (path / ADAPTER_CONFIG).is_file():
-        raise FileNotFoundError(f"model.adapter={path} has no {ADAPTER_CONFIG} (a saved peft adapter)")
+    check_adapter_files(path)  # a damaged adapter_config.json or weights file fails here, before any model loads
     saved_prior = load_prior_settings(path)
     calibration = load_calibration(path)
     if calibration is not None and calibration.get("intervals") is None and f"{path}:intervals" not in _WARNED:

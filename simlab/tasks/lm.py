@@ -20,7 +20,7 @@ from simlab.tasks.common import (
     load_data,
     load_simulator,
 )
-from simlab.tasks.outputs import write_outputs
+from simlab.tasks.outputs import check_calibration_subset, write_outputs
 
 log = logging.getLogger("simlab")
 
@@ -29,6 +29,8 @@ def run_language_model(cfg: DictConfig) -> dict:
     """Fit (``task.fit``) and test the language model, then write the run's outputs; returns the metrics."""
     started, code = time.time(), code_state()
     mismatches = apply_adapter(cfg)  # the adapter's own prompt, base model and prior (or an error)
+    check_optimizer(cfg)  # settings that would fail only after the model loads, checked before it does
+    check_calibration_subset(cfg)
     run = RunDir(cfg.paths.output_dir)
     loggers = build_loggers(cfg)
     with closing_wandb():
@@ -37,6 +39,24 @@ def run_language_model(cfg: DictConfig) -> dict:
             info["adapter_mismatch"] = mismatches
         return write_outputs(cfg, run, datamodule, test_results, predictions, info, loggers=loggers,
                              started=started, code=code)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """A fine-tune's ``module.optimizer``: ``lr`` a finite number > 0 and ``weight_decay`` one >= 0 (the optimizer
+    would refuse them only once the model is loaded)."""
+    import math
+
+    if not cfg.task.fit:
+        return
+    optimizer = cfg.module.get("optimizer") or {}
+    for key, least in (("lr", None), ("weight_decay", 0.0)):
+        if key not in optimizer:  # the optimizer's own default
+            continue
+        value = optimizer.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or (value <= 0 if least is None else value < least):
+            bound = "> 0" if least is None else ">= 0"
+            raise ValueError(f"module.optimizer.{key} must be a finite number {bound}, got {value!r}")
 
 
 def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None = None) -> tuple:

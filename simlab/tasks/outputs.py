@@ -33,6 +33,21 @@ def wants_calibration(cfg: DictConfig, adapter: str | None) -> bool:
     return not cfg.task.fit and load_calibration(adapter) is not None
 
 
+def check_calibration_subset(cfg: DictConfig) -> None:
+    """Before any work: a temperature that will be fitted (:func:`wants_calibration` with no saved one to apply)
+    is fitted on ``calibrate_on``, which must be one of the subsets the run tests."""
+    from simlab.simulator.bundle import load_calibration
+
+    if not cfg.task.calibrates or cfg.calibrate is not True:
+        return
+    if not cfg.task.fit and load_calibration(cfg.model.adapter) is not None:
+        return  # the adapter's saved temperature is applied, never refitted
+    tested = list(cfg.data.test_subsets or [])
+    if cfg.calibrate_on not in tested:
+        raise ValueError(f"calibrate_on={cfg.calibrate_on}: calibrate=true fits the temperature on it, but it is not "
+                         f"one of the subsets this run tests (data.test_subsets={tested})")
+
+
 def calibrate(cfg: DictConfig, datamodule, predictions: dict, adapter: str | None
               ) -> tuple[Recalibrated, dict, ConformalIntervals | None]:
     """(the calibrated predictions and their scores, the calibration record, the prediction intervals). A fine-tune
@@ -149,6 +164,7 @@ def write_outputs(cfg: DictConfig, run: RunDir, datamodule, test_results: dict, 
         **info,
         prompt_style=cfg.model.prompt_style,
         settings=datamodule.settings,
+        **({"data_warnings": datamodule.data_warnings} if datamodule.data_warnings else {}),
         seed=cfg.seed,
         overrides=job_overrides(),
         code=code,

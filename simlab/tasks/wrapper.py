@@ -79,11 +79,12 @@ def task_wrapper(task: Task) -> Task:
             if owner:
                 run.write_status("failed", overrides, error=f"{type(err).__name__}: {err}",
                                  traceback=traceback.format_exc())
-            if ONE_LINE_ERRORS and not is_multirun() and isinstance(err, USER_ERRORS) and is_rank_zero():
+            user = user_error(err)
+            if ONE_LINE_ERRORS and not is_multirun() and user is not None and is_rank_zero():
                 # a user error is one line; its traceback is in run.log and status.json (a sweep keeps Hydra's own
                 # handling, which records the job as failed and runs the others)
                 where = f" (traceback in {run.log_file})" if run.log_file.is_file() else ""
-                print(f"{type(err).__name__}: {' '.join(str(err).split())}{where}", file=sys.stderr)
+                print(f"{type(user).__name__}: {' '.join(str(user).split())}{where}", file=sys.stderr)
                 raise SystemExit(1) from None
             raise
         if owner:
@@ -169,6 +170,16 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     if cfg.ckpt_path and Path(cfg.ckpt_path).resolve() != checkpoint.resolve():
         raise RunDirError(f"resume={out} resumes from {checkpoint}; drop ckpt_path={cfg.ckpt_path}")
     cfg.ckpt_path = str(checkpoint)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user error ``err`` is (:data:`USER_ERRORS`), or the one Hydra's InstantiationException wraps (a config's
+    class refused a setting in its constructor, e.g. data.limit_per_subset=0); None for any other error."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, USER_ERRORS):
+        return err.__cause__
+    return err if isinstance(err, USER_ERRORS) else None
 
 
 def _caused_by(err: BaseException, kind: type) -> BaseException | None:
