@@ -18,7 +18,7 @@ from simlab.simulator.intervals import ConformalIntervals
 TEMPERATURE = 1.5
 INTERVALS = ConformalIntervals(0.9, "binomial", 0.05, 0.6, "C1-Q2", 35, 240)
 RESPONDENTS = {"C1-Q2": {"k": 500, "bound": None}, "C1-Q3": {"k": 120, "bound": None},
-               "C2-Q3": {"k": 40, "bound": None}, "C3-Q3": {"k": 60, "bound": None}}
+               "C2-Q3": {"k": 40, "bound": None}, "C3-Q3": {"k": 61, "bound": None}}
 # Japan is a training (C1) country, Kenya is in C2, Colombia in C3, Nigeria in both C2 and C3
 COUNTRIES = ["Japan", "Kenya", "Nigeria", "Colombia"]
 COLUMNS = ["question_id", "country", "letter", "option", "share", "lower", "upper", "source"]
@@ -87,8 +87,8 @@ def test_each_country_gets_the_k_of_its_closest_evaluated_subset(predicted, trus
     assert countries["Japan"]["k"] == 120 and list(countries["Japan"]["subsets"]) == ["C1-Q3"]
     assert countries["Japan"]["setting"] == "a training country, a new question"
     assert countries["Kenya"]["k"] == 40 and list(countries["Kenya"]["subsets"]) == ["C2-Q3"]
-    assert countries["Colombia"]["k"] == 60 and list(countries["Colombia"]["subsets"]) == ["C3-Q3"]
-    assert countries["Nigeria"]["k"] == 50 and list(countries["Nigeria"]["subsets"]) == ["C2-Q3", "C3-Q3"]
+    assert countries["Colombia"]["k"] == 61 and list(countries["Colombia"]["subsets"]) == ["C3-Q3"]
+    assert countries["Nigeria"]["k"] == 51 and list(countries["Nigeria"]["subsets"]) == ["C2-Q3", "C3-Q3"]
     assert all(c["setting"] == "an unseen country, a new question" for n, c in countries.items() if n != "Japan")
 
 
@@ -143,7 +143,7 @@ def test_outputs_show_the_intervals_and_k(predicted, trusted, tmp_path):
     assert f"| Japan | {cells} |" in md
     assert re.search(r"\| Kenya \| \d+% \[\d+–\d+%\] \| \d+% \[\d+–\d+%\] \| \d+% \[\d+–\d+%\] \|", md)
     assert "90% prediction intervals" in md and "about 120 respondents (C1-Q3" in md
-    assert "about 50 respondents (median of C2-Q3, C3-Q3" in md
+    assert "about 51 respondents (median of C2-Q3, C3-Q3" in md
 
     meta = json.loads((tmp_path / "simulation.meta.json").read_text())
     assert meta["intervals"]["level"] == 0.9 and meta["intervals"]["score"] == "binomial"

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simlab.simulator.bundle import CALIBRATION_FILE
+
 log = logging.getLogger(__name__)
 
 NO_INTERVALS = "no intervals saved with this adapter"
@@ -50,7 +52,7 @@ def simulation_intervals(loaded, temperature: float | None):
         return None, {"note": f"the intervals saved with this adapter were fitted for its calibrated simulator "
                               f"(temperature {saved}); this simulation uses temperature {temperature}: none shown",
                       "saved": fitted.to_dict()}
-    return fitted, {**fitted.to_dict(), "from": str(Path(loaded.adapter) / "calibration.json"),
+    return fitted, {**fitted.to_dict(), "from": str(Path(loaded.adapter) / CALIBRATION_FILE),
                     "cells": "every simulated share; an observed cell has none"}
 
 
@@ -105,7 +107,8 @@ def respondents_record(adapter: str | None, countries: Sequence[str],
                         "subsets": {s: {"k": r["k"], "bound": r.get("bound")} for s, r in found.items()}}
         if found:
             bounds = {r.get("bound") for r in found.values()}
-            record.update(k=int(round(float(np.median([r["k"] for r in found.values()])))),
+            median = float(np.median([r["k"] for r in found.values()]))  # "about k": halves round up
+            record.update(k=int(math.floor(median + 0.5)),
                           bound=bounds.pop() if len(bounds) == 1 else None)
         if len(found) < len(wanted):
             record["missing"] = [s for s in wanted if s not in found]
@@ -157,7 +160,7 @@ class SimulationTrust:
 
         if self.intervals is not None:
             add_bounds(frame, self.intervals)
-        frame.attrs["intervals"] = self.intervals_record
+        frame.attrs["intervals"] = dict(self.intervals_record)  # each frame its own record
         countries = list(dict.fromkeys(frame.loc[frame["source"] == "simulated", "country"]))
 
         def groups() -> dict:
