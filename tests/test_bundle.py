@@ -220,3 +220,7 @@ def test_simulate_with_an_adapter_needs_no_prompt_overrides(anchored, tiny_llama
                                                                                 ["Japan", "Kenya"])
     assert api.attrs["prompt_order"] == "question_first" and api.attrs["temperature"] is not None
     assert api["share"].to_numpy() == pytest.approx(cli["share"].to_numpy(), abs=1e-6)
+    # and its prediction intervals (calibration.json) and its run's effective respondents (issue 23)
+    assert api.attrs["intervals"]["from"] == str(anchored / "adapter" / "calibration.json")
+    assert api["upper"].to_numpy() == pytest.approx(cli["upper"].to_numpy(), abs=1e-6)
+    assert api.attrs["effective_respondents"]["countries"]["Japan"]["subsets"].keys() == {"C1-Q3"}

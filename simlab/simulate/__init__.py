@@ -20,8 +20,9 @@ Subgroups: ``sim.predict(..., ["Kenya"], groups=["sex", "age"])`` or ``populatio
 
 Modules: :mod:`.questions` (what is asked, and the input errors), :mod:`.countries` (the names a simulation may
 use), :mod:`.populations` (the populations asked: subgroups, groups, their table), :mod:`.observed` (surveyed
-cells and the survey prior), :mod:`.simulator` (the :class:`Simulator`), :mod:`.outputs` (the CSV, sidecar,
-markdown and charts), :mod:`.task` (``task=simulate``).
+cells and the survey prior), :mod:`.simulator` (the :class:`Simulator`), :mod:`.trust` (the adapter's prediction
+intervals on every share, the effective respondents of the closest evaluated subset), :mod:`.outputs` (the CSV,
+sidecar, markdown and charts; :mod:`.interval_chart` with intervals), :mod:`.task` (``task=simulate``).
 """
 
 from simlab.data.prompts import PromptTooLongError

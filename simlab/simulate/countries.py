@@ -16,12 +16,18 @@ COUNTRIES_FILE = "wvs7/countries.json"
 
 def wvs_countries(root: str | Path | None = None) -> list[str]:
     """Every WVS-7 country of the data (groups C1, C2, C3 in ``wvs7/countries.json``), sorted by name."""
+    return sorted(name for name, groups in country_groups(root).items() if groups)
+
+
+def country_groups(root: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """Each country of ``wvs7/countries.json`` with its WVS groups (C1, C2, C3; none for a Pew-only country): the
+    test subsets its rows are in (a simulation's closest evaluated setting, :mod:`simlab.simulate.trust`)."""
     folder = data_root(root)
     try:
         table = read_data_json(COUNTRIES_FILE, folder)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err}; it lists the WVS countries a simulation can name") from err
-    return sorted(name for name, info in table.items() if set(info.get("groups", ())) & set(WVS_GROUPS))
+    return {name: tuple(g for g in WVS_GROUPS if g in set(info.get("groups", ()))) for name, info in table.items()}
 
 
 def check_countries(countries: Sequence[str], known: Sequence[str], where: str = "countries") -> list[str]:

@@ -9,10 +9,13 @@ import textwrap
 from pathlib import Path
 
 from simlab.common.files import atomic_writer, write_json, write_text
+from simlab.simulate.interval_chart import Slot, plot_intervals
+from simlab.simulate.trust import share_cell, trust_lines
 
 CSV_NAME, META_NAME, MD_NAME = "simulation.csv", "simulation.meta.json", "simulation.md"
 # recorded only for a simulation by population
 POPULATION_META = ("populations", "attributes", "population_wording", "observed_populations")
+TRUST_META = ("intervals", "effective_respondents")  # the intervals' fit (or why none) and the k of each country
 
 
 def country_order(frame, question_id: str) -> list[str]:
@@ -21,12 +24,12 @@ def country_order(frame, question_id: str) -> list[str]:
     return [c for _, c in sorted(zip(-sub["share"].to_numpy(), sub["country"]), key=lambda t: (t[0], t[1]))]
 
 
-def wide_table(frame, question_id: str):
+def wide_table(frame, question_id: str, values: str = "share"):
     """countries x options (columns 'A: label') for one question, countries in :func:`country_order`; an observed
-    country (``source`` observed) is labelled "<country> (observed)"."""
+    country (``source`` observed) is labelled "<country> (observed)". ``values``: share, or lower / upper."""
     sub = frame[frame["question_id"] == question_id]
     table = (sub.assign(column=sub["letter"] + ": " + sub["option"])
-             .pivot(index="country", columns="column", values="share"))
+             .pivot(index="country", columns="column", values=values))
     columns = list(dict.fromkeys(sub["letter"] + ": " + sub["option"]))
     table = table.loc[country_order(frame, question_id), columns]
     if "source" in sub:
@@ -67,6 +70,7 @@ def write_simulation(frame, out_dir: str | Path) -> list[Path]:
         meta["observed"] = attrs["observed"]
     if attrs.get("adapter_mismatch"):  # settings asked against the adapter's own (model.allow_mismatch=true)
         meta["adapter_mismatch"] = attrs["adapter_mismatch"]
+    meta.update({key: attrs[key] for key in TRUST_META if key in attrs})  # a Simulator's (simlab.simulate.trust)
     meta.update(questions=attrs["questions"], files={"csv": CSV_NAME, "markdown": MD_NAME, "images": images},
                 caution=attrs["caution"])
     write_json(meta_path, meta)
@@ -96,13 +100,18 @@ def markdown(frame, images: dict[str, str] | None = None) -> str:
     if attrs.get("observed"):
         lines += [f"Countries marked (observed) show the surveyed shares from `{attrs['observed']['file']}`, not "
                   "the model's; every observed country is also in the prior of the others.", ""]
+    bounded = "lower" in frame.columns  # the adapter's prediction intervals: "34% [28–41%]"
+    lines += trust_lines(frame) if bounded else []
     for qid, question in attrs["questions"].items():
         table = wide_table(frame, qid)
         lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]
         lines.append("| country | " + " | ".join(_md_cell(c) for c in table.columns) + " |")
         lines.append("|---|" + "---:|" * len(table.columns))
+        low, high = (wide_table(frame, qid, v) for v in ("lower", "upper")) if bounded else (None, None)
         for country, row in table.iterrows():
-            lines.append(f"| {_md_cell(country)} | " + " | ".join(f"{100 * v:.1f}%" for v in row) + " |")
+            cells = ([share_cell(*v) for v in zip(row, low.loc[country], high.loc[country])] if bounded
+                     else [f"{100 * v:.1f}%" for v in row])
+            lines.append(f"| {_md_cell(country)} | " + " | ".join(cells) + " |")
         lines.append("")
         if images and qid in images:
             lines += [f"![{_md_cell(qid)}]({images[qid]})", ""]
@@ -124,6 +133,10 @@ def plot_question(frame, question_id: str, path: str | Path) -> Path:
     """A stacked horizontal bar per country (options left to right), countries by the share of option A."""
     if "population" in frame.columns:
         return plot_populations(frame, question_id, path)
+    if "lower" in frame.columns:  # with the adapter's prediction intervals: dots and whiskers
+        table, low, high = (wide_table(frame, question_id, v) for v in ("share", "lower", "upper"))
+        slots = [Slot(c, table.loc[c].tolist(), low.loc[c].tolist(), high.loc[c].tolist()) for c in table.index]
+        return _plot_bounded(frame, question_id, slots, "country (by share of option A)", path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,6 +179,18 @@ def plot_question(frame, question_id: str, path: str | Path) -> Path:
     return path
 
 
+def _plot_bounded(frame, question_id: str, slots: list, ylabel: str, path: str | Path) -> Path:
+    """:func:`~simlab.simulate.interval_chart.plot_intervals` headed and footed as the bar charts are."""
+    attrs, level = frame.attrs, 100 * frame.attrs["intervals"]["level"]
+    question = attrs["questions"][question_id]
+    title = "\n".join(textwrap.wrap(f"{question_id}: {question['text']}", 80))
+    footer = "\n".join(textwrap.wrap(f"Simulated by {provenance_line(attrs)}. {attrs['caution']}", 120))
+    observed = "; hollow: observed" if (frame["source"] == "observed").any() else ""
+    xlabel = f"simulated share (dots) with its {level:g}% prediction interval (whiskers){observed}; rows: {ylabel}"
+    return plot_intervals(slots, option_columns(question["options"]), _colors(len(question["options"])), title,
+                          footer, xlabel, path)
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -206,6 +231,17 @@ def population_bars(frame, question_id: str) -> list[tuple[str, str, list[float]
     return bars
 
 
+def population_bounds(frame, question_id: str) -> list[tuple[list | None, list | None]]:
+    """(lower, upper) per population of one question in :func:`population_bars`' order; (None, None) each
+    without intervals."""
+    sub = frame[frame["question_id"] == question_id]
+    keys = list(dict.fromkeys(sub["population"]))
+    if "lower" not in frame.columns:
+        return [(None, None)] * len(keys)
+    return [(sub.loc[sub["population"] == k, "lower"].tolist(), sub.loc[sub["population"] == k, "upper"].tolist())
+            for k in keys]
+
+
 def option_columns(options: list[str]) -> list[str]:
     """'A: label' per option, as the country tables head their columns."""
     return [f"{chr(ord('A') + k)}: {option}" for k, option in enumerate(options)]
@@ -224,14 +260,18 @@ def population_markdown(frame, images: dict[str, str] | None = None) -> str:
               "shares (simulate.observed), not the model's.", ""]
     if (attrs.get("observed_populations") or {}).get("breakdown"):
         lines += [f"Countries' overall results: {attrs['observed_populations']['breakdown']}.", ""]
+    lines += trust_lines(frame) if "lower" in frame.columns else []
     for qid, question in attrs["questions"].items():
         options = option_columns(question["options"])
         lines += [f"## {_md_cell(qid)}: {_md_cell(question['text'])}", ""]
         lines.append("| country | population | " + " | ".join(_md_cell(c) for c in options) + " |")
         lines.append("|---|---|" + "---:|" * len(options))
-        for country, label, shares, observed in population_bars(frame, qid):
+        bounds = population_bounds(frame, qid)
+        for (country, label, shares, observed), (low, high) in zip(population_bars(frame, qid), bounds):
             label = f"*{_md_cell(label)}*" if observed else _md_cell(label)
-            lines.append(f"| {_md_cell(country)} | {label} | " + " | ".join(f"{100 * v:.1f}%" for v in shares) + " |")
+            cells = ([share_cell(*v) for v in zip(shares, low, high)] if low is not None
+                     else [f"{100 * v:.1f}%" for v in shares])
+            lines.append(f"| {_md_cell(country)} | {label} | " + " | ".join(cells) + " |")
         lines.append("")
         if images and qid in images:
             lines += [f"![{_md_cell(qid)}]({images[qid]})", ""]
@@ -251,12 +291,17 @@ def plot_populations(frame, question_id: str, path: str | Path) -> Path:
     question = attrs["questions"][question_id]
     bars = population_bars(frame, question_id)
     slots: list[tuple[str, list[float] | None, bool]] = []  # top to bottom: a country's name, then its bars
+    bounded: list[Slot] = []  # the same with the prediction intervals' bounds
     previous = None
-    for country, label, shares, observed in bars:
+    for (country, label, shares, observed), (low, high) in zip(bars, population_bounds(frame, question_id)):
         if country != previous:
             slots.append((country, None, False))
+            bounded.append(Slot(country))
             previous = country
         slots.append((label, shares, observed))
+        bounded.append(Slot(label, shares, low, high))
+    if "lower" in frame.columns:  # with the adapter's prediction intervals: dots and whiskers
+        return _plot_bounded(frame, question_id, bounded, "populations by country", path)
     labels = option_columns(question["options"])
     colors = _colors(len(labels))
     title = "\n".join(textwrap.wrap(f"{question_id}: {question['text']}", 80))

@@ -36,6 +36,7 @@ from simlab.simulate.populations import (
 )
 from simlab.simulate.questions import LETTERS, Question, input_location, make_question
 from simlab.simulate.settings import check_scoring_settings, simulator_settings
+from simlab.simulate.trust import SimulationTrust
 from simlab.simulator.bundle import ASK, DEFAULTS, LoadedSimulator, is_adapter, load_simulator, resolve_settings
 from simlab.simulator.prior import SurveyPrior
 
@@ -155,6 +156,7 @@ class Simulator:
         }
         if mismatches:  # settings asked against the adapter's own, allowed
             self.provenance["adapter_mismatch"] = mismatches
+        self.trust = SimulationTrust.of(loaded, temperature, data_root)  # the adapter's intervals, its run's k
 
     def _take_model(self, lm: LanguageModel, device: str | torch.device | None) -> None:
         """The tokenizer (padding with eos when it has no pad token) and the model (with its adapter), in eval
@@ -225,7 +227,8 @@ class Simulator:
     def predict(self, question: str, options: Sequence[str], countries: Sequence[str] | None = None,
                 id: str | None = None, *, populations: Sequence | None = None, groups: Sequence[str] | None = None):
         """One question's simulated distribution per country: a DataFrame (question_id, country, letter, option,
-        share, source). With populations (see :meth:`predict_questions`), one per population."""
+        share, source; ``lower``, ``upper`` after share when the adapter saved intervals, :mod:`.trust`). With
+        populations (see :meth:`predict_questions`), one per population."""
         return self.predict_questions([make_question(question, options, id)], countries, populations=populations,
                                       groups=groups)
 
@@ -233,7 +236,8 @@ class Simulator:
                           where: str = "countries", *, populations: Sequence | None = None,
                           groups: Sequence[str] | str | None = None,
                           group_values: Mapping[str, Sequence[str]] | None = None):
-        """Every question x country, batched; rows in question, country, option order. attrs: provenance.
+        """Every question x country, batched; rows in question, country, option order. attrs: provenance, and
+        ``intervals`` and ``effective_respondents`` (the k of each country's closest evaluated setting, :mod:`.trust`).
 
         Populations (:func:`~simlab.simulate.populations.resolve_populations`): ``populations`` (``{"country":
         "Kenya", "sex": "female"}`` or Population; also accepted among ``countries``) and ``groups`` (split each of
@@ -268,6 +272,7 @@ class Simulator:
         frame.attrs.update(self.provenance)
         frame.attrs["questions"] = {q.id: {"text": q.text, "options": list(q.options)} for q in questions}
         frame.attrs["countries"] = list(dict.fromkeys(p.country for p in asked))
+        self.trust.apply(frame)
         return frame
 
     @property

@@ -53,6 +53,12 @@ def simulate_task(cfg: Mapping[str, Any], out_dir: str | Path) -> dict:
         log.info("observed cells from %s: %d of %d shown as observed (source=observed)",
                  sim_cfg["observed"], frame.attrs["observed"]["cells_shown"], len(observed))
     paths = write_simulation(frame, out_dir)
+    intervals = frame.attrs["intervals"]  # the adapter's prediction intervals (simlab.simulate.trust), or why none
+    if "note" in intervals:
+        log.info("no prediction intervals: %s", intervals["note"])
+    else:
+        log.info("%g%% prediction intervals on every simulated share, from %s", 100 * intervals["level"],
+                 intervals["from"])
     if populations is not None:
         countries = frame.attrs["countries"]
         for cell in (frame.attrs.get("observed_populations") or {}).get("not_used", []):
