@@ -81,6 +81,10 @@ def main() -> None:
         f"{machine}" + (f"; wall times: {', '.join(f'{n} {s / 60:.1f} min' for n, s in walls)}" if walls else "")
         + ".",
         "",
+        *([] if load(out, "default") else [
+            "**Status: the baselines only** (`trust_smollm2.sh <out> --baselines-only`). The rows of make run's"
+            " default simulator need the full script (make run's fine-tune, 35–60 min on 2 cores) and are not run"
+            " yet; they say so below.", ""]),
         "**Intervals.** Split conformal, 90%, per option share: the score is |y − p| / (sqrt(p(1−p)) + 0.05), so an"
         " interval is narrow where the simulator is sure (p near 0 or 1) and wide where it is not; the quantile is"
         " fitted on the valid split C1-Q2 with *questions* as the exchangeable units (a question's countries move"
