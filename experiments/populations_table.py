@@ -142,6 +142,7 @@ def main() -> None:
         f"CPU (`lscpu` model name, cores): {machine}. Wall time per run (metrics.json `wall_time_s`): "
         + ", ".join(f"{name} {m['wall_time_s'] / 60:.1f} min" for name, m in walls) + ".",
         "",
+        *status_lines(out),
         "## New country: nothing known about the population's country",
         "",
         "C2 and C3 are countries no training row comes from; C1-Q2/C1-Q3 are training countries on unseen"
@@ -200,6 +201,17 @@ def main() -> None:
               *use_table(out, "all_", [*NEW_COUNTRY, *BREAKDOWN[1:]], [], "one_minus_jsd"), ""]
     args.out_file.write_text("\n".join(lines))
     print(f"wrote {args.out_file}")
+
+
+def status_lines(out: Path) -> list[str]:
+    """A line naming the runs of the script that have not finished (their rows read "–")."""
+    names = [f"sample_{n}" for n, _, _ in [*NEW_COUNTRY, *NEW_COUNTRY_MODELS, *BREAKDOWN, *BREAKDOWN_MODELS]]
+    names += ["sample_ft_attribute_ctrl"] + [f"all_{n}" for n, _, _ in [*NEW_COUNTRY, *BREAKDOWN[1:]]]
+    missing = sorted({n for n in names if load(out, n) is None})
+    if not missing:
+        return []
+    return [f"**Status: not finished yet** (rows read \"–\"): {', '.join(missing)}. The script keeps what is done"
+            " and resumes an interrupted fine-tune; run it again to complete the tables.", ""]
 
 
 def best_of(out: Path, names: list[str], subsets: list[str]) -> str | None:
