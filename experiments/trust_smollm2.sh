@@ -13,19 +13,7 @@ mkdir -p "$OUT"
 echo "$(lscpu | grep -m1 'Model name' | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores" > "$OUT/machine.txt"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
 
-run() {  # name, overrides...
-  local name=$1; shift
-  local dir="$OUT/$name"
-  if [ -f "$dir/status.json" ] && grep -q '"status": "completed"' "$dir/status.json"; then
-    echo "== $name: completed, kept"; return 0
-  fi
-  local where="hydra.run.dir=$dir"
-  [ -f "$dir/status.json" ] && where="resume=$dir"
-  echo "== $name: python run.py $* logger=csv $where ($(date -u +%H:%M:%S))"
-  start=$(date +%s)
-  $PY run.py "$@" logger=csv "$where" > "$OUT/$name.log" 2>&1 || echo "   $name FAILED (see $OUT/$name.log)"
-  echo "   $name: $(( $(date +%s) - start )) s"
-}
+source experiments/run_folder.sh  # run NAME OVERRIDES...: kept if completed, resumed if interrupted
 
 run uniform method=uniform calibrate=true
 run avg_culture method=avg_culture calibrate=true
