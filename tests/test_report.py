@@ -185,3 +185,19 @@ def test_log_run_logs_what_it_is_handed_and_only_a_trained_adapter(tmp_path):
     log_run(trained, summary, rows, predictions, figures_dir=tmp_path / "run" / "figures", adapter=str(adapter))
     (artifact,) = trained.artifacts
     assert artifact.type == "model" and artifact.name == "adapter-tiny" and artifact.metadata["model"] == "tiny"
+
+
+def test_the_long_csv_escapes_labels_a_spreadsheet_would_run(tmp_path):
+    """A row labelled by a ``+key=value`` override (Hydra's append syntax) is text in a spreadsheet, not a formula."""
+    import csv
+
+    from simlab.report.collect import Job
+    from simlab.report.tables import write_long_csv
+
+    metrics = {"subsets": {"C1-Q3": {"one_minus_jsd": 0.8}}, "paper_average": {"one_minus_jsd": 0.8}}
+    jobs = [Job(tmp_path / "a", "completed", {}, metrics, label="+trainer.max_steps=5"),
+            Job(tmp_path / "b", "failed", {}, None, label="=cmd()")]
+    write_long_csv(jobs, tmp_path / "long.csv", metrics=["one_minus_jsd"])
+    rows = list(csv.DictReader(open(tmp_path / "long.csv", encoding="utf-8")))
+    assert [r["row"] for r in rows] == ["'+trainer.max_steps=5", "'+trainer.max_steps=5", "'=cmd()"]
+    assert [r["value"] for r in rows[:2]] == ["0.8", "0.8"]

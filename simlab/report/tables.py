@@ -7,6 +7,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+from simlab.common.spreadsheet import spreadsheet_cell
 from simlab.metrics.registry import metric_names, metric_spec
 from simlab.report.collect import Job
 
@@ -77,18 +78,21 @@ def status_table(jobs: list[Job]) -> str:
 
 def write_long_csv(jobs: list[Job], path: Path, metrics: Sequence[str] | None = None) -> None:
     """One line per job x subset x metric (including the paper average), with the job's status; ``metrics``
-    defaults to the report's (:func:`report_metrics`)."""
+    defaults to the report's (:func:`report_metrics`). Text cells are spreadsheet-safe (a ``+key=value`` label
+    is no formula)."""
     metrics = report_metrics() if metrics is None else metrics
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "status", "metric", "subset", "value", "folder"])
+        label = spreadsheet_cell
         for job in jobs:
             if not job.ok:
-                writer.writerow([job.label, job.status, "", "", "", job.path])
+                writer.writerow([label(job.label), job.status, "", "", "", label(str(job.path))])
                 continue
             for metric in metrics:
                 for subset, values in job.metrics["subsets"].items():
-                    writer.writerow([job.label, job.status, metric, subset, values.get(metric), job.path])
+                    writer.writerow([label(job.label), job.status, metric, label(subset), values.get(metric),
+                                     label(str(job.path))])
                 average = (job.metrics.get("paper_average") or {}).get(metric)
                 if average is not None:
-                    writer.writerow([job.label, job.status, metric, "avg", average, job.path])
+                    writer.writerow([label(job.label), job.status, metric, "avg", average, label(str(job.path))])

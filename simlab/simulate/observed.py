@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from simlab.common.spreadsheet import unescaped
 from simlab.data.populations import ATTRIBUTE_ORDER, Population, PopulationWording, ordered_attributes
 from simlab.data.prompts import PAPER_INSTRUCTION
 from simlab.data.rows import SurveyRow
 from simlab.simulate.countries import check_countries, wvs_countries
-from simlab.simulate.outputs import unescaped
 from simlab.simulate.questions import Question, SimulationInputError, read_text
 
 OBSERVED_COLUMNS = ("question_id", "country", "letter", "share")

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from simlab.common.files import atomic_writer, write_json, write_text
+from simlab.common.spreadsheet import spreadsheet_cell
 from simlab.simulate.interval_chart import Slot, plot_intervals
 from simlab.simulate.trust import share_cell, trust_lines
 
@@ -191,27 +192,16 @@ def _plot_bounded(frame, question_id: str, slots: list, ylabel: str, path: str |
                           footer, xlabel, path)
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
 def spreadsheet_safe(frame):
-    """The frame with every text cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
-    carriage return: an option label such as ``=HYPERLINK(...)`` from a shared questions file) prefixed with ``'``,
-    the usual escape; numbers are left as they are."""
+    """The frame with every text cell that a spreadsheet would run as a formula escaped
+    (:func:`simlab.common.spreadsheet.spreadsheet_cell`); numbers are left as they are."""
     from pandas.api.types import is_numeric_dtype
 
     safe = frame.copy()
     for column in safe.columns:
         if not is_numeric_dtype(safe[column]):
-            safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
-                            for v in safe[column]]
+            safe[column] = [spreadsheet_cell(v) for v in safe[column]]
     return safe
-
-
-def unescaped(text: str) -> str:
-    """A cell as :func:`spreadsheet_safe` wrote it, read back: ``'=x`` is ``=x`` again (so simulation.csv's layout
-    can be read as simulate.observed)."""
-    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
 # ---------------------------------------------------------------------------------------------- by population
