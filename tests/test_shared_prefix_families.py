@@ -219,7 +219,7 @@ def test_shared_prefix_is_exact_on_a_tiny_twin_of_each_family(name, tmp_path, sh
                     assert max(diff["loss"], diff.get("gradient", 0.0)) < BF16_RELATIVE, (dtype, order, train, diff)
             # task=simulate's scoring (Simulator.predict_questions) with the same model and the config's prompt
             kwargs = dict(prompt_style=cfg.model.prompt_style, chat_template=cfg.model.chat_template,
-                          prompt_order=order, data_root=shared_data, batch_size=16)
+                          prompt_order=order, data_root=shared_data, batch_size=16, device="cpu")
             a = Simulator(lm, shared_prefix=False, **kwargs).predict_questions(questions, SIM_COUNTRIES)
             shared_path_calls.clear()
             b = Simulator(lm, shared_prefix=True, **kwargs).predict_questions(questions, SIM_COUNTRIES)
