@@ -181,20 +181,26 @@ def build_sentencepiece_llama(folder: Path):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def save_tiny_causal_lm(folder: Path, tokenizer, architecture: str = "llama") -> Path:
-    """A 2-layer random LlamaForCausalLM or Qwen2ForCausalLM sized to the tokenizer, saved with it."""
+def save_tiny_causal_lm(folder: Path, tokenizer, architecture: str = "llama", **settings) -> Path:
+    """A 2-layer random LlamaForCausalLM or Qwen2ForCausalLM sized to the tokenizer, saved with it; ``settings``
+    replace config values (heads, rope theta...). Biases (Qwen2's q/k/v) are drawn at random, not left zero."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
                              "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
     torch.manual_seed(0)
-    config = config_cls(
+    values = dict(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+    config = config_cls(**{**values, **settings})
     model = model_cls(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.normal_(std=0.1)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -75,9 +75,10 @@ def test_prompt_order_sweep_compares_orders_and_styles_with_shared_prefix(tmp_pa
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=prompt_order", *jobs[0], f"paths.output_dir={tmp_path}"])
     assert cfg.data.shared_prefix is True and cfg.task.name == "finetune"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # the paper's models keep their path
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # the paper's models keep their prompt
         paper = compose("config", overrides=["model=llama3_instruct", f"paths.output_dir={tmp_path}"])
-    assert paper.data.prompt_order == "paper" and paper.data.shared_prefix is False
+    # shared prefixes on (exact: tests/test_shared_prefix_families.py); with the paper's order that changes no batch
+    assert paper.data.prompt_order == "paper" and paper.data.shared_prefix is True
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "slurm"])

@@ -22,6 +22,12 @@ which materialises [B, kv_heads, P + S, head_dim] per layer (sdpa then may repea
 does for any batch). That is a memory copy of O(B·P·kv_dim) per layer against O(B·S·hidden²) of matmuls; the
 bench's profile measures it. Avoiding it would need a custom attention kernel over two key blocks.
 
+The prefix pass's own output (its last layer's queries, attention output and MLP) feeds nothing: only its keys and
+values do. It is still added to the result with weight 0 (exact: adding 0.0 changes no value and no gradient), so
+every module's forward in the prefix pass reaches the loss. Without that, FSDP with bf16 mixed precision lost the
+gradient of the last layer's q_proj LoRA weights (that unit ran twice and only its second output was used):
+tests/test_shared_prefix_families.py runs it on two CPU ranks.
+
 Both caches are idempotent (``update`` never grows them), so a decoder layer re-run by non-reentrant activation
 checkpointing (torch's ``checkpoint_wrapper``, as the FSDP config applies it) sees what its first run saw. Two
 combinations are refused with an error: Hugging Face's own gradient checkpointing during training (its layers
@@ -138,7 +144,7 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     layers = (config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config")
               else config.num_hidden_layers)
     recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
-    decoder(input_ids=prefix_ids, cache=recorder, use_cache=True)
+    prefix_hidden = decoder(input_ids=prefix_ids, cache=recorder, use_cache=True).last_hidden_state
     row_group = None if groups == 1 else batch["row_group"]
     shared = Cache(layers=[_PrefixLayer(layer.keys, layer.values, row_group, size) for layer in recorder.layers])
     positions = batch["prefix_lengths"].index_select(0, batch["row_group"])[:, None] + torch.arange(
@@ -149,4 +155,7 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     hidden = decoder(
         input_ids=ids, attention_mask=mask, position_ids=positions, cache=shared, use_cache=True
     ).last_hidden_state
-    return hidden[rows, batch["answer_index"]]
+    answer = hidden[rows, batch["answer_index"]]
+    if prefix_hidden.requires_grad:  # the prefix pass's output joins the graph, with weight 0 (see the docstring)
+        answer = answer + 0.0 * prefix_hidden.sum()
+    return answer
