@@ -55,8 +55,9 @@ def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args
         ratio=True)
     row("mean eval KL(human ‖ model)", {n: measured.results[n].loss for n in names}, ".6f")
     log("")
-    log(f"matmul: float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} tokens: "
-         f"{measured.peak_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads); model FLOPs count the decoder's "
+    label = measured.peak_label or (f"float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} "
+                                    f"tokens ({torch.get_num_threads()} threads)")
+    log(f"matmul: {label}: {measured.peak_gflops:.1f} GFLOP/s; model FLOPs count the decoder's "
          f"linear layers, {measured.flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
     fractions = {n: (gflops(n, False) / measured.peak_gflops, gflops(n, True) / measured.peak_gflops) for n in names}
     log("matmul_fraction: " + ", ".join(f"{n} eval {e:.2f} train {t:.2f}" for n, (e, t) in fractions.items()))
