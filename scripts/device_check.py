@@ -9,7 +9,8 @@ and ``$OUT/device_check.json`` (or ``--json``).
     python scripts/device_check.py --tiny     # the same code on a CPU, tiny shapes (tests/test_device_check.py)
 
 Every section is time-boxed to fit one 10-minute device call (``--budget-s``); a section that would not fit is
-skipped with a line saying so. Exit status 1 if a section failed or the paths disagreed beyond the tolerance.
+skipped with a line saying so. Exit status 3 if a section failed or the paths disagreed beyond the tolerance (the
+summary says which; scripts/device_check.sh retries other failures with the pinned Hugging Face stack).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +44,7 @@ from simlab.devtools.bench.paper_scale import (  # noqa: E402
 )
 from simlab.devtools.bench.report import log  # noqa: E402
 from simlab.devtools.bench.timing import Bench  # noqa: E402
+from simlab.runs.provenance import cpu_model  # noqa: E402
 
 # --tiny: a few rows and steps (float32, so the bench's own tolerances hold), a batch search of two sizes
 TINY = dict(rows=6, eval_batch=3, train_batch=2, eval_repeats=2, train_repeats=2, train_steps=1, check_rows=2,
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     if args.rows:
         settings = _with(settings, rows=args.rows)
     size = args.matmul_size or (256 if args.tiny else 8192)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     peak_gflops = dense_matmul_peak(device, dtype, size)
     peak = (peak_gflops, f"{str(dtype).removeprefix('torch.')} {size}x{size}x{size} torch.mm on {name}")
     log(f"device: {name}; torch {torch.__version__}; matmul peak {peak_gflops / 1e3:.2f} TFLOP/s ({peak[1]})")
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     if target:
         Path(target).write_text(json.dumps(summary, indent=1, default=str))
     failed = any(r.errors or r.agreement.get("failures") for r in reports)
-    return 1 if failed else 0
+    return 3 if failed else 0
 
 
 if __name__ == "__main__":
