@@ -114,11 +114,7 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
                   autocast=False)
     left = args.budget_s - (time.perf_counter() - started)
     if left > args.measure_needs_s:
-        try:
-            measure_paths(bench, settings, peak[0], peak[1], projection, report)
-        except Exception as error:  # noqa: BLE001 - recorded and reported; the next sections still run
-            report.errors.append(f"measuring the paths: {type(error).__name__}: {error}")
-            free_memory(device)
+        measure(bench, settings, peak, projection, report)
     else:
         report.errors.append(f"paths not measured: {left:.0f} s left of the budget, {args.measure_needs_s} needed")
     for method in (SIMLAB, REFERENCE):
@@ -134,6 +130,32 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
     del bench, model, data
     free_memory(device)
     return report
+
+
+def measure(bench: Bench, settings: Settings, peak, projection: Projection, report: ModelReport) -> None:
+    """The three paths; if the reference's training batch (padded to 512) runs out of memory (a 32B model on one
+    GPU), simlab's two paths alone, with a note. Retried outside the ``except`` block: the failed step's tensors
+    live as long as its traceback."""
+    out_of_memory = False
+    try:
+        measure_paths(bench, settings, peak[0], peak[1], projection, report)
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True
+    except Exception as error:  # noqa: BLE001 - recorded and reported; the next sections still run
+        report.errors.append(f"measuring the paths: {type(error).__name__}: {error}")
+    bench.model.zero_grad(set_to_none=True)
+    free_memory(bench.device)
+    if not out_of_memory:
+        return
+    report.notes.append(f"out of memory on the reference path (training batch {settings.train_batch} padded to "
+                        f"512): simlab and shared-prefix measured alone")
+    log(f"   {report.notes[-1]}")
+    try:
+        measure_paths(bench, _with(settings, no_reference=True), peak[0], peak[1], projection, report)
+    except Exception as error:  # noqa: BLE001
+        report.errors.append(f"measuring simlab's paths: {type(error).__name__}: {error}")
+    bench.model.zero_grad(set_to_none=True)
+    free_memory(bench.device)
 
 
 def _with(settings: Settings, **changes) -> Settings:

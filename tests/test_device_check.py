@@ -121,3 +121,24 @@ def test_the_largest_batch_search_stops_at_out_of_memory(tmp_path, tiny_tokenize
     assert sizes == [2, 4, 8]  # doubling, the rows cycled past the sample's 4
     assert (found["largest"], found["first_failing"], found["stopped_by"]) == (4, 8, "out of memory")
     assert all(p.grad is None for p in model.parameters())  # nothing left from the failed step
+
+
+def test_out_of_memory_on_the_reference_measures_simlabs_paths_alone(monkeypatch):
+    """A 32B model's reference training batch (8 x 512 tokens) may not fit one GPU: the check goes on without it."""
+    script = _script()
+    calls = []
+
+    def measure_paths(bench, settings, peak_gflops, peak_label, projection, report):
+        calls.append(settings.no_reference)
+        if not settings.no_reference:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        report.paths["simlab"] = {"train_rows_per_s": 1.0}
+
+    class FakeBench:
+        model, device = torch.nn.Linear(2, 2), torch.device("cpu")
+
+    monkeypatch.setattr(script, "measure_paths", measure_paths)
+    report = paper_scale.ModelReport("dsqwen32b", 1, 1.0, 1.0)
+    script.measure(FakeBench(), paper_scale.Settings(), (1.0, "peak"), paper_scale.Projection(1, 1), report)
+    assert calls == [False, True] and report.errors == [] and list(report.paths) == ["simlab"]
+    assert "out of memory on the reference path" in report.notes[0]

@@ -108,19 +108,21 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     """The three paths' evaluation and training on the bench's rows (the bench's phases and table), then each
     path's real-token rates, model FLOP utilisation, peak memory and projections into ``report``."""
     data = bench.data
+    paths = PATHS[1:] if settings.no_reference else PATHS
     order = grouped_order(data, settings.seed)
-    checks = warm_up_and_check(bench, PATHS, order, settings)
-    timed, results, eval_tokens = time_evaluation(bench, PATHS, order, settings)
-    train_timed, train_tokens = time_training(bench, PATHS, order, settings)
+    checks = warm_up_and_check(bench, paths, order, settings)
+    timed, results, eval_tokens = time_evaluation(bench, paths, order, settings)
+    train_timed, train_tokens = time_training(bench, paths, order, settings)
     flops = linear_flops_per_token(bench.model)
-    measured = Measurements([m.name for m in PATHS], timed, results, eval_tokens, train_timed, train_tokens,
+    measured = Measurements([m.name for m in paths], timed, results, eval_tokens, train_timed, train_tokens,
                             peak_gflops=peak_gflops, flops_per_token=flops, peak_label=peak_label)
-    report_throughput(measured, [("reference", "simlab"), ("simlab", "shared-prefix")], settings)
+    pairs = ([] if settings.no_reference else [("reference", "simlab")]) + [("simlab", "shared-prefix")]
+    report_throughput(measured, pairs, settings)
     failures = agreement_failures(results, checks, settings)
     lengths = data.lengths
     eval_real = sum(lengths[i] for i in order)
     train_real = sum(lengths[i] for i in _training_rows(order, settings))
-    for method in PATHS:
+    for method in paths:
         name = method.name
         eval_s, train_s = sum(timed[name].seconds), sum(train_timed[name].seconds)
         eval_rate, train_rate = sum(timed[name].rows) / eval_s, sum(train_timed[name].rows) / train_s
@@ -136,8 +138,9 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
             "projected_finetune_h": projection.epochs * projection.train_rows / train_rate / 3600,
             "projected_test_h": projection.test_rows / eval_rate / 3600,
         }
+    reference = results.get("reference")
     report.agreement = {
-        "max_prob_diff_reference_simlab": _max_diff(results["reference"], results["simlab"]),
+        "max_prob_diff_reference_simlab": _max_diff(reference, results["simlab"]) if reference else None,
         "max_prob_diff_simlab_shared_prefix": _max_diff(results["simlab"], results["shared-prefix"]),
         "train_loss_reference_simlab": [checks.ref_loss, checks.sim_loss],
         "tolerance": settings.tolerance, "prefix_tolerance": settings.prefix_tolerance, "failures": failures,
@@ -222,7 +225,9 @@ def print_summary(reports: list[ModelReport], peak_gflops: float, peak_label: st
                 + (f", peak {found['peak_memory_gib']:.1f} GiB)" if found["peak_memory_gib"] else ")"))
         if report.agreement:
             a = report.agreement
-            log(f"{report.name}: max |p difference| reference-simlab {a['max_prob_diff_reference_simlab']:.2e}, "
+            versus = a["max_prob_diff_reference_simlab"]
+            log(f"{report.name}: max |p difference| reference-simlab "
+                f"{'not measured' if versus is None else format(versus, '.2e')}, "
                 f"simlab-shared-prefix {a['max_prob_diff_simlab_shared_prefix']:.2e}"
                 + (f"; DISAGREE: {'; '.join(a['failures'])}" if a["failures"] else ""))
         for error in report.errors:
