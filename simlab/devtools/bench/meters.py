@@ -221,6 +221,7 @@ class Measurements:
     peak_gflops: float  # the matmul throughput the FLOP rates are compared with
     flops_per_token: int  # the decoder linears' FLOPs per token position
     peak_label: str | None = None  # what peak_gflops measured (None: the matmul_peak of command.run)
+    memory: str = "RSS"  # what peak_mib measured (Bench.memory)
 
     def gflops(self, name: str, train: bool) -> float:
         tokens = self.train_tokens[name] if train else self.eval_tokens[name]

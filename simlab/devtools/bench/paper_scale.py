@@ -52,7 +52,7 @@ class Settings:
     file: str = "wvs7/sft_wvs_train.json"  # the fine-tune's own rows
     data_type: str = "train"
     subset: str = "C1-Q1"
-    batch_start: int = 8  # the largest-batch search: doubling from here
+    batch_start: int = 1  # the largest-batch search: doubling from here
     batch_cap: int = 4096
     batch_seconds: float = 45.0  # time box of one search
     no_reference: bool = False  # the bench phases read it
@@ -115,7 +115,8 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     train_timed, train_tokens = time_training(bench, paths, order, settings)
     flops = linear_flops_per_token(bench.model)
     measured = Measurements([m.name for m in paths], timed, results, eval_tokens, train_timed, train_tokens,
-                            peak_gflops=peak_gflops, flops_per_token=flops, peak_label=peak_label)
+                            peak_gflops=peak_gflops, flops_per_token=flops, peak_label=peak_label,
+                            memory=bench.memory)
     pairs = ([] if settings.no_reference else [("reference", "simlab")]) + [("simlab", "shared-prefix")]
     report_throughput(measured, pairs, settings)
     failures = agreement_failures(results, checks, settings)
@@ -164,6 +165,7 @@ def largest_batch(bench: Bench, method: Method, settings: Settings) -> dict[str,
     prompts (cycled when the batch is larger than the sample): the worst case a length-grouped batch meets."""
     data, device = bench.data, bench.device
     longest = sorted(range(len(data)), key=lambda i: -data.lengths[i])
+    tokens = data.max_length if method.pad_to_max else data.lengths[longest[0]]  # a row's positions computed
     deadline = time.perf_counter() + settings.batch_seconds
     size, fits, peak, failed, last_s = settings.batch_start, None, None, None, 0.0
     while size <= settings.batch_cap and time.perf_counter() + 2.5 * last_s < deadline:
@@ -182,14 +184,14 @@ def largest_batch(bench: Bench, method: Method, settings: Settings) -> dict[str,
         if failed:
             break
         fits, peak, last_s = size, memory.peak_mib / 1024, time.perf_counter() - started
-        log(f"  largest batch, {method.name}: {size} rows of {data.lengths[longest[0]]} tokens fit "
+        log(f"  largest batch, {method.name}: {size} rows of {tokens} tokens fit "
             f"(peak {peak:.2f} GiB, {last_s:.1f} s)")
         size *= 2
     stopped = "out of memory" if failed else ("cap" if size > settings.batch_cap else "time box")
     if failed:
         log(f"  largest batch, {method.name}: {failed} rows: out of memory")
     return {"largest": fits, "first_failing": failed, "stopped_by": stopped, "peak_memory_gib": peak,
-            "prompt_tokens": data.lengths[longest[0]]}
+            "prompt_tokens": tokens}
 
 
 SUMMARY_COLUMNS = [

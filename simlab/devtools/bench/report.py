@@ -45,7 +45,7 @@ def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args
     row("train tokens computed per row", {n: measured.train_tokens[n] / train_rows[n] for n in names}, ".1f",
         ratio=True)
     for title, t in (("eval", timed), ("train", train_timed)):
-        row(f"{title} peak RSS above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
+        row(f"{title} peak {measured.memory} above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
     row("eval prompts per CPU-second (median)", {n: statistics.median(timed[n].cpu_rates) for n in names}, ".2f",
         timed, cpu=True)
     row("train rows per CPU-second (median)", {n: statistics.median(train_timed[n].cpu_rates) for n in names},

@@ -31,6 +31,7 @@ class Bench:
         self.last_cpu_share = self.last_cpu_seconds = float("nan")
         self.device = next(model.parameters()).device  # batches are moved there (paths.batch_scores)
         self.peaks: dict[tuple[str, str], float] = {}  # ("eval"|"train", path) -> highest peak MiB in all
+        self.memory = "GPU memory" if self.device.type == "cuda" else "RSS"  # what the peaks measure
 
     def reset(self) -> torch.optim.Optimizer:
         """Restore the initial adapter and return a fresh AdamW on it, so every training run does the same work."""
@@ -134,7 +135,7 @@ def time_evaluation(
             results[method.name].loss_sum += result.loss_sum
             eval_tokens[method.name] += path_tokens(bench.data, method, chunk, args.eval_batch, train=False)
             log(f"  eval repeat {repeat + 1}: {method.name:13s} {len(chunk)} rows in {seconds:7.1f} s "
-                 f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, "
+                 f"({len(chunk) / seconds:6.2f} prompts/s), peak {bench.memory} +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}")
     return timed, results, eval_tokens
 
@@ -155,7 +156,7 @@ def time_training(
             train_tokens[method.name] += path_tokens(bench.data, method, rows, args.train_batch, train=True,
                                                      seed=args.seed + repeat)
             log(f"  train repeat {repeat + 1}: {method.name:13s} {len(rows)} rows in {seconds:7.1f} s "
-                 f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, "
+                 f"({len(rows) / seconds:6.2f} rows/s), peak {bench.memory} +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}, losses "
                  + " ".join(f"{v:.4f}" for v in losses))
     return train_timed, train_tokens
