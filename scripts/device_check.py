@@ -10,7 +10,8 @@ and ``$OUT/device_check.json`` (or ``--json``).
 
 Every section is time-boxed to fit one 10-minute device call (``--budget-s``); a section that would not fit is
 skipped with a line saying so. Exit status 3 if a section failed or the paths disagreed beyond the tolerance (the
-summary says which; scripts/device_check.sh retries other failures with the pinned Hugging Face stack).
+summary says which); 2: a usage error; scripts/device_check.sh retries other failures with the pinned Hugging Face
+stack.
 """
 
 from __future__ import annotations
@@ -54,14 +55,22 @@ TINY = dict(rows=6, eval_batch=3, train_batch=2, eval_repeats=2, train_repeats=2
 TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
 
 
+def usage_error(message: str) -> None:
+    """One line and exit status 2, as argparse's own errors (scripts/device_check.sh does not retry those)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def model_config(name: str):
     """The composed config of ``model=name`` (Hydra, as run.py): its architecture, prompt style and template, data."""
     from hydra import compose, initialize_config_dir
 
+    if not (REPO / "conf" / "model" / f"{name}.yaml").is_file():
+        usage_error(f"--models: no conf/model/{name}.yaml")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={name}"])
     if "architecture" not in cfg.model:
-        raise SystemExit(f"conf/model/{name}.yaml has no architecture: block (the paper's models have one)")
+        usage_error(f"--models: conf/model/{name}.yaml has no architecture: block (the paper's models have one)")
     return cfg
 
 
@@ -194,19 +203,20 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     device = torch.device("cpu" if args.tiny else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device here: run on the lent GPU, or use --tiny on a CPU")
+        usage_error("no CUDA device here: run on the lent GPU, or use --tiny on a CPU")
     dtype = getattr(torch, args.dtype or ("float32" if args.tiny else "bfloat16"))
     tolerance, prefix_tolerance = TOLERANCES[dtype]
     settings = Settings(**(TINY if args.tiny else {}), prompt_order=args.prompt_order, tolerance=tolerance,
                         prefix_tolerance=prefix_tolerance)
     if args.rows:
         settings = _with(settings, rows=args.rows)
+    configs = [model_config(name) for name in args.models.split(",")]  # a wrong name fails here, in one line
     size = args.matmul_size or (256 if args.tiny else 8192)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     peak_gflops = dense_matmul_peak(device, dtype, size)
     peak = (peak_gflops, f"{str(dtype).removeprefix('torch.')} {size}x{size}x{size} torch.mm on {name}")
     log(f"device: {name}; torch {torch.__version__}; matmul peak {peak_gflops / 1e3:.2f} TFLOP/s ({peak[1]})")
-    projection = projection_from_data(model_config(args.models.split(",")[0]))
+    projection = projection_from_data(configs[0])
     reports = []
     for model_name in args.models.split(","):
         try:

@@ -64,9 +64,10 @@ else
   check() { python3 scripts/device_check.py "$@"; }
 fi
 # Exit 3 from the paper-scale check: it ran to its summary, and a section failed or the paths disagreed (the
-# summary says which): not retried. Any other failure (an import or set-up error): again with the pinned stack.
+# summary says which); 2: a usage error. Neither is retried; any other failure (an import or set-up error) is run
+# again with the pinned stack.
 status=0; check "$@" || status=$?
-if (( status != 0 && status != 3 )) && compgen -G ".whl/pinned/*.whl" > /dev/null; then
+if (( status != 0 && status != 2 && status != 3 )) && compgen -G ".whl/pinned/*.whl" > /dev/null; then
   echo "== the check failed ($status) with the device's packages: again with the Hugging Face stack pinned here"
   install .whl/pinned; versions
   status=0; check "$@" || status=$?

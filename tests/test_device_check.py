@@ -142,3 +142,13 @@ def test_out_of_memory_on_the_reference_measures_simlabs_paths_alone(monkeypatch
     script.measure(FakeBench(), paper_scale.Settings(), (1.0, "peak"), paper_scale.Projection(1, 1), report)
     assert calls == [False, True] and report.errors == [] and list(report.paths) == ["simlab"]
     assert "out of memory on the reference path" in report.notes[0]
+
+
+@pytest.mark.parametrize(("models", "message"), [("nope", "no conf/model/nope.yaml"),
+                                                 ("smollm2_135m", "has no architecture: block")])
+def test_a_model_without_an_architecture_is_one_line_before_any_work(models, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        _script().main(["--tiny", "--models", f"llama3_instruct,{models}"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "device:" not in captured.out  # before the matmul peak

@@ -208,6 +208,8 @@ def print_summary(reports: list[ModelReport], peak_gflops: float, peak_label: st
     log("")
     log(f"== summary (matmul peak {peak_gflops / 1e3:.1f} TFLOP/s: {peak_label}; projections: "
         f"{projection.epochs} epochs x {projection.train_rows:,} training rows, {projection.test_rows:,} test rows)")
+    log("MFU: model FLOPs (the decoder's linear layers: 2 per weight per real prompt token for evaluation, 4 for a "
+        "LoRA training step) over the wall time, as a share of the matmul peak")
     log("| model | path | " + " | ".join(title for title, _, _ in SUMMARY_COLUMNS) + " |")
     log("|---|---|" + "---:|" * len(SUMMARY_COLUMNS))
     for report in reports:
