@@ -31,7 +31,12 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: this checkout's 
 
 from simlab.devtools.bench.meters import dense_matmul_peak  # noqa: E402
 from simlab.devtools.bench.methods import REFERENCE, SIMLAB  # noqa: E402
-from simlab.devtools.bench.paper_models import build_random_model, stand_in_tokenizer, tiny_architecture  # noqa: E402
+from simlab.devtools.bench.paper_models import (  # noqa: E402
+    architecture_config,
+    build_random_model,
+    stand_in_tokenizer,
+    tiny_architecture,
+)
 from simlab.devtools.bench.paper_scale import (  # noqa: E402
     ModelReport,
     Projection,
@@ -100,13 +105,13 @@ def tokenizer_folder(given: str | None) -> Path:
 
 def check_model(name: str, args, settings: Settings, device, dtype, peak, projection, started) -> ModelReport:
     """One model: build it, attach the paper's LoRA, measure the three paths, search the largest batch."""
-    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from simlab.model import attach_lora, paper_lora_config
 
     cfg = model_config(name)
     tokenizer = stand_in_tokenizer(tokenizer_folder(args.tokenizer), name, cfg.model.chat_template)
-    architecture = instantiate(cfg.model.architecture)
+    architecture = architecture_config(OmegaConf.to_container(cfg.model.architecture, resolve=True))
     if args.tiny:
         architecture = tiny_architecture(architecture, len(tokenizer))
     built = build_random_model(architecture, tokenizer, device, dtype)

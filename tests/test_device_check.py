@@ -11,11 +11,16 @@ import math
 import pytest
 import torch
 from conftest import LLAMA3_TEMPLATE, REPO, compose_config, write_rows
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from simlab.devtools.bench import paper_scale, workload
 from simlab.devtools.bench.methods import SIMLAB
-from simlab.devtools.bench.paper_models import LLAMA3_CHAT_TEMPLATE, family_of, tiny_architecture
+from simlab.devtools.bench.paper_models import (
+    LLAMA3_CHAT_TEMPLATE,
+    architecture_config,
+    family_of,
+    tiny_architecture,
+)
 from simlab.devtools.bench.timing import Bench
 from simlab.model import attach_lora, paper_lora_config
 
@@ -38,7 +43,7 @@ def _script():
 def test_each_paper_model_config_has_the_hub_architecture(name):
     from transformers import AutoModelForCausalLM
 
-    config = instantiate(compose_config(f"model={name}").model.architecture)
+    config = architecture_config(OmegaConf.to_container(compose_config(f"model={name}").model.architecture))
     with torch.device("meta"):  # the shape only: no memory
         model = AutoModelForCausalLM.from_config(config)
     assert sum(p.numel() for p in model.parameters()) == HUB_PARAMETERS[name]
@@ -52,6 +57,11 @@ def test_each_paper_model_config_has_the_hub_architecture(name):
 
 def test_the_stand_in_llama3_template_is_the_hubs():
     assert LLAMA3_CHAT_TEMPLATE == LLAMA3_TEMPLATE
+
+
+def test_an_architecture_without_a_model_type_is_refused():
+    with pytest.raises(ValueError, match="needs model_type"):
+        architecture_config({"hidden_size": 64})
 
 
 def test_an_unknown_family_is_refused():

@@ -1,8 +1,9 @@
 """The paper's models without their weights, for the paper-scale device check (:mod:`.paper_scale`).
 
 A model is built at random from the architecture written in its config (``conf/model/<name>.yaml``,
-``architecture:``, the hub's ``config.json`` shape) directly on the target device, so an 8B or 32B model never
-passes through host memory and no weights need to travel to a lent GPU (64 MiB carry limit).
+``architecture:``, the hub's ``config.json`` shape, :func:`architecture_config`) directly on the target device, so
+an 8B or 32B model never passes through host memory and no weights need to travel to a lent GPU (64 MiB carry
+limit).
 
 The prompts need a tokenizer and the real ones are not here (no hub access). The stand-in is the embedded
 SmolLM2's byte-level BPE (49,152 tokens, GPT-2 style like Llama-3's and Qwen2's, 3.5 MB) with the family's special
@@ -73,6 +74,18 @@ def stand_in_tokenizer(folder: str | Path, name: str, chat_template: str | None)
     tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = family.bos, family.eos, family.pad
     tokenizer.chat_template = chat_template or family.template or tokenizer.chat_template
     return tokenizer
+
+
+def architecture_config(architecture: dict):
+    """The transformers config of a model config's ``architecture:`` block (plain data, as the hub's config.json:
+    ``model_type`` and the shape), through ``AutoConfig.for_model``: a lookup of the model type, no code named."""
+    from transformers import AutoConfig
+
+    fields = dict(architecture)
+    model_type = fields.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("an architecture: block needs model_type (llama, qwen2, ...), as the hub's config.json")
+    return AutoConfig.for_model(model_type, **fields)
 
 
 def tiny_architecture(config, vocab_size: int):
