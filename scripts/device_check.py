@@ -164,8 +164,9 @@ def measure(bench: Bench, settings: Settings, peak, projection: Projection, repo
     free_memory(bench.device)
     if not out_of_memory:
         return
-    report.notes.append(f"out of memory on the reference path (training batch {settings.train_batch} padded to "
-                        f"512): simlab and shared-prefix measured alone")
+    report.notes.append(f"out of memory with the reference path in the measurement (its training batch, "
+                        f"{settings.train_batch} rows padded to 512, is the largest): simlab and shared-prefix "
+                        f"measured alone")
     log(f"   {report.notes[-1]}")
     try:
         measure_paths(bench, _with(settings, no_reference=True), peak[0], peak[1], projection, report)
@@ -222,24 +223,29 @@ def main(argv=None) -> int:
     peak = (peak_gflops, f"{str(dtype).removeprefix('torch.')} {size}x{size}x{size} torch.mm on {name}")
     log(f"device: {name}; torch {torch.__version__}; matmul peak {peak_gflops / 1e3:.2f} TFLOP/s ({peak[1]})")
     projection = projection_from_data(configs[0])
+    target = args.json or (os.path.join(os.environ["OUT"], "device_check.json") if os.environ.get("OUT") else None)
+
+    def write(reports: list[ModelReport]) -> None:
+        """The JSON so far: after each model too, so a call cut off at its limit still returns the finished ones."""
+        if target:
+            summary = {"device": name, "torch": torch.__version__, "tiny": args.tiny, "dtype": str(dtype),
+                       "matmul_peak_gflops": peak_gflops, "matmul": peak[1], "settings": vars(settings),
+                       "projection": vars(projection), "wall_s": time.perf_counter() - started,
+                       "flops": "decoder linears: 2 per weight per real prompt token (eval), 4 (LoRA training step)",
+                       "models": {r.name: vars(r) for r in reports}}
+            Path(target).write_text(json.dumps(summary, indent=1, default=str))
+
     reports = []
     for model_name in args.models.split(","):
         try:
             reports.append(check_model(model_name, args, settings, device, dtype, peak, projection, started))
         except Exception as error:  # noqa: BLE001 - a model that cannot be built does not stop the next one
             reports.append(ModelReport(model_name, 0, 0.0, 0.0, errors=[f"{type(error).__name__}: {error}"]))
-            free_memory(device)
+        free_memory(device)  # here, not in the except block: its traceback holds the failed model until it ends
+        write(reports)
     print_summary(reports, peak_gflops, peak[1], projection)
-    wall = time.perf_counter() - started
-    log(f"wall time {wall:.0f} s")
-    summary = {"device": name, "torch": torch.__version__, "tiny": args.tiny, "dtype": str(dtype),
-               "matmul_peak_gflops": peak_gflops, "matmul": peak[1], "settings": vars(settings),
-               "projection": vars(projection), "wall_s": wall,
-               "flops": "decoder linears: 2 per weight per real prompt token (eval), 4 (LoRA training step)",
-               "models": {r.name: vars(r) for r in reports}}
-    target = args.json or (os.path.join(os.environ["OUT"], "device_check.json") if os.environ.get("OUT") else None)
-    if target:
-        Path(target).write_text(json.dumps(summary, indent=1, default=str))
+    log(f"wall time {time.perf_counter() - started:.0f} s")
+    write(reports)
     failed = any(r.errors or r.agreement.get("failures") for r in reports)
     return 3 if failed else 0
 

@@ -151,7 +151,7 @@ def test_out_of_memory_on_the_reference_measures_simlabs_paths_alone(monkeypatch
     report = paper_scale.ModelReport("dsqwen32b", 1, 1.0, 1.0)
     script.measure(FakeBench(), paper_scale.Settings(), (1.0, "peak"), paper_scale.Projection(1, 1), report)
     assert calls == [False, True] and report.errors == [] and list(report.paths) == ["simlab"]
-    assert "out of memory on the reference path" in report.notes[0]
+    assert "out of memory with the reference path" in report.notes[0]
 
 
 @pytest.mark.parametrize(("models", "message"), [("nope", "no conf/model/nope.yaml"),
