@@ -162,3 +162,19 @@ def test_a_model_without_an_architecture_is_one_line_before_any_work(models, mes
     assert info.value.code == 2
     captured = capsys.readouterr()
     assert message in captured.err and "device:" not in captured.out  # before the matmul peak
+
+
+def test_a_vocabulary_smaller_than_the_stand_in_tokenizers_is_enlarged_and_said(tiny_tokenizer):
+    """Vicuna's 32,000 tokens against the stand-in's 49k: the ids must fit the embedding; the note says so."""
+    from transformers import LlamaConfig
+
+    from simlab.devtools.bench.paper_models import build_random_model
+
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4)
+    built = build_random_model(config, tiny_tokenizer, torch.device("cpu"), torch.bfloat16)
+    assert built.model.config.vocab_size == len(tiny_tokenizer) and config.vocab_size == 100  # the config untouched
+    assert f"from 100 to the stand-in tokenizer's {len(tiny_tokenizer)}" in built.vocab_note
+    assert {p.dtype for p in built.model.parameters()} == {torch.bfloat16}
+    assert torch.get_default_dtype() == torch.float32  # restored
+    assert built.parameters == sum(p.numel() for p in built.model.parameters()) and built.weights_gib > 0
