@@ -124,9 +124,12 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
     del built
     data = bench_rows(tokenizer, cfg.model.prompt_style, settings, args.data_root)
     lengths = data.lengths
-    report.prompt_tokens = {"min": min(lengths), "mean": statistics.mean(lengths), "max": max(lengths)}
+    split = data.population_lengths
+    report.prompt_tokens = {"min": min(lengths), "mean": statistics.mean(lengths), "max": max(lengths),
+                            "split_mean": statistics.mean(split), "split_rows": len(split)}
     log(f"   {len(data)} {settings.subset} rows ({cfg.model.prompt_style} {settings.prompt_order} prompts, stand-in "
-        f"tokenizer: tokens min {min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)})")
+        f"tokenizer: tokens min {min(lengths)} / mean {statistics.mean(lengths):.0f} / max {max(lengths)}; the "
+        f"split's {len(split)} rows: mean {statistics.mean(split):.0f})")
     bench = Bench(model, data, lr=1e-4, eval_batch=settings.eval_batch, train_batch=settings.train_batch,
                   autocast=False)
     left = args.budget_s - (time.perf_counter() - started)

@@ -105,7 +105,13 @@ def test_the_tiny_check_reports_every_field_and_the_paths_agree(tmp_path, capsys
         for path in ("simlab", "reference"):
             found = model["largest_batch"][path]
             assert found["largest"] == 2 and found["stopped_by"] == "cap" and found["peak_memory_gib"] > 0
-        assert model["prompt_tokens"]["min"] > 100  # real WVS prompts in a chat template
+        tokens = model["prompt_tokens"]
+        assert tokens["min"] > 100 and tokens["split_rows"] == 6841  # real WVS prompts in a chat template
+        # projections: the reference at its row rate (512 positions a row), simlab at its token rate over the split
+        assert paths["reference"]["projected_finetune_h"] == pytest.approx(
+            5 * 6841 / paths["reference"]["train_rows_per_s"] / 3600)
+        assert paths["simlab"]["projected_test_h"] == pytest.approx(
+            8452 * tokens["split_mean"] / paths["simlab"]["eval_tokens_per_s"] / 3600)
 
 
 def test_the_largest_batch_search_stops_at_out_of_memory(tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch):

@@ -8,6 +8,12 @@ The paths are literally the bench's (:func:`.timing.warm_up_and_check`, :func:`.
 real-token rates, model FLOP utilisation against a measured matmul peak, peak GPU memory, the projected wall time
 of the paper's fine-tune and test, and the largest batch.
 
+Projected wall times: the paper's 5 epochs over the training rows and the full test's rows (counted in the data),
+at the measured row rate for the reference (512 positions a row whatever the prompt) and, for simlab's paths, at
+the measured real-token rate divided by the mean prompt length of the whole sampled split (the sample of whole
+questions is longer or shorter than the split on average); training steps and test passes only (no validation,
+no start-up).
+
 Model FLOPs (stated in the summary): the decoder's linear layers, 2 FLOPs per weight per prompt token for
 evaluation (forward) and 4 for a LoRA training step (forward, and the backward's input gradients; the frozen
 weights get no weight gradients and LoRA's own are under 0.1%); real prompt tokens only (padding and the
@@ -121,12 +127,17 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     report_throughput(measured, pairs, settings)
     failures = agreement_failures(results, checks, settings)
     lengths = data.lengths
+    split_mean = sum(data.population_lengths or lengths) / len(data.population_lengths or lengths)
     eval_real = sum(lengths[i] for i in order)
     train_real = sum(lengths[i] for i in _training_rows(order, settings))
     for method in paths:
         name = method.name
         eval_s, train_s = sum(timed[name].seconds), sum(train_timed[name].seconds)
         eval_rate, train_rate = sum(timed[name].rows) / eval_s, sum(train_timed[name].rows) / train_s
+        if not method.pad_to_max:  # cost follows the prompt's tokens: rows/s at the whole split's mean length
+            projected_train, projected_eval = train_real / train_s / split_mean, eval_real / eval_s / split_mean
+        else:  # the reference computes 512 positions a row whatever its length
+            projected_train, projected_eval = train_rate, eval_rate
         report.paths[name] = {
             "train_rows_per_s": train_rate, "train_tokens_per_s": train_real / train_s,
             "eval_rows_per_s": eval_rate, "eval_tokens_per_s": eval_real / eval_s,
@@ -136,8 +147,8 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
             "eval_computed_tokens_per_row": eval_tokens[name] / sum(timed[name].rows),
             "train_peak_memory_gib": bench.peaks["train", name] / 1024,
             "eval_peak_memory_gib": bench.peaks["eval", name] / 1024,
-            "projected_finetune_h": projection.epochs * projection.train_rows / train_rate / 3600,
-            "projected_test_h": projection.test_rows / eval_rate / 3600,
+            "projected_finetune_h": projection.epochs * projection.train_rows / projected_train / 3600,
+            "projected_test_h": projection.test_rows / projected_eval / 3600,
         }
     reference = results.get("reference")
     report.agreement = {
@@ -220,7 +231,8 @@ def print_summary(reports: list[ModelReport], peak_gflops: float, peak_label: st
         tokens = report.prompt_tokens
         log(f"{report.name}: {report.parameters / 1e9:.2f}B parameters, {report.weights_gib:.1f} GiB weights, "
             f"built in {report.build_s:.1f} s; prompt tokens min {tokens.get('min')} / mean "
-            f"{tokens.get('mean', float('nan')):.0f} / max {tokens.get('max')}"
+            f"{tokens.get('mean', float('nan')):.0f} / max {tokens.get('max')} (the split's "
+            f"{tokens.get('split_rows')} rows: mean {tokens.get('split_mean', float('nan')):.0f})"
             + "".join(f"; {n}" for n in report.notes))
         for path, found in report.largest_batch.items():
             log(f"{report.name}: largest training batch, {path}: {found['largest']} rows of {found['prompt_tokens']} "
