@@ -11,8 +11,8 @@ of the paper's fine-tune and test, and the largest batch.
 Projected wall times: the paper's 5 epochs over the training rows and the full test's rows (counted in the data),
 at the measured row rate for the reference (512 positions a row whatever the prompt) and, for simlab's paths, at
 the measured real-token rate divided by the mean prompt length of the whole sampled split (the sample of whole
-questions is longer or shorter than the split on average); training steps and test passes only (no validation,
-no start-up).
+questions is longer or shorter than the split on average; the test's questions are others, taken at the same mean);
+training steps and test passes only (no validation, no start-up).
 
 Model FLOPs (stated in the summary): the decoder's linear layers, 2 FLOPs per weight per prompt token for
 evaluation (forward) and 4 for a LoRA training step (forward, and the backward's input gradients; the frozen
