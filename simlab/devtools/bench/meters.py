@@ -56,6 +56,60 @@ class PeakRSS:
     def delta_mib(self) -> float:
         return (self.peak - self.base) / 2**20
 
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2**20
+
+
+class PeakCudaMemory:
+    """Peak GPU memory allocated by torch during a block: ``delta_mib`` above the level at entry (as
+    :class:`PeakRSS`), ``peak_mib`` in all (the weights included)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> PeakCudaMemory:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.base = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device)
+
+    @property
+    def delta_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2**20
+
+
+def peak_memory(device: torch.device) -> PeakRSS | PeakCudaMemory:
+    """The memory meter for ``device``: torch's allocator statistics on a GPU, the process's RSS on a CPU."""
+    return PeakCudaMemory(device) if device.type == "cuda" else PeakRSS()
+
+
+def dense_matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
+    """GFLOP/s of one large square matmul (``size`` x ``size`` x ``size``) in ``dtype`` on ``device``, best of
+    ``repeats`` after a warm-up: the measured peak that model FLOP utilisation is a fraction of."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:  # the first is the warm-up
+                best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
 
 class CpuShare:
     """Wall time of a block, and the share of the machine's cores this process got during it (CPU time / wall /
@@ -166,6 +220,8 @@ class Measurements:
     train_tokens: dict[str, int]
     peak_gflops: float  # the matmul throughput the FLOP rates are compared with
     flops_per_token: int  # the decoder linears' FLOPs per token position
+    peak_label: str | None = None  # what peak_gflops measured (None: the matmul_peak of command.run)
+    memory: str = "RSS"  # what peak_mib measured (Bench.memory)
 
     def gflops(self, name: str, train: bool) -> float:
         tokens = self.train_tokens[name] if train else self.eval_tokens[name]

@@ -70,7 +70,10 @@ def batches(
 
 
 def batch_scores(model, batch: dict[str, torch.Tensor], method: Method) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(mean KL(human || model) over the batch's rows, each row's option probabilities) as ``method`` computes them."""
+    """(mean KL(human || model) over the batch's rows, each row's option probabilities) as ``method`` computes them.
+    The batch is built on the CPU and moved to the model's device here (a no-op on a CPU)."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     if method.full_vocab:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
     else:
@@ -78,7 +81,7 @@ def batch_scores(model, batch: dict[str, torch.Tensor], method: Method) -> tuple
     if method.loop_loss:
         return per_row_scores(logits, batch, full_vocab=method.full_vocab)
     if method.full_vocab:
-        rows = torch.arange(logits.shape[0])
+        rows = torch.arange(logits.shape[0], device=logits.device)
         logits = logits[rows, batch["answer_index"]].gather(-1, batch["letter_ids"]).float()
     loss = KLDivergenceLoss()(logits, batch["target"], batch["option_mask"])
     probs = masked_softmax(logits, batch["option_mask"])

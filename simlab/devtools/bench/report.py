@@ -45,7 +45,7 @@ def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args
     row("train tokens computed per row", {n: measured.train_tokens[n] / train_rows[n] for n in names}, ".1f",
         ratio=True)
     for title, t in (("eval", timed), ("train", train_timed)):
-        row(f"{title} peak RSS above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
+        row(f"{title} peak {measured.memory} above start, MiB (max)", {n: max(t[n].peak_mib) for n in names}, ".0f")
     row("eval prompts per CPU-second (median)", {n: statistics.median(timed[n].cpu_rates) for n in names}, ".2f",
         timed, cpu=True)
     row("train rows per CPU-second (median)", {n: statistics.median(train_timed[n].cpu_rates) for n in names},
@@ -55,8 +55,9 @@ def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args
         ratio=True)
     row("mean eval KL(human ‖ model)", {n: measured.results[n].loss for n in names}, ".6f")
     log("")
-    log(f"matmul: float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} tokens: "
-         f"{measured.peak_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads); model FLOPs count the decoder's "
+    label = measured.peak_label or (f"float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} "
+                                    f"tokens ({torch.get_num_threads()} threads)")
+    log(f"matmul: {label}: {measured.peak_gflops:.1f} GFLOP/s; model FLOPs count the decoder's "
          f"linear layers, {measured.flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
     fractions = {n: (gflops(n, False) / measured.peak_gflops, gflops(n, True) / measured.peak_gflops) for n in names}
     log("matmul_fraction: " + ", ".join(f"{n} eval {e:.2f} train {t:.2f}" for n, (e, t) in fractions.items()))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from simlab.devtools.bench.meters import Checks, CpuShare, PeakRSS, Timed, path_tokens
+from simlab.devtools.bench.meters import Checks, CpuShare, Timed, path_tokens, peak_memory
 from simlab.devtools.bench.methods import EVAL_LADDER, REFERENCE, SHARED, SIMLAB, TRAIN_LADDER, Method
 from simlab.devtools.bench.paths import EvalResult, batch_scores, batches, evaluate, train_steps
 from simlab.devtools.bench.report import log
@@ -29,6 +29,9 @@ class Bench:
         self.eval_batch, self.train_batch, self.autocast = eval_batch, train_batch, autocast
         self.initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.last_cpu_share = self.last_cpu_seconds = float("nan")
+        self.device = next(model.parameters()).device  # batches are moved there (paths.batch_scores)
+        self.peaks: dict[tuple[str, str], float] = {}  # ("eval"|"train", path) -> highest peak MiB in all
+        self.memory = "GPU memory" if self.device.type == "cuda" else "RSS"  # what the peaks measure
 
     def reset(self) -> torch.optim.Optimizer:
         """Restore the initial adapter and return a fresh AdamW on it, so every training run does the same work."""
@@ -40,18 +43,20 @@ class Bench:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
 
     def time_eval(self, method: Method, indices: Sequence[int]) -> tuple[EvalResult, float, float]:
-        with PeakRSS() as memory, CpuShare() as share:
+        with peak_memory(self.device) as memory, CpuShare() as share:  # each batch ends in a sync (.item())
             result = evaluate(self.model, self.data, method, indices, self.eval_batch, self.autocast)
         self.last_cpu_share, self.last_cpu_seconds = share.value, share.cpu
+        self.peaks["eval", method.name] = max(self.peaks.get(("eval", method.name), 0.0), memory.peak_mib)
         return result, share.wall, memory.delta_mib
 
     def time_train(self, method: Method, indices: Sequence[int], seed: int) -> tuple[list[float], float, float]:
         optimizer = self.reset()
-        with PeakRSS() as memory, CpuShare() as share:
+        with peak_memory(self.device) as memory, CpuShare() as share:  # each batch ends in a sync (.item())
             losses = train_steps(
                 self.model, optimizer, self.data, method, indices, self.train_batch, seed=seed, autocast=self.autocast
             )
         self.last_cpu_share, self.last_cpu_seconds = share.value, share.cpu
+        self.peaks["train", method.name] = max(self.peaks.get(("train", method.name), 0.0), memory.peak_mib)
         return losses, share.wall, memory.delta_mib
 
     def train_check(
@@ -130,7 +135,7 @@ def time_evaluation(
             results[method.name].loss_sum += result.loss_sum
             eval_tokens[method.name] += path_tokens(bench.data, method, chunk, args.eval_batch, train=False)
             log(f"  eval repeat {repeat + 1}: {method.name:13s} {len(chunk)} rows in {seconds:7.1f} s "
-                 f"({len(chunk) / seconds:6.2f} prompts/s), peak RSS +{peak:.0f} MiB, "
+                 f"({len(chunk) / seconds:6.2f} prompts/s), peak {bench.memory} +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}")
     return timed, results, eval_tokens
 
@@ -151,7 +156,7 @@ def time_training(
             train_tokens[method.name] += path_tokens(bench.data, method, rows, args.train_batch, train=True,
                                                      seed=args.seed + repeat)
             log(f"  train repeat {repeat + 1}: {method.name:13s} {len(rows)} rows in {seconds:7.1f} s "
-                 f"({len(rows) / seconds:6.2f} rows/s), peak RSS +{peak:.0f} MiB, "
+                 f"({len(rows) / seconds:6.2f} rows/s), peak {bench.memory} +{peak:.0f} MiB, "
                  f"CPU share {bench.last_cpu_share:.0%}, losses "
                  + " ".join(f"{v:.4f}" for v in losses))
     return train_timed, train_tokens

@@ -19,6 +19,7 @@ class BenchData:
     datamodule: SurveyDataModule
     subset: str
     max_length: int = REFERENCE_MAX_LENGTH
+    population_lengths: list[int] | None = None  # every row of the subset, before sampling (tokens)
 
     def __post_init__(self) -> None:
         self.rows = self.datamodule.rows[self.subset]
@@ -64,6 +65,7 @@ def load_bench_data(
         seed=seed, max_length=max_length, prompt_order=prompt_order,
     )
     datamodule.setup("validate")
+    population = [len(e.input_ids) for e in datamodule.datasets[subset].encoded]  # before a questions sample
     if sample == "questions":
         every = datamodule.rows[subset]
         by_question: dict[str, list[int]] = {}
@@ -78,7 +80,7 @@ def load_bench_data(
             keep.extend(by_question[question][: rows - len(keep)])
         datamodule.rows[subset] = [every[i] for i in keep]
         datamodule.datasets[subset] = EncodedDataset([datamodule.datasets[subset].encoded[i] for i in keep])
-    return BenchData(datamodule, subset, max_length=max_length)
+    return BenchData(datamodule, subset, max_length=max_length, population_lengths=population)
 
 
 def grouped_order(data: BenchData, seed: int) -> list[int]:
