@@ -64,6 +64,22 @@ def split_half(out: Path) -> list[str]:
     return lines
 
 
+def shortfalls(out: Path) -> list[str]:
+    """Every subset whose coverage falls more than 5 points short of 90%, per run (distribution shift made visible)."""
+    lines = []
+    for prefix in ("", "pew_"):
+        for name, title in RUNS:
+            metrics = load(out, prefix + name)
+            if metrics is None:
+                continue
+            subsets = (metrics.get("subsets") or {}).items()
+            short = [f"{subset} {scores['coverage_90']:.3f}" for subset, scores in subsets
+                     if scores.get("coverage_90") is not None and scores["coverage_90"] < 0.85]
+            if short:
+                lines.append(f"* {title}{' on Pew' if prefix else ''}: {', '.join(short)}")
+    return lines or ["* none: every subset of every run is covered at 85% or more"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the folder experiments/trust_smollm2.sh wrote")
@@ -110,6 +126,18 @@ def main() -> None:
         "## Pew (the unseen survey)",
         "",
         *table(out, "pew_", PEW_SUBSETS),
+        "",
+        "## Where coverage falls short (below 85%)",
+        "",
+        *shortfalls(out),
+        "",
+        "The intervals are calibrated on C1-Q2 (training countries, questions never trained on); a test subset is"
+        " exchangeable with it only as far as its countries and questions are alike, so unseen countries and"
+        " another survey can fall short. The remedy offered is a wider level fitted on the valid split alone,"
+        " `intervals.level=0.95` with `calibrate=true` (metrics then named `coverage_95`, `interval_width_95`); its"
+        " coverage on the shifted subsets is not measured here, and it cannot be checked by halving the valid"
+        " questions (17–18 questions cannot certify 95%; 35 can). Each run's metrics.json names the level and the"
+        " quantile it used (`intervals`).",
         "",
     ]
     args.out_file.write_text("\n".join(lines))
