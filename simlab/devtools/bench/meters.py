@@ -19,7 +19,22 @@ from simlab.devtools.bench.paths import EvalResult, batches
 from simlab.devtools.bench.workload import BenchData
 
 
-class PeakRSS:
+class PeakMemory:
+    """A memory meter's readings in MiB: ``delta_mib`` above the level at entry, ``peak_mib`` in all."""
+
+    peak: int
+    base: int
+
+    @property
+    def delta_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2**20
+
+
+class PeakRSS(PeakMemory):
     """Peak resident set size above the level at entry, sampled by a thread every ``interval`` seconds.
 
     Why RSS sampling: torch's CPU tensors bypass ``tracemalloc``, and ``getrusage``'s ``ru_maxrss`` is a
@@ -52,16 +67,8 @@ class PeakRSS:
         self._thread.join()
         self.peak = max(self.peak, self._rss())
 
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
-    @property
-    def peak_mib(self) -> float:
-        return self.peak / 2**20
-
-
-class PeakCudaMemory:
+class PeakCudaMemory(PeakMemory):
     """Peak GPU memory allocated by torch during a block: ``delta_mib`` above the level at entry (as
     :class:`PeakRSS`), ``peak_mib`` in all (the weights included)."""
 
@@ -78,16 +85,8 @@ class PeakCudaMemory:
         torch.cuda.synchronize(self.device)
         self.peak = torch.cuda.max_memory_allocated(self.device)
 
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
-    @property
-    def peak_mib(self) -> float:
-        return self.peak / 2**20
-
-
-def peak_memory(device: torch.device) -> PeakRSS | PeakCudaMemory:
+def peak_memory(device: torch.device) -> PeakMemory:
     """The memory meter for ``device``: torch's allocator statistics on a GPU, the process's RSS on a CPU."""
     return PeakCudaMemory(device) if device.type == "cuda" else PeakRSS()
 
