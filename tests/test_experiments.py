@@ -2,6 +2,7 @@
 data module without loading rows, the loss, the trainer, callbacks and baseline; no weights, no training)."""
 
 import itertools
+import os
 
 import pytest
 from conftest import REPO
@@ -112,3 +113,32 @@ def test_prior_anchored_is_the_quality_run_and_method_ft_stays_the_papers(tmp_pa
     assert paper["data"]["prompt_order"] == "paper" and paper["data"]["shuffle_options"] is False
     assert paper["module"]["optimizer"]["lr"] == 1e-4 and paper["model"]["lora"]["r"] == 8
     assert "method=prior_anchored" in (REPO / "Makefile").read_text().replace("$(RUN_METHOD)", "prior_anchored")
+
+
+def test_run_folder_keeps_completed_resumes_checkpointed_and_restarts_a_run_cut_before_its_first_checkpoint(
+        tmp_path):
+    """experiments/run_folder.sh: an experiment script run again after a cut must never stop at a run that has no
+    checkpoint (resume= refuses it); that folder is set aside and the run starts again."""
+    import subprocess
+
+    stub = tmp_path / "py"  # stands in for the interpreter: records its arguments, makes the run folder
+    stub.write_text('#!/usr/bin/env bash\necho "$@" >> "$CALLS"\n'
+                    'for a in "$@"; do case $a in hydra.run.dir=*) mkdir -p "${a#*=}";; esac; done\n')
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    for name, status, checkpoint in (("done", "completed", False), ("cut", "running", True),
+                                     ("early", "running", False)):
+        (out / name / "checkpoints").mkdir(parents=True)
+        (out / name / "status.json").write_text(f'{{\n  "status": "{status}"\n}}')
+        if checkpoint:
+            (out / name / "checkpoints" / "last.ckpt").write_bytes(b"")
+    script = f'source {REPO / "experiments/run_folder.sh"}; for n in done cut early fresh; do run $n method=ft; done'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PY": str(stub), "OUT": str(out), "CALLS": str(tmp_path / "calls")})
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [f"run.py method=ft logger=csv resume={out / 'cut'}",
+                     f"run.py method=ft logger=csv hydra.run.dir={out / 'early'}",
+                     f"run.py method=ft logger=csv hydra.run.dir={out / 'fresh'}"], result.stdout
+    assert "done: completed, kept" in result.stdout
+    aside = [p.name for p in out.iterdir() if p.name.startswith("early.incomplete-")]
+    assert len(aside) == 1 and (out / aside[0] / "status.json").is_file()
