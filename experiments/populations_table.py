@@ -19,6 +19,8 @@ from scipy.spatial.distance import jensenshannon
 
 from simlab.analysis.gap import subset_gaps
 from simlab.analysis.paired import compare
+from simlab.data.files import read_data_json
+from simlab.paths import data_root
 from simlab.runs.predictions import read_predictions
 
 SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
@@ -110,6 +112,99 @@ def diversity(out: Path, name: str) -> dict[str, tuple[float, int]]:
     return result
 
 
+POPULATION_FILES = [f"wvs7_populations/populations_{split}.json" for split in ("train", "valid", "test")]
+NOISE_DRAWS = 200  # Monte Carlo surveys per cell for the diversity that sampling noise alone makes
+
+
+def effective_sizes() -> dict[tuple, float]:
+    """(population as sorted items, question id) -> n_eff, from the shipped population files (data=wvs_populations)."""
+    sizes = {}
+    for name in POPULATION_FILES:
+        for row in read_data_json(name, data_root()):
+            sizes[(tuple(sorted(row["population"].items())), str(row["id"]))] = float(row["n_eff"])
+    return sizes
+
+
+def noise_diversity(out: Path, name: str, sizes: dict[tuple, float], seed: int = 0) -> dict[str, float]:
+    """Per subset: the subgroup diversity (as :func:`diversity` measures it) that sampling noise alone would show if
+    every subgroup of a cell answered alike: each subgroup's survey redrawn (multinomial, its rounded n_eff) from the
+    cell's pooled shares (the subgroups' shares weighted by n_eff), the mean pairwise JSD averaged over draws."""
+    path = out / name / "predictions.jsonl"
+    if not path.is_file():
+        return {}
+    rng = np.random.default_rng(seed)
+    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for record in read_predictions(path):
+        by_cell[(record["subset"], record["country"], str(record["question_id"]))].append(record)
+    per_subset: dict[str, list[float]] = defaultdict(list)
+    for (subset, _, question), records in sorted(by_cell.items()):
+        if len(records) < 2:
+            continue
+        n = np.array([max(1, round(sizes[(tuple(sorted(r["population"].items())), question)])) for r in records])
+        pooled = (np.asarray([r["human"] for r in records]) * n[:, None]).sum(0)
+        pooled /= pooled.sum()
+        draws = [rng.multinomial(k, pooled, size=NOISE_DRAWS) / k for k in n]  # [subgroup] -> [draw, option]
+        pairs = [jensenshannon(draws[i], draws[j], axis=1) for i, j in itertools.combinations(range(len(n)), 2)]
+        per_subset[subset].append(float(np.mean(pairs)))
+    return {subset: float(np.mean(values)) for subset, values in per_subset.items()}
+
+
+def movement(out: Path, anchor: str, model: str) -> dict[str, dict[str, float]]:
+    """Per subset, how a prior-anchored model moves away from the baseline it is anchored on (same rows): the mean
+    JSD between the anchor and the people, between the model and the anchor, the share of rows on which the model is
+    closer to the people than the anchor is, and the mean cosine between the model's move (model − anchor) and the
+    move the people would need (people − anchor), in share space."""
+    a_path, m_path = out / f"sample_{anchor}" / "predictions.jsonl", out / f"sample_{model}" / "predictions.jsonl"
+    if not (a_path.is_file() and m_path.is_file()):
+        return {}
+
+    def key(r):
+        return r["subset"], tuple(sorted((r.get("population") or {"country": r["country"]}).items())), \
+            str(r["question_id"])
+
+    anchors = {key(r): r for r in read_predictions(a_path)}
+    per_subset: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for r in read_predictions(m_path):
+        a = anchors[key(r)]  # the same rows by construction (one seeded sample); a missing row is an error
+        people, prior, predicted = (np.asarray(v, dtype=float) for v in (r["human"], a["predicted"], r["predicted"]))
+        need, move = people - prior, predicted - prior
+        norm = np.linalg.norm(need) * np.linalg.norm(move)
+        per_subset[r["subset"]].append((jensenshannon(prior, people), jensenshannon(predicted, prior),
+                                        float(jensenshannon(predicted, people) < jensenshannon(prior, people)),
+                                        float(need @ move / norm) if norm > 0 else 0.0))
+    return {s: dict(zip(("anchor_people", "model_anchor", "closer", "cosine"), np.mean(v, axis=0)))
+            for s, v in per_subset.items()}
+
+
+def why_section(out: Path) -> list[str]:
+    """Why a prior-anchored fine-tune does or does not beat its prior: the room it has and how it moves."""
+    lines = ["## Why the fine-tunes do (not) beat the baselines", "",
+             "Each prior-anchored fine-tune starts from a baseline (its prior) and learns a correction. Per subset, on"
+             " the same rows: *anchor → people*, the mean JSD distance from the prior to the survey shares; *noise*,"
+             " the part of that distance sampling noise alone makes (1 − the noise ceiling: the distance from the"
+             " truth to a survey of n_eff respondents); *model → anchor*, how far the model moves from its prior;"
+             " *closer*, the share of rows on which the model ends nearer the people than its prior; *cosine*, the"
+             " mean cosine between the model's move and the move the people would need (0: unrelated).", "",
+             "| use (anchor → model) | | " + " | ".join(SUBSETS) + " |", "|---|---" + "|---:" * len(SUBSETS) + "|"]
+    for use, anchor, model in (("new country", "similarity_prior", "prior_anchored"),
+                               ("breakdown", "subgroup_shift", "breakdown_prior_anchored")):
+        moved = movement(out, anchor, model)
+        if not moved:
+            continue
+        ceiling = (load(out, f"sample_{anchor}") or {}).get("noise_ceiling") or {}
+        title = f"{use} ({anchor} → {model})"
+        for label, values in (
+                ("anchor → people", {s: moved[s]["anchor_people"] for s in moved}),
+                ("noise", {s: 1 - ceiling[s]["one_minus_jsd"] for s in ceiling}),
+                ("model → anchor", {s: moved[s]["model_anchor"] for s in moved}),
+                ("closer", {s: moved[s]["closer"] for s in moved}),
+                ("cosine", {s: moved[s]["cosine"] for s in moved})):
+            lines.append(f"| {title} | {label} | " + " | ".join(
+                f"{values[s]:.4f}" if s in values else "–" for s in SUBSETS) + " |")
+            title = ""
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the folder experiments/populations_smollm2.sh wrote")
@@ -179,9 +274,12 @@ def main() -> None:
     lines += ["## Diversity across a country's subgroups: people vs model", "",
               "Per (country, question) cell of the sample, the mean pairwise Jensen–Shannon distance between its"
               " subgroups' distributions (0: every subgroup answers alike), averaged over the subset's cells."
-              " A simulator that ignores the subgroup scores 0.", "",
+              " A simulator that ignores the subgroup scores 0. Part of the people's diversity is sampling noise"
+              " (each subgroup is a survey of n_eff respondents): the row in italics is the diversity the survey"
+              " would show if every subgroup of the cell answered alike (seeded Monte Carlo, 200 draws).", "",
               "| run | " + " | ".join(SUBSETS) + " |", "|---" + "|---:" * len(SUBSETS) + "|"]
     people_done = False
+    sizes = effective_sizes()
     for name, title in (("zs", "ZS"), ("ft", "FT"), ("prior_anchored", "prior-anchored FT"),
                         ("breakdown_prior_anchored", "prior-anchored FT (breakdown)"),
                         ("subgroup_shift", "overall + mean subgroup shift"), ("avg_culture", "subgroup mean")):
@@ -191,10 +289,14 @@ def main() -> None:
         if not people_done:
             lines.append("| people (the survey) | " + " | ".join(
                 f"{values[s][0]:.4f}" if s in values else "–" for s in SUBSETS) + " |")
+            noise = noise_diversity(out, f"sample_{name}", sizes)
+            lines.append("| *sampling noise alone (subgroups alike)* | " + " | ".join(
+                f"*{noise[s]:.4f}*" if s in noise else "–" for s in SUBSETS) + " |")
             people_done = True
         lines.append(f"| {title} | " + " | ".join(f"{values[s][1]:.4f}" if s in values else "–" for s in SUBSETS)
                      + " |")
     lines.append("")
+    lines += why_section(out)
     lines += paired_section(out)
     lines += ["## The baselines on every row", "",
               "The same baselines on all rows of each subset (`data=wvs_populations method=...`, no sample):", "",
@@ -230,17 +332,22 @@ def paired_section(out: Path) -> list[str]:
              " subsets (C2, C3), compared row by row on each (`simlab paired`); SE clustered by question.", "",
              "| use | baseline (A) | method (B) | subset | rows | questions | B − A | SE (clustered) | z |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    verdicts = []
     for use, baselines, models in (("new country", NEW_COUNTRY, NEW_COUNTRY_MODELS),
                                    ("breakdown", BREAKDOWN, BREAKDOWN_MODELS)):
         a = best_of(out, [n for n, _, _ in baselines], UNSEEN_COUNTRIES)
         b = best_of(out, [n for n, _, _ in models], UNSEEN_COUNTRIES)
         if a is None or b is None:
             continue
+        z = []
         for subset in UNSEEN_COUNTRIES:
             result = compare(str(out / f"sample_{a}"), str(out / f"sample_{b}"), subset)
+            z.append(result.z)
             lines.append(f"| {use} | {a} | {b} | {subset} | {result.rows} | {result.questions} | "
                          f"{result.difference:+.4f} | {result.se_questions:.4f} | {result.z:+.2f} |")
-    return [*lines, ""]
+        verdicts.append(f"{use}: {b} is better than {a} on {sum(v > 2 for v in z)} of {len(z)} unseen-country subsets"
+                        f" (z > 2), worse on {sum(v < -2 for v in z)} (z < −2), indistinguishable on the rest")
+    return [*lines, "", *(f"- {v}." for v in verdicts), ""]
 
 
 if __name__ == "__main__":
