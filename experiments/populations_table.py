@@ -280,7 +280,8 @@ def main() -> None:
               "| run | " + " | ".join(SUBSETS) + " |", "|---" + "|---:" * len(SUBSETS) + "|"]
     people_done = False
     sizes = effective_sizes()
-    for name, title in (("zs", "ZS"), ("ft", "FT"), ("prior_anchored", "prior-anchored FT"),
+    for name, title in (("zs", "ZS"), ("ft", "FT"), ("ft_attribute_ctrl", "FT[attribute ctrl]"),
+                        ("prior_anchored", "prior-anchored FT"),
                         ("breakdown_prior_anchored", "prior-anchored FT (breakdown)"),
                         ("subgroup_shift", "overall + mean subgroup shift"), ("avg_culture", "subgroup mean")):
         values = diversity(out, f"sample_{name}")
