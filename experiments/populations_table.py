@@ -235,7 +235,10 @@ def main() -> None:
         " the subset) / (ceiling − best baseline); 0 = the best baseline, 1 = the ceiling, below 0 = worse.",
         "",
         f"CPU (`lscpu` model name, cores): {machine}. Wall time per run (metrics.json `wall_time_s`): "
-        + ", ".join(f"{name} {m['wall_time_s'] / 60:.1f} min" for name, m in walls) + ".",
+        + ", ".join(f"{name} {m['wall_time_s'] / 60:.1f} min" for name, m in walls) + ". A resumed run's time counts"
+        " its last process only; runs that shared the machine (OMP_NUM_THREADS=1, two side by side) took longer than"
+        " one alone: the 90-minute fine-tune + test is `python run.py experiment=populations_cpu"
+        " method=prior_anchored`, run alone with 2 threads.",
         "",
         *status_lines(out),
         "## New country: nothing known about the population's country",
