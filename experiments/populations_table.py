@@ -88,16 +88,24 @@ def use_table(out: Path, prefix: str, baselines, models, key: str) -> list[str]:
     return lines
 
 
-def diversity(out: Path, name: str) -> dict[str, tuple[float, int]]:
+def population_key(population: dict) -> tuple:
+    """A population as a hashable key (its attributes in name order)."""
+    return tuple(sorted(population.items()))
+
+
+def cells(out: Path, name: str) -> dict[tuple[str, str, str], list[dict]]:
+    """The run's prediction records grouped by (subset, country, question id): one cell's subgroups together."""
+    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    path = out / name / "predictions.jsonl"
+    if path.is_file():
+        for record in read_predictions(path):
+            by_cell[(record["subset"], record["country"], str(record["question_id"]))].append(record)
+    return by_cell
+
+
+def diversity(by_cell: dict[tuple[str, str, str], list[dict]]) -> dict[str, tuple[float, float, int]]:
     """Per subset: the mean over (country, question) cells with at least two subgroups of the mean pairwise
     Jensen-Shannon distance between the subgroups' distributions, for the people (``human``) and the run."""
-    result = {}
-    path = out / name / "predictions.jsonl"
-    if not path.is_file():
-        return result
-    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for record in read_predictions(path):
-        by_cell[(record["subset"], record["country"], str(record["question_id"]))].append(record)
     per_subset: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (subset, _, _), records in by_cell.items():
         if len(records) < 2:
@@ -106,6 +114,7 @@ def diversity(out: Path, name: str) -> dict[str, tuple[float, int]]:
         people = np.mean([jensenshannon(a["human"], b["human"]) for a, b in pairs])
         model = np.mean([jensenshannon(a["predicted"], b["predicted"]) for a, b in pairs])
         per_subset[subset].append((people, model))
+    result = {}
     for subset, values in per_subset.items():
         array = np.asarray(values)
         result[subset] = (float(array[:, 0].mean()), float(array[:, 1].mean()), len(values))
@@ -121,26 +130,21 @@ def effective_sizes() -> dict[tuple, float]:
     sizes = {}
     for name in POPULATION_FILES:
         for row in read_data_json(name, data_root()):
-            sizes[(tuple(sorted(row["population"].items())), str(row["id"]))] = float(row["n_eff"])
+            sizes[(population_key(row["population"]), str(row["id"]))] = float(row["n_eff"])
     return sizes
 
 
-def noise_diversity(out: Path, name: str, sizes: dict[tuple, float], seed: int = 0) -> dict[str, float]:
+def noise_diversity(by_cell: dict[tuple[str, str, str], list[dict]], sizes: dict[tuple, float],
+                    seed: int = 0) -> dict[str, float]:
     """Per subset: the subgroup diversity (as :func:`diversity` measures it) that sampling noise alone would show if
     every subgroup of a cell answered alike: each subgroup's survey redrawn (multinomial, its rounded n_eff) from the
     cell's pooled shares (the subgroups' shares weighted by n_eff), the mean pairwise JSD averaged over draws."""
-    path = out / name / "predictions.jsonl"
-    if not path.is_file():
-        return {}
     rng = np.random.default_rng(seed)
-    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for record in read_predictions(path):
-        by_cell[(record["subset"], record["country"], str(record["question_id"]))].append(record)
     per_subset: dict[str, list[float]] = defaultdict(list)
     for (subset, _, question), records in sorted(by_cell.items()):
         if len(records) < 2:
             continue
-        n = np.array([max(1, round(sizes[(tuple(sorted(r["population"].items())), question)])) for r in records])
+        n = np.array([max(1, round(sizes[(population_key(r["population"]), question)])) for r in records])
         pooled = (np.asarray([r["human"] for r in records]) * n[:, None]).sum(0)
         pooled /= pooled.sum()
         draws = [rng.multinomial(k, pooled, size=NOISE_DRAWS) / k for k in n]  # [subgroup] -> [draw, option]
@@ -159,8 +163,7 @@ def movement(out: Path, anchor: str, model: str) -> dict[str, dict[str, float]]:
         return {}
 
     def key(r):
-        return r["subset"], tuple(sorted((r.get("population") or {"country": r["country"]}).items())), \
-            str(r["question_id"])
+        return r["subset"], population_key(r.get("population") or {"country": r["country"]}), str(r["question_id"])
 
     anchors = {key(r): r for r in read_predictions(a_path)}
     per_subset: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
@@ -287,13 +290,14 @@ def main() -> None:
                         ("prior_anchored", "prior-anchored FT"),
                         ("breakdown_prior_anchored", "prior-anchored FT (breakdown)"),
                         ("subgroup_shift", "overall + mean subgroup shift"), ("avg_culture", "subgroup mean")):
-        values = diversity(out, f"sample_{name}")
+        by_cell = cells(out, f"sample_{name}")
+        values = diversity(by_cell)
         if not values:
             continue
         if not people_done:
             lines.append("| people (the survey) | " + " | ".join(
                 f"{values[s][0]:.4f}" if s in values else "–" for s in SUBSETS) + " |")
-            noise = noise_diversity(out, f"sample_{name}", sizes)
+            noise = noise_diversity(by_cell, sizes)
             lines.append("| *sampling noise alone (subgroups alike)* | " + " | ".join(
                 f"*{noise[s]:.4f}*" if s in noise else "–" for s in SUBSETS) + " |")
             people_done = True
