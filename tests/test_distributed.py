@@ -134,13 +134,14 @@ def test_trainer_configs_resolve_and_build_without_a_gpu(name, devices, accumula
     assert Qwen2DecoderLayer in checkpointed._module_classes
 
 
-def test_cpu_precision_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch):
+def test_cpu_precision_auto_follows_the_cpus_bf16_support_and_speed(tmp_path, monkeypatch):
     import simlab.training.precision as precision
 
     cfg = compose_config(f"paths.output_dir={tmp_path}")
     assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
     for has_bf16, expected in ((False, "32-true"), (True, "bf16-mixed")):
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda has_bf16=has_bf16: has_bf16)
+        monkeypatch.setattr(precision, "bf16_cpu_speeds", lambda: (400.0, 200.0))  # where bf16 is also faster
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.precision == expected
 

@@ -108,15 +108,30 @@ def test_a_failed_run_logs_its_error_and_traceback_to_run_log(tmp_path, tiny_lla
     assert read_status(tmp_path)["status"] == "failed"
 
 
-def test_precision_auto_follows_the_cpu(monkeypatch):
+def test_precision_auto_follows_the_cpus_measured_speed(monkeypatch):
     from simlab.training import precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     chosen, why = precision.resolve_precision("auto", "cpu")
     assert chosen == "32-true" and "no native bf16" in why
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert precision.resolve_precision("auto", "cpu")[0] == "bf16-mixed"
+    monkeypatch.setattr(precision, "bf16_cpu_speeds", lambda: (400.0, 200.0))  # an AMX CPU: bf16 2x float32
+    chosen, why = precision.resolve_precision("auto", "cpu")
+    assert chosen == "bf16-mixed" and "400 GFLOP/s against 200 in float32" in why
+    monkeypatch.setattr(precision, "bf16_cpu_speeds", lambda: (155.0, 263.0))  # AVX512-BF16 without AMX
+    chosen, why = precision.resolve_precision("auto", "cpu")
+    assert chosen == "32-true" and "not faster than float32" in why
+    monkeypatch.setattr(precision, "bf16_cpu_speeds", lambda: (300.0, 263.0))  # within the margin: float32
+    assert precision.resolve_precision("auto", "cpu")[0] == "32-true"
     assert precision.resolve_precision("32-true", "cpu") == ("32-true", "set in the trainer config")
+
+
+def test_matmul_speed_is_measured():
+    import torch
+
+    from simlab.training.precision import matmul_gflops
+
+    assert matmul_gflops(torch.float32, size=64, tokens=32, repeats=2) > 0
 
 
 def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):

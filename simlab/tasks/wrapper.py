@@ -152,6 +152,11 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     for config in (saved, asked):  # the task's function and kind (absent from older runs) change no result
         for key in ("run", "calibrates"):
             (config.get("task") or {}).pop(key, None)
+    # trainer.precision=auto is resolved on the machine (simlab.training.precision); the checkpoint records what the
+    # run trained in and ResumeCheckpoint refuses any other, so naming that precision on resume is no difference
+    if (saved.get("trainer") or {}).get("precision") == "auto":
+        for config in (saved, asked):
+            (config.get("trainer") or {}).pop("precision", None)
     # optimized_metric: what a sweeper reads from the result, not how the run trains. A copied or moved run folder:
     # its own location (paths.output_dir and every path under it) is no difference
     moved = ((saved.get("paths") or {}).get("output_dir"), (asked.get("paths") or {}).get("output_dir"))

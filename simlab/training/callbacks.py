@@ -104,16 +104,25 @@ class ResumeCheckpoint(Checkpoint):
         self.resumed: dict | None = None  # where this run resumed from (checkpoint, step, epoch)
         self._signals = None
         self._last_step = 0
+        self._precision: str | None = None  # the trainer's, carried by the checkpoint (a resume must keep it)
 
     @property
     def path(self) -> Path:
         return self.dirpath / self.filename
 
     # ------------------------------------------------------------------ state carried by every checkpoint
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._precision = str(trainer.precision)  # before Lightning restores a checkpoint into the callbacks
+
     def state_dict(self) -> dict:
-        return {"rng": rng_states()}
+        return {"rng": rng_states(), "precision": self._precision}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("precision")
+        if saved and self._precision and saved != self._precision:
+            # precision=auto measures the CPU (simlab.training.precision): another machine may choose otherwise
+            raise ValueError(f"{self.path}: the run trained in precision {saved}, this resume would continue in "
+                             f"{self._precision}; add trainer.precision={saved} to resume it exactly")
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
 
