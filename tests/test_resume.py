@@ -105,18 +105,31 @@ def test_resume_refuses_another_config_and_a_finished_run(base, reference, tmp_p
     result = run_py(*base, *fault(3, "SIGTERM"), "data.batch_size=2", f"hydra.run.dir={out}", f"resume={out}", expect=1)
     assert "data.batch_size: 4 -> 2" in result.stderr
     assert status(out)["status"] == "interrupted"  # a refused resume leaves the run as it was
-
-
-def test_resume_keeps_the_precision_the_run_trained_in(base, reference, tmp_path):
-    # precision=auto is measured on the machine (simlab.training.precision): a resume that would continue in another
-    # precision is refused, and naming the run's own one resumes it exactly
-    out = tmp_path / "stopped"
-    run_py(*base, *fault(3, "SIGTERM"), f"hydra.run.dir={out}", expect=128 + signal.SIGTERM)
+    # precision=auto is measured on the machine (simlab.training.precision): naming a precision is no config
+    # difference, but the checkpoint refuses to continue in another one than the run trained in
     chosen = next(line.split("precision ", 1)[1].split(":")[0] for line in (out / "run.log").read_text().splitlines()
                   if "simlab.training.distributed" in line and "precision " in line)
     other = "bf16-mixed" if chosen == "32-true" else "32-true"
     result = run_py(*base, *fault(3, "SIGTERM"), f"trainer.precision={other}", f"hydra.run.dir={out}",
                     f"resume={out}", expect=1)
     assert f"the run trained in precision {chosen}" in result.stderr and f"trainer.precision={chosen}" in result.stderr
-    run_py(*base, *fault(3, "SIGTERM"), f"trainer.precision={chosen}", f"hydra.run.dir={out}", f"resume={out}")
-    assert_same_result(reference, out)
+    # refused when the checkpoint is read: the run is marked failed (with why) and still resumes with that override
+    assert status(out)["status"] == "failed" and f"trainer.precision={chosen}" in status(out)["error"]
+
+
+def test_the_resume_checkpoint_carries_the_precision(tmp_path):
+    from simlab.training.callbacks import ResumeCheckpoint
+
+    saved = ResumeCheckpoint(tmp_path)
+    saved._precision = "bf16-mixed"
+    state = saved.state_dict()
+    same = ResumeCheckpoint(tmp_path)
+    same._precision = "bf16-mixed"
+    same.load_state_dict(state)
+    other = ResumeCheckpoint(tmp_path)
+    other._precision = "32-true"
+    with pytest.raises(ValueError, match="trained in precision bf16-mixed.*trainer.precision=bf16-mixed"):
+        other.load_state_dict(state)
+    older = {k: v for k, v in state.items() if k != "precision"}  # a checkpoint from before the record: accepted
+    other.load_state_dict(older)
+
