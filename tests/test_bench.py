@@ -103,6 +103,7 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
     code = command.main([
         "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
         "--train-batch", "4", "--data-root", str(tmp_path), "--ablation", "--ablation-rows", "4", "--threads", "1",
+        "--profile",
     ])
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
@@ -116,3 +117,6 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
     assert any(line.startswith("| eval tokens computed per row | 512.0 |") for line in lines)
     agreement = next(line for line in lines if line.startswith("prefix_agreement: "))
     assert "over 8 rows" in agreement
+    for stage in ("eval", "train"):
+        for path in ("reference", "simlab", "shared-prefix"):
+            assert any(line.startswith(f"profile, {stage}, {path}, ") for line in lines), (stage, path)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ablation:
         ablation(bench, order[: args.ablation_rows], args)
     if args.profile:
-        profile(bench, order[: args.eval_batch])
+        profile(bench, paths, order[: args.eval_batch], order[: args.train_steps * args.train_batch], args.seed)
     pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
     report_throughput(measured, pairs, args)
     failures = agreement_failures(measured.results, checks, args)
@@ -85,7 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="also time each step from the reference to simlab")
     parser.add_argument("--ablation-rows", type=int, default=32)
     parser.add_argument("--ablation-repeats", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per path")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler tables per path (an evaluation batch, a training pass)")
     return parser.parse_args(argv)
 
 

@@ -193,14 +193,21 @@ def ablation(bench: Bench, rows: list[int], args: argparse.Namespace) -> None:
         log("")
 
 
-def profile(bench: Bench, rows: list[int]) -> None:
-    """torch.profiler over one evaluation batch of each path: where the time goes."""
+def profile(bench: Bench, paths: Sequence[Method], rows: list[int], train_rows: list[int], seed: int) -> None:
+    """torch.profiler over one evaluation batch, then over one training pass (``train_rows``, from the initial
+    adapter), of each path: where the time goes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    for method in (REFERENCE, SIMLAB, SHARED):
+    for method in paths:
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             evaluate(bench.model, bench.data, method, rows, bench.eval_batch, bench.autocast)
         log(f"profile, eval, {method.name}, {len(rows)} rows:")
         log(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-
+    for method in paths:
+        optimizer = bench.reset()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_steps(bench.model, optimizer, bench.data, method, train_rows, bench.train_batch, seed=seed,
+                        autocast=bench.autocast)
+        log(f"profile, train, {method.name}, {len(train_rows)} rows in batches of {bench.train_batch}:")
+        log(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16))
