@@ -131,7 +131,9 @@ def test_matmul_speed_is_measured():
 
     from simlab.training.precision import matmul_gflops
 
+    state = torch.get_rng_state()
     assert matmul_gflops(torch.float32, size=64, tokens=32, repeats=2) > 0
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator untouched: no run depends on measuring
 
 
 def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):

@@ -35,9 +35,11 @@ def cpu_has_native_bf16() -> bool:
 
 def matmul_gflops(dtype: torch.dtype, size: int = 1024, tokens: int = 512, repeats: int = 8) -> float:
     """The best of ``repeats`` timings of a [tokens, size] x [size, size] CPU matmul in ``dtype``, in GFLOP/s
-    (torch's current thread count: the one training will use)."""
-    a = torch.randn(tokens, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+    (torch's current thread count: the one training will use). Its own generator: drawing from torch's global one
+    would shift every later random draw (LoRA dropout masks), so a run would depend on whether it measured."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(tokens, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
     a @ b  # warm-up: oneDNN picks and caches its kernel
     best = float("inf")
     for _ in range(repeats):
