@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 
+from simlab.data.batching import split_prefix
 from simlab.data.prompts import PromptFormat
 from simlab.data.rows import read_rows
 from simlab.model import load_language_model
@@ -18,18 +19,9 @@ SUBSETS = {"valid": "C1-Q2", "test_1": "C1-Q3", "test_2": "C2-Q1", "test_3": "C2
            "test_5": "C3-Q1", "test_6": "C3-Q2", "test_7": "C3-Q3"}
 
 
-def common_prefix(sequences: list[list[int]]) -> int:
-    """Length of the longest token prefix all sequences share (what shared-prefix execution computes once)."""
-    shortest = min(map(len, sequences))
-    length = 0
-    while length < shortest and all(s[length] == sequences[0][length] for s in sequences):
-        length += 1
-    return length
-
-
 def computed(sequences: list[list[int]]) -> int:
-    """Tokens computed for one group: its shared prefix once, then every row's own tokens."""
-    shared = common_prefix(sequences)
+    """Tokens computed for one group: its shared prefix once (as the collator splits it), then every row's own."""
+    shared = split_prefix(sequences)
     return shared + sum(len(s) - shared for s in sequences)
 
 
@@ -50,7 +42,7 @@ def main() -> None:
           f"subsets: {across} ({1 - across / per_subset:.1%} fewer)")
     for subset in SUBSETS.values():
         mine = [seqs for (name, _), seqs in groups.items() if name == subset]
-        prefix = sum(common_prefix(seqs) for seqs in mine)
+        prefix = sum(split_prefix(seqs) for seqs in mine)
         total = sum(computed(seqs) for seqs in mine)
         own = (total - prefix) / sum(len(seqs) for seqs in mine)
         print(f"{subset}: prefix {prefix / total:.1%} of the tokens computed, mean prefix {prefix / len(mine):.0f} "

@@ -33,19 +33,27 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 1024, tokens: int = 512, repeats: int = 8) -> float:
-    """The best of ``repeats`` timings of a [tokens, size] x [size, size] CPU matmul in ``dtype``, in GFLOP/s
-    (torch's current thread count: the one training will use). Its own generator: drawing from torch's global one
-    would shift every later random draw (LoRA dropout masks), so a run would depend on whether it measured."""
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(tokens, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    a @ b  # warm-up: oneDNN picks and caches its kernel
+def matmul_gflops(dtype: torch.dtype, size: int = 1024, tokens: int = 512, repeats: int = 8,
+                  device: torch.device | str = "cpu") -> float:
+    """The best of ``repeats`` timings (after a warm-up) of a [tokens, size] x [size, size] matmul in ``dtype`` on
+    ``device``, in GFLOP/s; on a CPU at torch's current thread count, the one training will use. Its own generator:
+    drawing from torch's global one would shift every later random draw (LoRA dropout masks), so a run would depend
+    on whether it measured."""
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(tokens, size, generator=generator, device=device).to(dtype)
+    b = torch.randn(size, size, generator=generator, device=device).to(dtype)
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:  # the first is the warm-up: the backend picks and caches its kernel
+                best = min(best, time.perf_counter() - start)
     return 2 * tokens * size * size / max(best, 1e-9) / 1e9
 
 

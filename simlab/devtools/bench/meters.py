@@ -17,6 +17,7 @@ from simlab.data.batching import computed_tokens
 from simlab.devtools.bench.methods import Method
 from simlab.devtools.bench.paths import EvalResult, batches
 from simlab.devtools.bench.workload import BenchData
+from simlab.training.precision import matmul_gflops
 
 
 class PeakMemory:
@@ -94,20 +95,7 @@ def peak_memory(device: torch.device) -> PeakMemory:
 def dense_matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
     """GFLOP/s of one large square matmul (``size`` x ``size`` x ``size``) in ``dtype`` on ``device``, best of
     ``repeats`` after a warm-up: the measured peak that model FLOP utilisation is a fraction of."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    with torch.inference_mode():
-        for repeat in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            started = time.perf_counter()
-            torch.mm(a, b)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if repeat:  # the first is the warm-up
-                best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
+    return matmul_gflops(dtype, size=size, tokens=size, repeats=repeats, device=device)
 
 
 class CpuShare:
