@@ -55,7 +55,7 @@ def main(out_file: str, trainer_name: str, devices: int, *overrides: str) -> Non
 
     class RecordLoss(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            shared_prefix_batches.append("prefix_ids" in batch)
+            shared_prefix_batches.append("prefix_ids" in batch or "packed_ids" in batch)
             # this rank's batch_idx-th batch is batch batch_idx * world + rank of the single-process order
             losses[batch_idx * trainer.world_size + trainer.global_rank] = float(trainer.callback_metrics["train/loss"])
 

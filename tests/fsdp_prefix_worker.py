@@ -1,5 +1,6 @@
 """FSDP on CPU (gloo, 2 ranks) with non-reentrant activation checkpointing, as trainer=fsdp wraps a model: two SGD
-steps with shared-prefix batches must give the per-row batches' losses and LoRA weights. For
+steps with shared-prefix batches, in both layouts (two passes; one packed sequence), must give the per-row batches'
+losses and LoRA weights. For
 tests/test_shared_prefix.py and tests/test_shared_prefix_families.py:
 
     python tests/fsdp_prefix_worker.py TINY_MODEL_DIR WORK_DIR OUT.json [float32|bf16]
@@ -56,9 +57,10 @@ def worker(rank: int, world: int, model_dir: str, work: str, out: str, port: int
     items = list(enumerate(datamodule(rows_dir, tokenizer, prompt_order="question_first").datasets["V"].encoded))
     bf16 = precision == "bf16"
     mixed = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.bfloat16)
-    results, shared_batches = {}, None
+    results, layouts = {}, {}
     for name, collate in (("per-row", PadCollator(tokenizer.pad_token_id)),
-                          ("shared", SharedPrefixCollator(tokenizer.pad_token_id))):
+                          ("shared", SharedPrefixCollator(tokenizer.pad_token_id, pack_max_tokens=0)),
+                          ("packed", SharedPrefixCollator(tokenizer.pad_token_id, pack_max_tokens=10**6))):
         torch.manual_seed(0)
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
         layer = type(base.get_decoder().layers[0])  # LlamaDecoderLayer, Qwen2DecoderLayer
@@ -74,7 +76,7 @@ def worker(rank: int, world: int, model_dir: str, work: str, out: str, port: int
         apply_activation_checkpointing(wrapped, check_fn=lambda m, layer=layer: isinstance(m, layer))
         wrapped.eval()  # dropout off; gradients still flow
         batch = collate(items)
-        shared_batches = "prefix_ids" in batch if name == "shared" else shared_batches
+        layouts[name] = "packed_ids" if "packed_ids" in batch else "prefix_ids" if "prefix_ids" in batch else "rows"
         losses = []
         for _ in range(2):
             # Lightning's bf16-mixed runs the forward under autocast (on the GPU: torch.autocast("cuda", bf16))
@@ -92,13 +94,18 @@ def worker(rank: int, world: int, model_dir: str, work: str, out: str, port: int
             weights = {clean_param_name(n): p.detach().clone() for n, p in wrapped.named_parameters() if "lora_" in n}
         results[name] = (losses, weights)
     if rank == 0:
-        (l1, w1), (l2, w2) = results["per-row"], results["shared"]
-        json.dump({"losses": [l1, l2], "weights": len(w1), "same_names": sorted(w1) == sorted(w2),
-                   "max_weight_difference": max(float((w1[k] - w2[k]).abs().max()) for k in w1),
-                   # per LoRA matrix: the largest difference against the largest change the two steps made
-                   "max_relative_weight_difference": max(
-                       float((w1[k] - w2[k]).abs().max()) / float((w1[k] - initial[k]).abs().max()) for k in w1),
-                   "shared_batches": shared_batches}, open(out, "w"))
+        l1, w1 = results["per-row"]
+        report = {"losses": [l1], "weights": len(w1), "layouts": layouts}
+        for name in ("shared", "packed"):
+            l2, w2 = results[name]
+            report["losses"].append(l2)
+            report[name] = {"same_names": sorted(w1) == sorted(w2),
+                            "max_weight_difference": max(float((w1[k] - w2[k]).abs().max()) for k in w1),
+                            # per LoRA matrix: the largest difference against the largest change the two steps made
+                            "max_relative_weight_difference": max(
+                                float((w1[k] - w2[k]).abs().max()) / float((w1[k] - initial[k]).abs().max())
+                                for k in w1)}
+        json.dump(report, open(out, "w"))
     dist.destroy_process_group()
 
 

@@ -222,8 +222,12 @@ def test_shared_prefix_is_exact_on_subgroup_rows(population_root, tiny_tokenizer
     dm.setup()
     assert all((row.prompt_attributes is not None) == bool(control) for row in dm.rows["C2-Q1"])
     items = list(enumerate(dm.datasets["C2-Q1"].encoded + dm.datasets["C3-Q1"].encoded))  # 2 questions, 8 rows
-    shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(items)
+    shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=0)(items)
     assert len(shared["prefix_lengths"]) == 2  # one shared prefix per question, across countries and subgroups
+    packed = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=10**6)(items)
+    assert int(packed["packed_group"].max()) == 1  # the same two prefixes, in one packed sequence
     model = lora_model(tiny_llama_dir)
     model.eval()
-    assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items)), scores(model, shared))
+    expected = scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
+    assert_same(expected, scores(model, shared))
+    assert_same(expected, scores(model, packed))

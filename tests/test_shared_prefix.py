@@ -4,6 +4,7 @@ random Llama, with several questions in a batch, [ctrl], shuffled options and ac
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -143,7 +144,7 @@ def test_collator_splits_each_group_at_its_common_prefix_and_never_mixes_groups(
         (0, [1, 2, 3, 4, 10]), (1, [1, 2, 7, 8, 9, 11]), (0, [1, 2, 3, 4, 12, 13]), (1, [1, 2, 7, 8, 9]),
         (2, [1, 2, 3]),  # alone in its group: all but its last token is its prefix
     ])
-    batch = SharedPrefixCollator(pad_token_id=0, min_saved_fraction=0.0)(list(enumerate(rows)))
+    batch = SharedPrefixCollator(pad_token_id=0, min_saved_fraction=0.0, pack_max_tokens=0)(list(enumerate(rows)))
     assert batch["row_group"].tolist() == [0, 1, 0, 1, 2]
     assert batch["prefix_lengths"].tolist() == [4, 4, 2]  # group 1 keeps one own token for [1, 2, 7, 8, 9]
     # rows 0 and 1 share [1, 2] too, but different groups never share a prefix
@@ -158,16 +159,54 @@ def test_collator_splits_each_group_at_its_common_prefix_and_never_mixes_groups(
     assert split_prefix([[1, 2], [1, 2]]) == 1 and split_prefix([[3], [3, 4]]) == 0 and split_prefix([[1, 2, 3]]) == 2
 
 
+def test_packed_layout_holds_each_prompt_once_at_its_own_positions():
+    rows = _encoded([(0, [1, 2, 3, 4, 10]), (1, [1, 2, 7, 8, 9, 11]), (0, [1, 2, 3, 4, 12, 13]), (2, [5, 6])])
+    items = list(enumerate(rows))
+    collate = SharedPrefixCollator(pad_token_id=0, min_saved_fraction=0.0, pack_max_tokens=14)
+    batch = collate(items)  # 4 + 5 + 1 prefix tokens, then 1 + 1 + 2 + 1 suffix tokens: 15 > 14
+    assert "prefix_ids" in batch and "packed_ids" not in batch
+    collate.pack_max_tokens = 15
+    batch = collate(items)
+    assert "packed_ids" in batch and "input_ids" not in batch
+    ids, positions = batch["packed_ids"][0].tolist(), batch["packed_positions"][0].tolist()
+    group, row = batch["packed_group"].tolist(), batch["packed_row"].tolist()
+    assert len(ids) == 15 and row[:10] == [-1] * 10 and group == [0] * 4 + [1] * 5 + [2] + [0, 1, 0, 0, 2]
+    for b, encoded in enumerate(rows):  # the row's prompt: its group's prefix tokens, then its own, in order
+        g = group[ids.index(encoded.input_ids[-1], 10) if b != 2 else 13]
+        mine = [t for t in range(15) if group[t] == g and row[t] in (-1, b)]
+        assert [ids[t] for t in mine] == encoded.input_ids and [positions[t] for t in mine] == list(range(len(mine)))
+        assert int(batch["answer_index"][b]) == mine[-1]
+    assert torch.equal(batch["target"], PadCollator(0)(items)["target"])
+    with pytest.raises(ValueError, match="pack_max_tokens"):
+        SharedPrefixCollator(0, pack_max_tokens=-1)
+
+
+def test_packed_attention_mask_is_causal_within_each_prompt_only():
+    from simlab.model.shared_prefix import packed_attention_mask
+
+    group = torch.tensor([0, 0, 1, 1, 0, 0, 1])  # prefixes [a0 a1] [b0 b1]; row 0 (2 tokens, group 0), rows 1, 2
+    row = torch.tensor([-1, -1, -1, -1, 0, 0, 1])
+    allowed = packed_attention_mask(group, row, torch.float32, "sdpa")[0, 0]
+    assert allowed.tolist()[5] == [True, True, False, False, True, True, False]  # row 0's 2nd token
+    assert allowed.tolist()[6] == [False, False, True, True, False, False, True]  # row 1: group 1's prefix, itself
+    assert allowed.tolist()[1] == [True, True] + [False] * 5
+    assert allowed.tolist()[2] == [False, False, True] + [False] * 4
+    additive = packed_attention_mask(group, row, torch.float32, "eager")[0, 0]
+    assert torch.equal(additive == 0, allowed)
+
+
 def test_collator_falls_back_to_per_row_batches_when_sharing_saves_little():
     rows = _encoded([(0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), (0, [1, 11, 12, 13, 14, 15, 16, 17, 18, 19])])
     items = list(enumerate(rows))
     assert "prefix_ids" not in SharedPrefixCollator(0)(items)  # 1 token of 20 saved < 10%
     assert set(SharedPrefixCollator(0)(items)) == set(PadCollator(0)(items))
-    assert "prefix_ids" in SharedPrefixCollator(0, min_saved_fraction=0.05)(items)
+    assert "prefix_ids" in SharedPrefixCollator(0, min_saved_fraction=0.05, pack_max_tokens=0)(items)
+    assert "packed_ids" in SharedPrefixCollator(0, min_saved_fraction=0.05)(items)
 
 
 def test_datamodule_groups_question_first_rows_by_question(tmp_path, tiny_tokenizer):
-    dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first", shared_prefix=True, eval_batch_size=16)
+    dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first", shared_prefix=True, eval_batch_size=16,
+                    pack_max_tokens=0)
     rows, encoded = dm.rows["V"], dm.datasets["V"].encoded
     by_group: dict[int, set[str]] = {}
     for row, e in zip(rows, encoded):
@@ -183,6 +222,10 @@ def test_datamodule_groups_question_first_rows_by_question(tmp_path, tiny_tokeni
             assert batch["prefix_lengths"][g] > 20  # the question and its options are shared
         seen.extend(batch["row_index"].tolist())
     assert sorted(seen) == list(range(len(rows)))
+    dm.pack_max_tokens = 10**6  # data.pack_max_tokens reaches the collator: the same batches, packed
+    packed = list(dm.test_dataloader()[0])
+    assert all("packed_ids" in b for b in packed) and [b["row_index"].tolist() for b in packed] == [
+        b["row_index"].tolist() for b in loader]
     # the paper's order: all rows one group (their common prefix is the chat head and "How would someone from")
     paper = datamodule(tmp_path, tiny_tokenizer, shared_prefix=True)
     assert {e.prefix_group for e in paper.datasets["V"].encoded} == {0}
@@ -241,16 +284,25 @@ def test_evaluation_sampler_packs_small_groups_and_scores_every_row_once():
 
 
 # ---------------------------------------------------------------------------------------------- exactness
+LAYOUTS = {"two_pass": 0, "packed": 10**6}  # SharedPrefixCollator's pack_max_tokens for each layout
+
+
+def groups_of(batch) -> int:
+    return int(batch["packed_group"].max()) + 1 if "packed_ids" in batch else len(batch["prefix_lengths"])
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("order,style", [("question_first", "chat"), ("question_first", "plain"), ("paper", "chat")])
 def test_shared_prefix_equals_per_row_probabilities_loss_and_lora_gradients(tmp_path, tiny_tokenizer, tiny_llama_dir,
-                                                                           order, style):
+                                                                           order, style, layout):
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order=order, prompt_style=style)
     model = lora_model(tiny_llama_dir)
     model.eval()  # dropout off; gradients still flow
     items = list(enumerate(dm.datasets["V"].encoded))
     for chosen in (items[:7], items[3:12], items):  # one question; two questions; all four in one batch
-        shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(chosen)
-        assert len(shared["prefix_lengths"]) == (1 if order == "paper" else len({e.prefix_group for _, e in chosen}))
+        shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=LAYOUTS[layout])(chosen)
+        assert ("packed_ids" in shared) == (layout == "packed")
+        assert groups_of(shared) == (1 if order == "paper" else len({e.prefix_group for _, e in chosen}))
         assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(chosen)), scores(model, shared))
 
 
@@ -265,20 +317,22 @@ def test_shared_prefix_is_exact_with_ctrl_and_shuffled_options(tmp_path, tiny_to
     model = lora_model(tiny_llama_dir)
     model.eval()
     items = list(enumerate(encoded))
-    assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items)),
-                scores(model, SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(items)))
+    expected = scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
+    for pack in LAYOUTS.values():
+        assert_same(expected, scores(model, SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack)(items)))
 
 
 def test_eager_attention_and_inference_mode(tmp_path, tiny_tokenizer, tiny_llama_dir):
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, attn_implementation="eager")
     items = list(enumerate(dm.datasets["V"].encoded))
-    with torch.inference_mode():
-        a = option_logits(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
-        batch = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(items)
-        b = option_logits(model, batch)
-    mask = batch["option_mask"]
-    assert float((masked_softmax(a, mask) - masked_softmax(b, mask)).abs().max()) < TOLERANCE
+    for pack in LAYOUTS.values():
+        with torch.inference_mode():
+            a = option_logits(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
+            batch = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack)(items)
+            b = option_logits(model, batch)
+        mask = batch["option_mask"]
+        assert float((masked_softmax(a, mask) - masked_softmax(b, mask)).abs().max()) < TOLERANCE
 
 
 def test_activation_checkpointing_non_reentrant_is_exact_and_reentrant_is_refused(tmp_path, tiny_tokenizer,
@@ -294,13 +348,15 @@ def test_activation_checkpointing_non_reentrant_is_exact_and_reentrant_is_refuse
 
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
     items = list(enumerate(dm.datasets["V"].encoded))[:14]  # two questions
-    shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0)(items)
+    shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=0)(items)
+    packed = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=10**6)(items)
     model = lora_model(tiny_llama_dir)
     model.eval()
     expected = scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
     # as trainer=fsdp applies it: torch's checkpoint_wrapper (non-reentrant) around each decoder layer
     apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, LlamaDecoderLayer))
     assert_same(expected, scores(model, shared))
+    assert_same(expected, scores(model, packed))
 
     reentrant = lora_model(tiny_llama_dir)
     apply_activation_checkpointing(
@@ -317,6 +373,7 @@ def test_activation_checkpointing_non_reentrant_is_exact_and_reentrant_is_refuse
     hf.train()
     with pytest.raises(SharedPrefixUnsupported, match="gradient checkpointing"):
         option_logits(hf, shared)
+    assert_same(expected, scores(hf, packed))  # one ordinary decoder call: any checkpointing is exact (no dropout)
 
 
 def test_unsupported_attention_is_refused(tmp_path, tiny_tokenizer, tiny_llama_dir):
@@ -334,16 +391,21 @@ def test_a_lightning_training_step_runs_on_shared_prefix_batches(tmp_path, tiny_
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first", shared_prefix=True, batch_size=4)
     dm.train_subset = "V"
     module = SurveyLitModule(lora_model(tiny_llama_dir), KLDivergenceLoss())
-    batch = next(iter(dm.train_dataloader()))
-    assert "prefix_ids" in batch and len(batch["row_index"]) == 4
-    loss = module.training_step(batch, 0)
-    loss.backward()
-    assert torch.isfinite(loss)
+    losses = []
+    for pack, key in ((10**6, "packed_ids"), (0, "prefix_ids")):
+        dm.pack_max_tokens = pack
+        batch = next(iter(dm.train_dataloader()))
+        assert key in batch and len(batch["row_index"]) == 4
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert all(map(math.isfinite, losses)) and abs(losses[0] - losses[1]) < TOLERANCE
 
 
 def test_fsdp_with_activation_checkpointing_matches_per_row(tmp_path, tiny_llama_dir):
     """FSDP on CPU (gloo, 2 ranks), decoder layers and LoRA matrices as units, non-reentrant activation
-    checkpointing: each unit runs twice per step (prefix, then suffixes); two SGD steps land on the same weights."""
+    checkpointing: each unit runs twice per step (prefix, then suffixes) or once (packed); two SGD steps land on the
+    same weights in both layouts."""
     import json
     import subprocess
     import sys
@@ -357,10 +419,13 @@ def test_fsdp_with_activation_checkpointing_matches_per_row(tmp_path, tiny_llama
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     report = json.loads(out.read_text())
-    per_row, shared = report["losses"]
+    assert report["layouts"] == {"per-row": "rows", "shared": "prefix_ids", "packed": "packed_ids"}
+    per_row, *shared_layouts = report["losses"]
     assert per_row[0] != per_row[1]  # the first step moved the weights
-    assert max(abs(a - b) for a, b in zip(per_row, shared)) < TOLERANCE
-    assert report["weights"] == 8 and report["same_names"] and report["max_weight_difference"] < TOLERANCE
+    for name, shared in zip(("shared", "packed"), shared_layouts):
+        assert max(abs(a - b) for a, b in zip(per_row, shared)) < TOLERANCE, name
+        assert report["weights"] == 8 and report[name]["same_names"], name
+        assert report[name]["max_weight_difference"] < TOLERANCE, (name, report[name])
 
 
 def test_simulator_renders_like_training_and_shared_prefix_gives_the_per_row_shares(tiny_llama_dir, shared_data):

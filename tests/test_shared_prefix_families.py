@@ -1,6 +1,7 @@
 """Shared-prefix execution on tiny twins of the paper's model families: the same option probabilities (evaluation),
 loss and LoRA gradients (training) and simulated shares (task=simulate's Simulator) as per-row execution, in
-float32 (to 1e-5) and bfloat16 (the dtype the paper's configs load; tolerance below), in both prompt orders.
+float32 (to 1e-5) and bfloat16 (the dtype the paper's configs load; tolerance below), in both prompt orders and both
+shared-prefix layouts (two decoder passes; one packed sequence).
 
 Each twin is the family's architecture class with the real model's attention-relevant settings (key/value head
 ratio, rope theta, attention biases, sliding window off) at toy width, a tokenizer of the family's kind with the
@@ -165,22 +166,35 @@ SIM_COUNTRIES = ["Japan", "Kenya", "Brazil", "Germany"]
 
 @pytest.fixture
 def shared_path_calls(monkeypatch):
-    """Counts the batches run through shared-prefix execution, and makes the Simulator share every batch's prefix
-    (its default skips batches that would save under 10% of their tokens, as the plain paper prompt does): the
-    comparison is then never per-row against per-row."""
+    """Counts the batches run through shared-prefix execution, as (layout, number of prefixes), and lets a test set
+    the Simulator's collator (``calls.use(pack_max_tokens)``): every batch's prefix shared (its default skips
+    batches that would save under 10% of their tokens, as the plain paper prompt does), so the comparison is never
+    per-row against per-row."""
     import simlab.model.shared_prefix as shared_prefix
     import simlab.simulate.simulator as simulator
 
-    calls = []
-    real = shared_prefix.answer_hidden_states
+    class Calls(list):
+        def use(self, pack_max_tokens: int) -> None:
+            monkeypatch.setattr(simulator, "SharedPrefixCollator",
+                                partial(SharedPrefixCollator, min_saved_fraction=0.0, pack_max_tokens=pack_max_tokens))
 
-    def counted(lm, batch):
-        calls.append(len(batch["prefix_lengths"]))
-        return real(lm, batch)
+    calls = Calls()
+    two_pass, packed = shared_prefix.answer_hidden_states, shared_prefix.packed_answer_hidden_states
 
-    monkeypatch.setattr(shared_prefix, "answer_hidden_states", counted)
-    monkeypatch.setattr(simulator, "SharedPrefixCollator", partial(SharedPrefixCollator, min_saved_fraction=0.0))
+    def counted_two_pass(lm, batch):
+        calls.append(("two_pass", len(batch["prefix_lengths"])))
+        return two_pass(lm, batch)
+
+    def counted_packed(lm, batch):
+        calls.append(("packed", int(batch["packed_group"].max()) + 1))
+        return packed(lm, batch)
+
+    monkeypatch.setattr(shared_prefix, "answer_hidden_states", counted_two_pass)
+    monkeypatch.setattr(shared_prefix, "packed_answer_hidden_states", counted_packed)
     return calls
+
+
+LAYOUTS = {"two_pass": 0, "packed": 10**6}  # SharedPrefixCollator's pack_max_tokens for each layout
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
@@ -203,30 +217,36 @@ def test_shared_prefix_is_exact_on_a_tiny_twin_of_each_family(name, tmp_path, sh
             items = list(enumerate(dm.datasets["V"].encoded))
             check_prompt(name, dm, lm.tokenizer)
             pad = lm.tokenizer.pad_token_id
-            shared = SharedPrefixCollator(pad, min_saved_fraction=0.0)(items)
-            assert "prefix_ids" in shared and len(shared["prefix_lengths"]) == (1 if order == "paper" else 3)
             plain = PadCollator(pad)(items)
-            for train in (False, True):  # evaluation: inference mode; training: the loss and LoRA gradients
-                model.train(train)
-                per_row, fast = run(model, plain, train), run(model, shared, train)
-                if train:
-                    assert len(per_row[2]) == 8 and min(float(g.abs().max()) for g in per_row[2].values()) > 0
-                diff = gaps(per_row, fast)
-                if dtype == "float32":
-                    assert max(diff.values()) < F32_TOLERANCE, (dtype, order, train, diff)
-                else:
-                    assert diff["probability"] < BF16_PROBABILITY, (dtype, order, train, diff)
-                    assert max(diff["loss"], diff.get("gradient", 0.0)) < BF16_RELATIVE, (dtype, order, train, diff)
-            # task=simulate's scoring (Simulator.predict_questions) with the same model and the config's prompt
             kwargs = dict(prompt_style=cfg.model.prompt_style, chat_template=cfg.model.chat_template,
                           prompt_order=order, data_root=shared_data, batch_size=16, device="cpu")
             a = Simulator(lm, shared_prefix=False, **kwargs).predict_questions(questions, SIM_COUNTRIES)
-            shared_path_calls.clear()
-            b = Simulator(lm, shared_prefix=True, **kwargs).predict_questions(questions, SIM_COUNTRIES)
-            assert shared_path_calls == ([1] if order == "paper" else [2])  # 8 rows, one batch: 1 or 2 prefixes
-            assert list(a["country"]) == list(b["country"]) and len(a) == len(SIM_COUNTRIES) * (4 + 2)
-            gap = float((a["share"] - b["share"]).abs().max())
-            assert gap < (F32_TOLERANCE if dtype == "float32" else BF16_PROBABILITY), (dtype, order, gap)
+            for layout, pack in LAYOUTS.items():
+                shared_path_calls.clear()
+                shared = SharedPrefixCollator(pad, min_saved_fraction=0.0, pack_max_tokens=pack)(items)
+                groups = 1 if order == "paper" else 3
+                for train in (False, True):  # evaluation: inference mode; training: the loss and LoRA gradients
+                    model.train(train)
+                    per_row, fast = run(model, plain, train), run(model, shared, train)
+                    if train:
+                        assert len(per_row[2]) == 8 and min(float(g.abs().max()) for g in per_row[2].values()) > 0
+                    diff = gaps(per_row, fast)
+                    where = (dtype, order, layout, train, diff)
+                    if dtype == "float32":
+                        assert max(diff.values()) < F32_TOLERANCE, where
+                    else:
+                        assert diff["probability"] < BF16_PROBABILITY, where
+                        assert max(diff["loss"], diff.get("gradient", 0.0)) < BF16_RELATIVE, where
+                assert shared_path_calls == [(layout, groups)] * 2
+                # task=simulate's scoring (Simulator.predict_questions) with the same model and the config's prompt
+                shared_path_calls.clear()
+                shared_path_calls.use(pack)
+                b = Simulator(lm, shared_prefix=True, **kwargs).predict_questions(questions, SIM_COUNTRIES)
+                # 8 rows, one batch: 1 or 2 prefixes
+                assert shared_path_calls == [(layout, 1 if order == "paper" else 2)]
+                assert list(a["country"]) == list(b["country"]) and len(a) == len(SIM_COUNTRIES) * (4 + 2)
+                gap = float((a["share"] - b["share"]).abs().max())
+                assert gap < (F32_TOLERANCE if dtype == "float32" else BF16_PROBABILITY), (dtype, order, layout, gap)
 
 
 def test_fsdp_bf16_mixed_precision_matches_per_row_on_the_qwen2_twin(tmp_path):
@@ -235,7 +255,7 @@ def test_fsdp_bf16_mixed_precision_matches_per_row_on_the_qwen2_twin(tmp_path):
     ranks on CPU. Two SGD steps must move every LoRA matrix as per-row batches do, to bf16's rounding: here per-row
     bf16 itself lands up to 6% of a matrix's step away from float32; the bound is 15%. Before the prefix pass's
     output joined the graph (simlab/model/shared_prefix.py), the last layer's q_proj LoRA matrices did not move
-    (a difference of 100% of their step)."""
+    (a difference of 100% of their step). The packed layout (one decoder call) is checked the same way."""
     import json
     import subprocess
     import sys
@@ -253,8 +273,10 @@ def test_fsdp_bf16_mixed_precision_matches_per_row_on_the_qwen2_twin(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     report = json.loads(out.read_text())
-    per_row, shared = report["losses"]
-    assert report["shared_batches"] and report["weights"] == 8 and report["same_names"]
+    assert report["layouts"] == {"per-row": "rows", "shared": "prefix_ids", "packed": "packed_ids"}
+    per_row, *shared_layouts = report["losses"]
     assert per_row[0] != per_row[1]  # the first step moved the weights
-    assert max(abs(a - b) / a for a, b in zip(per_row, shared)) < BF16_RELATIVE
-    assert report["max_relative_weight_difference"] < 0.15, report
+    for name, shared in zip(("shared", "packed"), shared_layouts):
+        assert report["weights"] == 8 and report[name]["same_names"], name
+        assert max(abs(a - b) / a for a, b in zip(per_row, shared)) < BF16_RELATIVE, name
+        assert report[name]["max_relative_weight_difference"] < 0.15, (name, report)

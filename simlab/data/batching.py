@@ -265,26 +265,46 @@ def split_prefix(rows: list[list[int]]) -> int:
     return length
 
 
+# Packed batches up to this many tokens: on 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) a packed training
+# batch of 8 rows (~350 tokens) ran 1.16x faster than two passes, evaluation was even at 16 rows (~600 tokens) and
+# 0.92x at 48 rows (~1,500): the packed attention grows with the square of the length (experiments/PERFORMANCE.md).
+PACK_MAX_TOKENS = 640
+
+
 class SharedPrefixCollator:
     """A batch split into shared prefixes and per-row suffixes (:func:`simlab.model.scoring.option_logits` runs it).
 
     Rows are grouped by ``prefix_group`` (in order of first appearance); each group's prefix is the longest
     common token prefix of its rows in this batch (every row keeps at least one token: its answer slot), so
-    prefix + suffix is exactly the row's prompt, whatever the grouping. Keys:
+    prefix + suffix is exactly the row's prompt, whatever the grouping. Two layouts:
+
+    *Two passes* (the prefixes, then the suffixes attending to their prefix's keys/values). Keys:
 
     * ``prefix_ids`` [G, P] right-padded, ``prefix_mask`` [G, P], ``prefix_lengths`` [G];
     * ``input_ids`` / ``attention_mask`` [B, S]: each row's own tokens (the suffix), right-padded;
     * ``row_group`` [B]: the row's prefix; ``answer_index`` [B]: the answer slot within the suffix;
     * ``letter_ids``, ``option_mask``, ``target``, ``row_index`` as :class:`PadCollator`'s.
 
+    *Packed* (one decoder pass over one sequence, no padding), when the prefixes and suffixes together hold at
+    most ``pack_max_tokens`` tokens (0: never). Keys:
+
+    * ``packed_ids`` / ``packed_positions`` [1, T]: every group's prefix, then every row's suffix; each token's
+      position in its own row's prompt;
+    * ``packed_group`` [T]: each token's group; ``packed_row`` [T]: a suffix token's row, -1 for prefix tokens
+      (the attention mask is built from these two, :func:`simlab.model.shared_prefix.packed_attention_mask`);
+    * ``answer_index`` [B]: each row's answer slot in the packed sequence; the option keys and ``row_index``.
+
     A batch whose shared prefixes would save less than ``min_saved_fraction`` of its tokens (e.g. the plain paper
     prompt, whose rows share only "How would someone from") is returned as :class:`PadCollator` makes it: the
     second decoder pass costs more than it saves there (measured: training 9% slower at 4% of the tokens saved).
     """
 
-    def __init__(self, pad_token_id: int, min_saved_fraction: float = 0.1):
+    def __init__(self, pad_token_id: int, min_saved_fraction: float = 0.1, pack_max_tokens: int = PACK_MAX_TOKENS):
+        if pack_max_tokens < 0:
+            raise ValueError(f"pack_max_tokens must be >= 0, got {pack_max_tokens}")
         self.pad_token_id = pad_token_id
         self.min_saved_fraction = min_saved_fraction
+        self.pack_max_tokens = pack_max_tokens
 
     def __call__(self, items: list[tuple[int, EncodedRow]]) -> dict[str, torch.Tensor]:
         group_of: dict[int, int] = {}
@@ -297,6 +317,8 @@ class SharedPrefixCollator:
         if saved < self.min_saved_fraction * sum(len(e.input_ids) for _, e in items):
             return PadCollator(self.pad_token_id)(items)
         suffixes = [e.input_ids[prefix_lengths[g]:] for (_, e), g in zip(items, row_group)]
+        if sum(prefix_lengths) + sum(len(s) for s in suffixes) <= self.pack_max_tokens:
+            return self._packed(items, members, prefix_lengths, row_group, suffixes)
         size, groups = len(items), len(members)
         width, prefix_width = max(len(s) for s in suffixes), max(prefix_lengths)
         prefix_ids = torch.full((groups, prefix_width), self.pad_token_id, dtype=torch.long)
@@ -323,8 +345,42 @@ class SharedPrefixCollator:
         }
 
 
+    @staticmethod
+    def _packed(items, members: list[list[int]], prefix_lengths: list[int], row_group: list[int],
+                suffixes: list[list[int]]) -> dict[str, torch.Tensor]:
+        ids: list[int] = []
+        positions: list[int] = []
+        token_group: list[int] = []
+        token_row: list[int] = []
+        for g, rows in enumerate(members):
+            length = prefix_lengths[g]
+            ids.extend(items[rows[0]][1].input_ids[:length])
+            positions.extend(range(length))
+            token_group.extend([g] * length)
+            token_row.extend([-1] * length)
+        answer_index = []
+        for b, (suffix, g) in enumerate(zip(suffixes, row_group)):
+            ids.extend(suffix)
+            positions.extend(range(prefix_lengths[g], prefix_lengths[g] + len(suffix)))
+            token_group.extend([g] * len(suffix))
+            token_row.extend([b] * len(suffix))
+            answer_index.append(len(ids) - 1)
+        return {
+            "row_index": torch.tensor([i for i, _ in items], dtype=torch.long),
+            "packed_ids": torch.tensor([ids], dtype=torch.long),
+            "packed_positions": torch.tensor([positions], dtype=torch.long),
+            "packed_group": torch.tensor(token_group, dtype=torch.long),
+            "packed_row": torch.tensor(token_row, dtype=torch.long),
+            "answer_index": torch.tensor(answer_index, dtype=torch.long),
+            **option_tensors(items),
+        }
+
+
 def computed_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Token positions the decoder runs for a batch, padding included: B x width, plus G x P for shared prefixes."""
+    """Token positions the decoder runs for a batch, padding included: B x width, plus G x P for shared prefixes;
+    T for a packed one."""
+    if "packed_ids" in batch:
+        return int(batch["packed_ids"].numel())
     tokens = batch["input_ids"].numel()
     if "prefix_ids" in batch:
         tokens += batch["prefix_ids"].numel()

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from simlab.data.batching import (
+    PACK_MAX_TOKENS,
     EncodedDataset,
     EncodedRow,
     LengthGroupedBatchSampler,
@@ -77,7 +78,8 @@ class SurveyDataModule(pl.LightningDataModule):
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
         shared_prefix: batches of rows sharing a prompt prefix
             (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
-            (:mod:`simlab.model.shared_prefix`); same scores as per-row batches.
+            (:mod:`simlab.model.shared_prefix`); same scores as per-row batches. pack_max_tokens: such a batch
+            of at most this many tokens runs as one packed sequence instead of two passes (0: never).
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
         test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
@@ -115,6 +117,7 @@ class SurveyDataModule(pl.LightningDataModule):
         shuffle_options: bool | str = False,
         prompt_order: str = "paper",
         shared_prefix: bool = False,
+        pack_max_tokens: int = PACK_MAX_TOKENS,
         prior_subset: str | None = None,
         test_option_orders: str = "given",
         population_wording=None,
@@ -134,6 +137,7 @@ class SurveyDataModule(pl.LightningDataModule):
             style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
         )
         self.shared_prefix = bool(shared_prefix)
+        self.pack_max_tokens = int(pack_max_tokens)
         self._prefix_groups: dict[str, int] = {}
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -328,7 +332,7 @@ class SurveyDataModule(pl.LightningDataModule):
             sampler = PrefixGroupedBatchSampler(
                 dataset.lengths, dataset.prefix_groups, batch_size, shuffle=train, seed=self.seed
             )
-            collate = SharedPrefixCollator(self.tokenizer.pad_token_id)
+            collate = SharedPrefixCollator(self.tokenizer.pad_token_id, pack_max_tokens=self.pack_max_tokens)
         else:
             sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=train, seed=self.seed)
             collate = PadCollator(self.tokenizer.pad_token_id)

@@ -3,7 +3,7 @@
 The decoder runs once; only the hidden state at each row's answer slot (the token '(' that ends the
 prompt) is multiplied by the output-embedding rows of that row's option letters. A batch from
 :class:`simlab.data.batching.SharedPrefixCollator` (it has ``prefix_ids``) runs each shared prefix once
-(:mod:`simlab.model.shared_prefix`); the scores are the same.
+(:mod:`simlab.model.shared_prefix`), in two decoder passes or one packed pass; the scores are the same.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from simlab.model.adapters import base_model
 def option_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, K] next-token logits of each row's option letters (padded slots hold garbage; mask them)."""
     lm = base_model(model)
-    if "prefix_ids" in batch:
+    if "packed_ids" in batch:
+        from simlab.model.shared_prefix import packed_answer_hidden_states
+
+        answer_hidden = packed_answer_hidden_states(lm, batch)  # [B, H]
+    elif "prefix_ids" in batch:
         from simlab.model.shared_prefix import answer_hidden_states
 
         answer_hidden = answer_hidden_states(lm, batch)  # [B, H]

@@ -12,6 +12,14 @@ decoder calls:
    there are several), ``position_ids`` continuing after each row's prefix, and an explicit 4-D attention mask:
    a row's real prefix slots and its own earlier suffix tokens.
 
+A *packed* batch (the collator packs batches of at most ``pack_max_tokens`` tokens) is one decoder call instead:
+one sequence holding every group's prefix, then every row's suffix, no padding, each token at its position in its
+own prompt (``position_ids``), and a block attention mask (:func:`packed_attention_mask`): a prefix token sees its
+group's earlier prefix tokens, a suffix token its group's prefix and its own row's earlier tokens. No cache is
+involved, so gradients reach the prefix the ordinary way and any activation checkpointing works. One call of
+larger matrices is faster than two for small batches (fewer, larger kernels), but the attention covers the whole
+packed length squared, so large evaluation batches keep two passes (measured: simlab.data.batching.PACK_MAX_TOKENS).
+
 The concatenation prefix + suffix is exactly the row's prompt, so the hidden state at the answer slot is the
 per-row computation's up to float rounding (tests/test_shared_prefix.py: probabilities, loss and LoRA gradients
 to 1e-5 in float32). Gradients flow through the prefix keys/values, so a training step back-propagates through
@@ -81,9 +89,9 @@ class _PrefixLayer(DynamicLayer):
         return self.prefix_keys.shape[-2]
 
 
-def check_supported(decoder, config) -> None:
+def check_supported(decoder, config, two_pass: bool = True) -> None:
     """Raise :class:`SharedPrefixUnsupported` for a model or wrapping that shared-prefix execution cannot run
-    exactly."""
+    exactly (``two_pass``: also the checkpointing that the cache of the two-pass layout cannot survive)."""
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     if implementation not in SUPPORTED_ATTENTION:
         raise SharedPrefixUnsupported(
@@ -99,7 +107,7 @@ def check_supported(decoder, config) -> None:
             "shared-prefix execution builds a full causal mask; this model has sliding-window or non-attention "
             "layers: set data.shared_prefix=false"
         )
-    if not torch.is_grad_enabled():
+    if not two_pass or not torch.is_grad_enabled():
         return
     for module in decoder.modules():
         if getattr(module, "gradient_checkpointing", False) is True and module.training:
@@ -159,3 +167,32 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if prefix_hidden.requires_grad:  # the prefix pass's output joins the graph, with weight 0 (see the docstring)
         answer = answer + 0.0 * prefix_hidden.sum()
     return answer
+
+
+def packed_attention_mask(token_group: torch.Tensor, token_row: torch.Tensor, dtype: torch.dtype,
+                          implementation: str) -> torch.Tensor:
+    """[1, 1, T, T] for a packed sequence: earlier tokens of the same group that are prefix tokens or of the same
+    row (prefixes come first, so a prefix token sees only its group's earlier prefix tokens)."""
+    index = torch.arange(token_group.shape[0], device=token_group.device)
+    allowed = (
+        (index[None, :] <= index[:, None])
+        & (token_group[:, None] == token_group[None, :])
+        & ((token_row[None, :] < 0) | (token_row[:, None] == token_row[None, :]))
+    )[None, None]
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def packed_answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, H] final hidden state at each row's answer slot, from one decoder call over a packed batch."""
+    decoder = lm.get_decoder()
+    config = lm.config
+    check_supported(decoder, config, two_pass=False)
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    mask = packed_attention_mask(batch["packed_group"], batch["packed_row"],
+                                 decoder.get_input_embeddings().weight.dtype, implementation)
+    hidden = decoder(
+        input_ids=batch["packed_ids"], attention_mask=mask, position_ids=batch["packed_positions"], use_cache=False
+    ).last_hidden_state
+    return hidden[0].index_select(0, batch["answer_index"])
