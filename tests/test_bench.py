@@ -120,3 +120,26 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
     for stage in ("eval", "train"):
         for path in ("reference", "simlab", "shared-prefix"):
             assert any(line.startswith(f"profile, {stage}, {path}, ") for line in lines), (stage, path)
+
+
+def test_two_pass_times_the_unpacked_layout_beside_the_packed_one(tmp_path, tiny_tokenizer, tiny_llama_dir,
+                                                                   monkeypatch, capsys):
+    (tmp_path / "wvs7").mkdir()
+    write_rows(tmp_path / "wvs7" / "sft_wvs_valid.json", _rows(8))
+    tiny = LanguageModel(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_tokenizer, "tiny")
+    monkeypatch.setattr(simlab.model, "load_language_model", lambda **kwargs: tiny)
+    code = command.main([
+        "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
+        "--train-batch", "4", "--data-root", str(tmp_path), "--threads", "1", "--no-reference", "--two-pass",
+    ])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert [line.split(": ")[0] for line in lines[-4:]] == [
+        "prefix_eval_speedup", "prefix_train_speedup", "packed_eval_speedup", "packed_train_speedup"]
+    assert next(line for line in lines if line.startswith("| measure |")).endswith(
+        "| simlab | shared-prefix | two-pass | shared-prefix / simlab | shared-prefix / two-pass |")
+    agreement = next(line for line in lines if line.startswith("two_pass_agreement: "))
+    assert float(agreement.rsplit("= ", 1)[1]) < 1e-5
+    # the tiny batches are packed on the default path and two-pass on the other: fewer tokens packed (no padding)
+    tokens = next(line for line in lines if line.startswith("| train tokens computed per row |")).split("|")
+    assert float(tokens[3]) < float(tokens[4])

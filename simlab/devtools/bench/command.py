@@ -16,7 +16,7 @@ import torch
 
 from simlab.common import commandline
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
-from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB
+from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB, TWO_PASS
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
 from simlab.devtools.bench.timing import ablation, profile, set_up, time_evaluation, time_training, warm_up_and_check
 from simlab.devtools.bench.workload import grouped_order
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model, data, bench = set_up(args)
-    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED]
+    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED] + ([TWO_PASS] if args.two_pass else [])
     order = grouped_order(data, args.seed)
     checks = warm_up_and_check(bench, paths, order, args)
     timed, results, eval_tokens = time_evaluation(bench, paths, order, args)
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         profile(bench, paths, order[: args.eval_batch], order[: args.train_steps * args.train_batch], args.seed)
     pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
+    pairs += [("two-pass", "shared-prefix")] if args.two_pass else []
     report_throughput(measured, pairs, args)
     failures = agreement_failures(measured.results, checks, args)
     log(f"wall time {time.perf_counter() - started:.0f} s")
@@ -62,6 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "plain: the paper's string")
     parser.add_argument("--sample", choices=["questions", "rows"], default="questions",
                         help="questions: whole questions (all their countries) up to --rows; rows: random rows")
+    parser.add_argument("--two-pass", action="store_true",
+                        help="also time shared prefixes never packed (two decoder passes), paired with the default "
+                             "layout (packed up to data.pack_max_tokens' default)")
     parser.add_argument("--no-reference", action="store_true",
                         help="time simlab and the shared-prefix path only (the reference is ~5x slower than simlab)")
     parser.add_argument("--eval-repeats", type=int, default=4,

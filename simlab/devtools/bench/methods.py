@@ -1,13 +1,16 @@
 """The paths the bench compares, each as the settings of one :class:`Method`.
 
 The reference method (:mod:`simlab.devtools.bench.reference`) and simlab's path are the two ends; the shared-prefix
-path is simlab's with prefix-grouped batches. ``--ablation`` walks from the reference to simlab a step at a time
+path is simlab's with prefix-grouped batches (packed where small, :data:`~simlab.data.batching.PACK_MAX_TOKENS`;
+``--two-pass`` also times them all in two passes). ``--ablation`` walks from the reference to simlab a step at a time
 (:data:`EVAL_LADDER`, :data:`TRAIN_LADDER`) to measure what each step contributes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from simlab.data.batching import PACK_MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Method:
     inference_mode: ``torch.inference_mode`` instead of ``torch.no_grad`` for evaluation.
     threads: torch intra-op threads (None: the run's setting).
     shared_prefix: batches of one prompt prefix, the prefix run once per batch (needs ``cached``).
+    pack_max_tokens: a shared-prefix batch of at most this many tokens runs as one packed sequence (0: never).
     """
 
     name: str
@@ -34,6 +38,7 @@ class Method:
     inference_mode: bool = False
     threads: int | None = None
     shared_prefix: bool = False
+    pack_max_tokens: int = PACK_MAX_TOKENS
 
 
 REFERENCE = Method("reference")
@@ -42,6 +47,7 @@ SIMLAB = Method(
     inference_mode=True,
 )
 SHARED = replace(SIMLAB, name="shared-prefix", shared_prefix=True)
+TWO_PASS = replace(SHARED, name="two-pass", pack_max_tokens=0)  # shared prefixes, never packed
 
 # Each rung adds one step to the one before; the last two are simlab's path and simlab's path at 1 thread.
 EVAL_LADDER = [

@@ -86,6 +86,11 @@ def agreement_failures(results: dict[str, EvalResult], checks: Checks, args: arg
          f"{len(results['shared-prefix'].probs)} rows; eval loss difference {prefix_loss_diff:.2e}; train-step loss "
          f"difference {step_diff:.2e}; max |LoRA grad difference| {checks.prefix_grad_diff:.2e} "
          f"(tolerance {args.prefix_tolerance:g})")
+    if "two-pass" in results:
+        two_pass_diff = max_prob_difference(results["simlab"], results["two-pass"])
+        log(f"two_pass_agreement: max |p_simlab - p_two_pass| = {two_pass_diff:.2e}")
+        if not two_pass_diff <= args.prefix_tolerance:
+            failures.append(f"two-pass and per-row option probabilities differ by {two_pass_diff:.3e}")
     for label, value in (("option probabilities", prefix_diff), ("eval losses", prefix_loss_diff),
                          ("training-step losses", step_diff),
                          ("LoRA gradients", checks.prefix_grad_diff)):
@@ -103,4 +108,7 @@ def report_speedups(measured: Measurements, args: argparse.Namespace) -> None:
         log(f"train_speedup: {paired_speedup(train_timed['reference'], train_timed['simlab']):.2f}")
     log(f"prefix_eval_speedup: {paired_speedup(timed['simlab'], timed['shared-prefix']):.2f}")
     log(f"prefix_train_speedup: {paired_speedup(train_timed['simlab'], train_timed['shared-prefix']):.2f}")
+    if "two-pass" in timed:
+        log(f"packed_eval_speedup: {paired_speedup(timed['two-pass'], timed['shared-prefix']):.2f}")
+        log(f"packed_train_speedup: {paired_speedup(train_timed['two-pass'], train_timed['shared-prefix']):.2f}")
 
