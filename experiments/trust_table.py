@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
 WVS_SUBSETS = ["C1-Q2", "C1-Q3", "C2-Q1", "C2-Q2", "C2-Q3", "C3-Q1", "C3-Q2", "C3-Q3"]
@@ -86,14 +85,16 @@ def main() -> None:
     parser.add_argument("--out-file", type=Path, default=Path("experiments/TRUST.md"))
     args = parser.parse_args()
     out = args.out
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # the commits that ran the runs (metrics.json's code.commit), not this checkout's
+    ran = {name: ((load(out, name) or {}).get("code") or {}).get("commit") for name, _ in RUNS}
+    commit = ", ".join(f"{name} {c[:7]}" for name, c in ran.items() if c) or "not recorded"
     machine = (out / "machine.txt").read_text().strip() if (out / "machine.txt").is_file() else "not recorded"
     walls = [(name, m["wall_time_s"]) for name, _ in RUNS for m in [load(out, name)] if m and m.get("wall_time_s")]
     lines = [
         "# Trust: prediction intervals, their coverage, and what the simulator is worth in respondents (issue 23)",
         "",
-        f"Made by `bash experiments/trust_smollm2.sh <out>` then `python experiments/trust_table.py <out>` (commit "
-        f"{commit}; each run's metrics.json records the commit that ran it). CPU (`lscpu` model name, cores): "
+        f"Made by `bash experiments/trust_smollm2.sh <out>` then `python experiments/trust_table.py <out>` (commits "
+        f"that ran them: {commit}). CPU (`lscpu` model name, cores): "
         f"{machine}" + (f"; wall times: {', '.join(f'{n} {s / 60:.1f} min' for n, s in walls)}" if walls else "")
         + ".",
         "",
