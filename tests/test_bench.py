@@ -131,6 +131,7 @@ def test_two_pass_times_the_unpacked_layout_beside_the_packed_one(tmp_path, tiny
     code = command.main([
         "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
         "--train-batch", "4", "--data-root", str(tmp_path), "--threads", "1", "--no-reference", "--two-pass",
+        "--pack-max-tokens", "100000",
     ])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0

@@ -265,9 +265,10 @@ def split_prefix(rows: list[list[int]]) -> int:
     return length
 
 
-# Packed batches up to this many tokens: on 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) a packed training
-# batch of 8 rows (~350 tokens) ran 1.16x faster than two passes, evaluation was even at 16 rows (~600 tokens) and
-# 0.92x at 48 rows (~1,500): the packed attention grows with the square of the length (experiments/PERFORMANCE.md).
+# Packed batches up to this many tokens. Chosen on 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) with
+# `make bench ARGS="--no-reference --two-pass --pack-max-tokens 100000 --eval-batch N"`: training batches of 8 rows
+# (~350 tokens) run faster packed, evaluation batches of 48 rows (~1,500 tokens) slower, the packed attention growing
+# with the square of the length (experiments/PERFORMANCE.md has the numbers).
 PACK_MAX_TOKENS = 640
 
 

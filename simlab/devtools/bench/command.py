@@ -11,10 +11,12 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from simlab.common import commandline
+from simlab.data.batching import PACK_MAX_TOKENS
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
 from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB, TWO_PASS
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model, data, bench = set_up(args)
-    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, SHARED] + ([TWO_PASS] if args.two_pass else [])
+    shared = replace(SHARED, pack_max_tokens=args.pack_max_tokens)
+    paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, shared] + ([TWO_PASS] if args.two_pass else [])
     order = grouped_order(data, args.seed)
     checks = warm_up_and_check(bench, paths, order, args)
     timed, results, eval_tokens = time_evaluation(bench, paths, order, args)
@@ -63,6 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "plain: the paper's string")
     parser.add_argument("--sample", choices=["questions", "rows"], default="questions",
                         help="questions: whole questions (all their countries) up to --rows; rows: random rows")
+    parser.add_argument("--pack-max-tokens", type=int, default=PACK_MAX_TOKENS,
+                        help="the shared-prefix path packs batches of at most this many tokens into one sequence "
+                             "(data.pack_max_tokens; 0: never); raise it with --two-pass to time packing large batches")
     parser.add_argument("--two-pass", action="store_true",
                         help="also time shared prefixes never packed (two decoder passes), paired with the default "
                              "layout (packed up to data.pack_max_tokens' default)")
