@@ -265,10 +265,10 @@ def split_prefix(rows: list[list[int]]) -> int:
     return length
 
 
-# Packed batches up to this many tokens. Chosen on 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) with
-# `make bench ARGS="--no-reference --two-pass --pack-max-tokens 100000 --eval-batch N"`: training batches of 8 rows
-# (~350 tokens) run faster packed, evaluation batches of 48 rows (~1,500 tokens) slower, the packed attention growing
-# with the square of the length (experiments/PERFORMANCE.md has the numbers).
+# Packed batches up to this many tokens. On 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) training batches of 8
+# rows (~350 tokens) ran 1.11x faster packed (`make bench ARGS="--no-reference --two-pass"`, PERFORMANCE.md);
+# evaluation batches of 48 rows (~1,500 tokens) ran slower packed in a scratch measurement, the packed attention
+# growing with the square of the length. `--pack-max-tokens 100000 --eval-batch N` re-measures it (not yet recorded).
 PACK_MAX_TOKENS = 640
 
 
