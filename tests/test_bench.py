@@ -95,14 +95,19 @@ def test_peak_rss_sees_a_large_allocation():
     del block
 
 
-def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch, capsys):
+@pytest.fixture
+def tiny_bench(tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch) -> list[str]:
+    """The bench's CLI arguments for 8 rows of a tiny Llama (the embedded model's loader replaced by it)."""
     (tmp_path / "wvs7").mkdir()
     write_rows(tmp_path / "wvs7" / "sft_wvs_valid.json", _rows(8))
     tiny = LanguageModel(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_tokenizer, "tiny")
     monkeypatch.setattr(simlab.model, "load_language_model", lambda **kwargs: tiny)
-    code = command.main([
-        "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
-        "--train-batch", "4", "--data-root", str(tmp_path), "--ablation", "--ablation-rows", "4", "--threads", "1",
+    return ["--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
+            "--train-batch", "4", "--data-root", str(tmp_path)]
+
+
+def test_the_cli_ends_with_the_two_speedup_lines(tiny_bench, capsys):
+    code = command.main([*tiny_bench, "--ablation", "--ablation-rows", "4", "--threads", "1",
         "--profile",
     ])
     out = capsys.readouterr().out
@@ -122,15 +127,8 @@ def test_the_cli_ends_with_the_two_speedup_lines(tmp_path, tiny_tokenizer, tiny_
             assert any(line.startswith(f"profile, {stage}, {path}, ") for line in lines), (stage, path)
 
 
-def test_two_pass_times_the_unpacked_layout_beside_the_packed_one(tmp_path, tiny_tokenizer, tiny_llama_dir,
-                                                                   monkeypatch, capsys):
-    (tmp_path / "wvs7").mkdir()
-    write_rows(tmp_path / "wvs7" / "sft_wvs_valid.json", _rows(8))
-    tiny = LanguageModel(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_tokenizer, "tiny")
-    monkeypatch.setattr(simlab.model, "load_language_model", lambda **kwargs: tiny)
-    code = command.main([
-        "--rows", "8", "--eval-repeats", "2", "--train-repeats", "1", "--train-steps", "1", "--eval-batch", "4",
-        "--train-batch", "4", "--data-root", str(tmp_path), "--threads", "1", "--no-reference", "--two-pass",
+def test_two_pass_times_the_unpacked_layout_beside_the_packed_one(tiny_bench, capsys):
+    code = command.main([*tiny_bench, "--threads", "1", "--no-reference", "--two-pass",
         "--pack-max-tokens", "100000",
     ])
     lines = capsys.readouterr().out.strip().splitlines()

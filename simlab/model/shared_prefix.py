@@ -92,7 +92,7 @@ class _PrefixLayer(DynamicLayer):
 def check_supported(decoder, config, two_pass: bool = True) -> None:
     """Raise :class:`SharedPrefixUnsupported` for a model or wrapping that shared-prefix execution cannot run
     exactly (``two_pass``: also the checkpointing that the cache of the two-pass layout cannot survive)."""
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = _implementation(config)
     if implementation not in SUPPORTED_ATTENTION:
         raise SharedPrefixUnsupported(
             f"shared-prefix execution needs attention implementation sdpa or eager (it passes a 4-D mask), the model "
@@ -123,6 +123,17 @@ def check_supported(decoder, config, two_pass: bool = True) -> None:
             )
 
 
+def _implementation(config) -> str:
+    return getattr(config, "_attn_implementation", None) or "eager"
+
+
+def _as_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
+    """The boolean mask as the attention implementation takes it: sdpa as is, eager as an additive float mask."""
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def _attention_mask(batch: dict[str, torch.Tensor], dtype: torch.dtype, implementation: str) -> torch.Tensor:
     """[B, 1, S, P + S]: a row's real prefix slots, then causal over its own suffix (right padding comes last)."""
     row_group = batch["row_group"]
@@ -132,9 +143,7 @@ def _attention_mask(batch: dict[str, torch.Tensor], dtype: torch.dtype, implemen
     allowed = torch.cat(
         [prefix_valid[:, None, :].expand(size, width, -1), causal[None].expand(size, -1, -1)], dim=-1
     )[:, None]
-    if implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return _as_mask(allowed, dtype, implementation)
 
 
 def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -158,7 +167,7 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     positions = batch["prefix_lengths"].index_select(0, batch["row_group"])[:, None] + torch.arange(
         width, device=ids.device
     )[None]
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = _implementation(config)
     mask = _attention_mask(batch, decoder.get_input_embeddings().weight.dtype, implementation)
     hidden = decoder(
         input_ids=ids, attention_mask=mask, position_ids=positions, cache=shared, use_cache=True
@@ -179,9 +188,7 @@ def packed_attention_mask(token_group: torch.Tensor, token_row: torch.Tensor, dt
         & (token_group[:, None] == token_group[None, :])
         & ((token_row[None, :] < 0) | (token_row[:, None] == token_row[None, :]))
     )[None, None]
-    if implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return _as_mask(allowed, dtype, implementation)
 
 
 def packed_answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -189,7 +196,7 @@ def packed_answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Ten
     decoder = lm.get_decoder()
     config = lm.config
     check_supported(decoder, config, two_pass=False)
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = _implementation(config)
     mask = packed_attention_mask(batch["packed_group"], batch["packed_row"],
                                  decoder.get_input_embeddings().weight.dtype, implementation)
     hidden = decoder(
