@@ -142,7 +142,10 @@ def test_the_temperature_is_saved_with_the_adapter_and_applied_when_it_is_loaded
     run_py(*plain, *evaluate, f"hydra.run.dir={tmp_path / 'default'}")
     default = json.loads((tmp_path / "default" / "metrics.json").read_text())
     assert default["calibration"]["temperature"] == saved["temperature"]
-    assert default["subsets"] == again["subsets"]
+    # two processes' float sums can differ in the last bits (MKL may thread a product differently under load)
+    assert default["subsets"].keys() == again["subsets"].keys()
+    for subset, values in default["subsets"].items():
+        assert values == pytest.approx(again["subsets"][subset], rel=1e-9, abs=1e-9), subset
     run_py(*plain, *evaluate, "calibrate=false", f"hydra.run.dir={tmp_path / 'off'}")
     off = json.loads((tmp_path / "off" / "metrics.json").read_text())
     assert "calibration" not in off or off["calibration"] is None
