@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO
 
 # 12 optimizer steps of 4 rows, validation after steps 6 and 12, a resume checkpoint every 2 steps
@@ -76,9 +77,14 @@ def test_kill_9_after_a_mid_epoch_checkpoint_then_resume(base, reference, tmp_pa
     from simlab.runs.status import read_status
 
     assert read_status(out)["dead"] and load_job(out).status == "dead"  # never counted as completed
-    run_py(*base, *fault(5, "SIGKILL"), f"hydra.run.dir={out}", f"resume={out}")
+    resumed = run_py(*base, *fault(5, "SIGKILL"), f"hydra.run.dir={out}", f"resume={out}")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from"]["global_step"] == 4  # the last checkpoint before the kill at step 5
+    # precision=auto is not measured again: the resume continues in what the run chose (a busy machine may differ)
+    chosen = next(line.split("precision ", 1)[1].split(":")[0] for line in (out / "run.log").read_text().splitlines()
+                  if "simlab.training.distributed" in line and "precision " in line)
+    said = resumed.stdout + resumed.stderr
+    assert f"trainer.precision=auto: resuming in {chosen}, the precision the run chose" in said
     assert status(out)["status"] == "completed"
     assert_same_result(reference, out)
 
@@ -132,4 +138,12 @@ def test_the_resume_checkpoint_carries_the_precision(tmp_path):
         other.load_state_dict(state)
     older = {k: v for k, v in state.items() if k != "precision"}  # a checkpoint from before the record: accepted
     other.load_state_dict(older)
+
+    from simlab.training.callbacks import recorded_precision
+
+    torch.save({"state_dict": {}, "callbacks": {"ResumeCheckpoint": state}}, tmp_path / "last.ckpt")
+    assert recorded_precision(tmp_path / "last.ckpt") == "bf16-mixed"
+    torch.save({"state_dict": {}, "callbacks": {"ResumeCheckpoint": older}}, tmp_path / "older.ckpt")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    assert recorded_precision(tmp_path / "older.ckpt") is None and recorded_precision(tmp_path / "empty.ckpt") is None
 

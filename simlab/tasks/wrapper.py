@@ -154,7 +154,9 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
             (config.get("task") or {}).pop(key, None)
     # trainer.precision=auto is resolved on the machine (simlab.training.precision); the checkpoint records what the
     # run trained in and ResumeCheckpoint refuses any other, so naming that precision on resume is no difference
-    if (saved.get("trainer") or {}).get("precision") == "auto":
+    auto = (saved.get("trainer") or {}).get("precision") == "auto"
+    asked_auto = (asked.get("trainer") or {}).get("precision") == "auto"
+    if auto:
         for config in (saved, asked):
             (config.get("trainer") or {}).pop("precision", None)
     # optimized_metric: what a sweeper reads from the result, not how the run trains. A copied or moved run folder:
@@ -175,6 +177,14 @@ def prepare_resume(cfg: DictConfig, run: RunDir) -> None:
     if cfg.ckpt_path and Path(cfg.ckpt_path).resolve() != checkpoint.resolve():
         raise RunDirError(f"resume={out} resumes from {checkpoint}; drop ckpt_path={cfg.ckpt_path}")
     cfg.ckpt_path = str(checkpoint)
+    if auto and asked_auto:  # auto is resolved once per run: measured again on a busy machine it may choose otherwise
+        from simlab.training.callbacks import recorded_precision
+
+        chosen = recorded_precision(checkpoint)
+        if chosen:
+            cfg.trainer.precision = chosen
+            log.info("trainer.precision=auto: resuming in %s, the precision the run chose (its checkpoint records it)",
+                     chosen)
 
 
 def user_error(err: BaseException) -> BaseException | None:

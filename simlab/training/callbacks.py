@@ -37,6 +37,20 @@ def save_checkpoint_atomically(trainer, path: str | Path) -> str:
     return path
 
 
+def recorded_precision(checkpoint: str | Path) -> str | None:
+    """The precision a run trained in, as its :class:`ResumeCheckpoint` recorded it in ``checkpoint``; None when not
+    recorded (an older checkpoint) or not a readable checkpoint (restoring it reports why, in one line)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - the resume's own restore reads the file again and names what is wrong
+        return None
+    callbacks = state.get("callbacks") if isinstance(state, dict) else None
+    for key, value in (callbacks or {}).items():
+        if str(key).startswith(ResumeCheckpoint.__qualname__) and isinstance(value, dict):
+            return value.get("precision") or None
+    return None
+
+
 class AtomicModelCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint (the best adapter by a validation metric), written atomically."""
 

@@ -5,8 +5,10 @@ on an AVX2-only CPU bf16 is emulated and ran ~5x *slower* (a 720x576x1536 linear
 on an AVX512-BF16 CPU without AMX (`Intel(R) Xeon(R) Processor`, 2 threads, torch 2.13) a 2048^3 matmul ran at
 155 GFLOP/s in bf16 against 263 in float32, and `make run` took 44.7 minutes under bf16 autocast. So on a CPU with
 native bf16, ``precision: auto`` times one bf16 and one float32 matmul (about 0.2 s) and takes bf16 only when it
-is clearly faster (:data:`BF16_MIN_SPEEDUP`); it logs both speeds. A resumed run keeps its first choice
-(:class:`simlab.training.callbacks.ResumeCheckpoint` refuses a different one).
+is clearly faster (:data:`BF16_MIN_SPEEDUP`); it logs both speeds. A resumed run continues in its first choice,
+read from its checkpoint rather than measured again (a busy machine can time the two otherwise:
+:func:`simlab.training.callbacks.recorded_precision`); an explicitly different one is refused
+(:class:`simlab.training.callbacks.ResumeCheckpoint`).
 """
 
 from __future__ import annotations
