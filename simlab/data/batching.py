@@ -266,9 +266,9 @@ def split_prefix(rows: list[list[int]]) -> int:
 
 
 # Packed batches up to this many tokens. On 2 CPU cores (Xeon, AVX-512, float32, SmolLM2-135M) training batches of 8
-# rows (~350 tokens) ran 1.11x faster packed (`make bench ARGS="--no-reference --two-pass"`, PERFORMANCE.md);
-# evaluation batches of 48 rows (~1,500 tokens) ran slower packed in a scratch measurement, the packed attention
-# growing with the square of the length. `--pack-max-tokens 100000 --eval-batch N` re-measures it (not yet recorded).
+# rows (~350 tokens) ran 1.11x faster packed (`make bench ARGS="--no-reference --two-pass"`); evaluation batches of
+# 16 rows (~540 tokens) 1.02x, of 48 rows (~1,400 tokens) 0.82x: the packed attention grows with the square of the
+# length (`--pack-max-tokens 100000 --eval-batch 16|48`; experiments/PERFORMANCE.md).
 PACK_MAX_TOKENS = 640
 
 
