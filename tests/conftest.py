@@ -11,10 +11,20 @@ import pytest
 
 # Tests download nothing from the Hugging Face hub (huggingface_hub reads this once, at import, so it is set first)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# trainer.precision=auto times a bf16 and a float32 matmul; under the load of parallel tests that timing can pick
+# bf16 in one run and float32 in the run it is compared with. Tests of auto itself run without it (auto_precision).
+os.environ.setdefault("SIMLAB_PRECISION", "32-true")
 
 REPO = Path(__file__).resolve().parents[1]
 # the survey data as simlab finds it: $SIMLAB_DATA, else the copy shipped in the package (xz-compressed)
 SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO / "simlab" / "data" / "survey")
+
+
+
+def auto_precision(env: dict | None = None) -> dict:
+    """``env`` (default: this process's) without SIMLAB_PRECISION: trainer.precision=auto as users get it."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != "SIMLAB_PRECISION"}
+
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"

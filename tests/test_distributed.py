@@ -137,6 +137,7 @@ def test_trainer_configs_resolve_and_build_without_a_gpu(name, devices, accumula
 def test_cpu_precision_auto_follows_the_cpus_bf16_support_and_speed(tmp_path, monkeypatch):
     import simlab.training.precision as precision
 
+    monkeypatch.delenv("SIMLAB_PRECISION", raising=False)  # the test suite pins it (conftest); users get auto
     cfg = compose_config(f"paths.output_dir={tmp_path}")
     assert cfg.trainer.precision == "auto" and cfg.trainer.accelerator == "cpu"
     for has_bf16, expected in ((False, "32-true"), (True, "bf16-mixed")):

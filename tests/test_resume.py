@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, auto_precision
 
 # 12 optimizer steps of 4 rows, validation after steps 6 and 12, a resume checkpoint every 2 steps
 BASE = [
@@ -19,11 +19,12 @@ BASE = [
     "callbacks.resume_checkpoint.every_n_steps=2", "callbacks.progress.refresh_rate=0",
 ]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model runs fastest on one thread
+AUTO = auto_precision(ONE_THREAD)  # trainer.precision=auto, measured on this machine (conftest pins 32-true)
 
 
-def run_py(*overrides, expect: int = 0):
+def run_py(*overrides, expect: int = 0, env: dict = ONE_THREAD):
     result = subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, capture_output=True, text=True,
-                            timeout=600, env=ONE_THREAD)
+                            timeout=600, env=env)
     assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -77,14 +78,9 @@ def test_kill_9_after_a_mid_epoch_checkpoint_then_resume(base, reference, tmp_pa
     from simlab.runs.status import read_status
 
     assert read_status(out)["dead"] and load_job(out).status == "dead"  # never counted as completed
-    resumed = run_py(*base, *fault(5, "SIGKILL"), f"hydra.run.dir={out}", f"resume={out}")
+    run_py(*base, *fault(5, "SIGKILL"), f"hydra.run.dir={out}", f"resume={out}")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from"]["global_step"] == 4  # the last checkpoint before the kill at step 5
-    # precision=auto is not measured again: the resume continues in what the run chose (a busy machine may differ)
-    chosen = next(line.split("precision ", 1)[1].split(":")[0] for line in (out / "run.log").read_text().splitlines()
-                  if "simlab.training.distributed" in line and "precision " in line)
-    said = resumed.stdout + resumed.stderr
-    assert f"trainer.precision=auto: resuming in {chosen}, the precision the run chose" in said
     assert status(out)["status"] == "completed"
     assert_same_result(reference, out)
 
@@ -107,8 +103,9 @@ def test_resume_refuses_another_config_and_a_finished_run(base, reference, tmp_p
     result = run_py(*base, f"hydra.run.dir={reference}", f"resume={reference}", expect=1)
     assert "already completed" in result.stderr
     out = tmp_path / "stopped"
-    run_py(*base, *fault(3, "SIGTERM"), f"hydra.run.dir={out}", expect=128 + signal.SIGTERM)
-    result = run_py(*base, *fault(3, "SIGTERM"), "data.batch_size=2", f"hydra.run.dir={out}", f"resume={out}", expect=1)
+    run_py(*base, *fault(3, "SIGTERM"), f"hydra.run.dir={out}", expect=128 + signal.SIGTERM, env=AUTO)
+    result = run_py(*base, *fault(3, "SIGTERM"), "data.batch_size=2", f"hydra.run.dir={out}", f"resume={out}", expect=1,
+                    env=AUTO)
     assert "data.batch_size: 4 -> 2" in result.stderr
     assert status(out)["status"] == "interrupted"  # a refused resume leaves the run as it was
     # precision=auto is measured on the machine (simlab.training.precision): naming a precision is no config
@@ -117,10 +114,15 @@ def test_resume_refuses_another_config_and_a_finished_run(base, reference, tmp_p
                   if "simlab.training.distributed" in line and "precision " in line)
     other = "bf16-mixed" if chosen == "32-true" else "32-true"
     result = run_py(*base, *fault(3, "SIGTERM"), f"trainer.precision={other}", f"hydra.run.dir={out}",
-                    f"resume={out}", expect=1)
+                    f"resume={out}", expect=1, env=AUTO)
     assert f"the run trained in precision {chosen}" in result.stderr and f"trainer.precision={chosen}" in result.stderr
     # refused when the checkpoint is read: the run is marked failed (with why) and still resumes with that override
     assert status(out)["status"] == "failed" and f"trainer.precision={chosen}" in status(out)["error"]
+    # left at auto, the resume is not measured again: it continues in what the run chose (a busy machine may differ)
+    resumed = run_py(*base, *fault(3, "SIGTERM"), f"hydra.run.dir={out}", f"resume={out}", env=AUTO)
+    said = resumed.stdout + resumed.stderr
+    assert f"trainer.precision=auto: resuming in {chosen}, the precision the run chose" in said
+    assert status(out)["status"] == "completed"
 
 
 def test_the_resume_checkpoint_carries_the_precision(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from conftest import REPO, auto_precision
 
 from simlab.common.files import atomic_writer, write_json
 from simlab.runs.status import RunDirError, claim, read_status, unique_run_dir, write_status
@@ -141,10 +141,12 @@ def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):
         [sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "task=zeroshot", "logger=none",
          f"data.root={shared_data}", "data.limit_per_subset=2", "data.max_length=2048", "data.test_subsets=[C1-Q2]",
          f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=auto_precision({**os.environ, "OMP_NUM_THREADS": "1"}),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "precision " in (tmp_path / "run.log").read_text()
+    said = next(line for line in (tmp_path / "run.log").read_text().splitlines() if "] - precision " in line)
+    assert "no native bf16" in said or "a bf16 matmul ran at" in said, said  # auto: measured, and why
 
 
 def test_metrics_schema_round_trips_and_keeps_key_order():
