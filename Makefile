@@ -51,8 +51,10 @@ smoke: install
 search: install-search
 	$(PY) run.py -m hparams_search=recipe_optuna $(ARGS)
 
+# Test files run in parallel, one worker per CPU (pytest-xdist; a file's tests stay on one worker, so its module
+# fixtures are built once). ARGS="-n 0" runs them in this process, e.g. for a debugger.
 test: install-dev
-	$(PY) -m pytest -m "not slow" -q $(ARGS)
+	$(PY) -m pytest -m "not slow" -q -n auto --dist loadfile $(ARGS)
 
 test-all: install-dev
 	$(PY) -m pytest -q $(ARGS)
