@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 import simlab.model.shared_prefix as shared_prefix
+from simlab.data.batching import computed_tokens
 from simlab.devtools.bench.command import parse_args
 from simlab.devtools.bench.meters import linear_flops_per_token, matmul_peak
 from simlab.devtools.bench.methods import SHARED
-from simlab.devtools.bench.paths import batch_scores, batches
+from simlab.devtools.bench.paths import batch_scores, batches, train_steps
 from simlab.devtools.bench.timing import set_up
 from simlab.devtools.bench.workload import grouped_order
 
@@ -91,17 +92,11 @@ def block_answer_hidden_states(lm, batch):
     return hidden[0].index_select(0, batch["answer_index"])
 
 
-def one_pass(model, optimizer, steps: list) -> list[float]:
-    seconds = []
-    for batch in steps:
-        start = time.perf_counter()
-        loss, _ = batch_scores(model, batch, SHARED)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int) -> float:
+    """Seconds for one pass of the bench's training steps (its own loop) over ``rows``."""
+    start = time.perf_counter()
+    train_steps(model, optimizer, data, SHARED, rows, batch_size, seed=seed)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -112,9 +107,9 @@ def main() -> None:
     own = parser.parse_args()
     args = parse_args(["--no-reference"])
     model, data, bench = set_up(args)
-    steps = list(batches(data, SHARED, grouped_order(data, args.seed)[: own.rows], args.train_batch, train=True,
-                         seed=args.seed))
-    tokens = sum(int(b["packed_ids"].shape[1]) if "packed_ids" in b else -1 for b in steps)
+    rows = grouped_order(data, args.seed)[: own.rows]
+    steps = list(batches(data, SHARED, rows, args.train_batch, train=True, seed=args.seed))
+    tokens = sum(computed_tokens(batch) for batch in steps)
     model.eval()  # exactness of the block attention, dropout off
     if own.split_attention:
         with torch.no_grad():
@@ -124,7 +119,6 @@ def main() -> None:
                 shared_prefix.packed_answer_hidden_states = block_answer_hidden_states
                 other, _ = batch_scores(model, batch, SHARED)
                 print(f"block attention: loss difference {abs(float(one) - float(other)):.2e}")
-    model.train()
     layouts = ["packed", "blocks", "packed", "blocks"] if own.split_attention else ["packed"]
     flop = 2 * linear_flops_per_token(model) * tokens  # the bench's count: decoder linears, forward + input grads
     peak = matmul_peak(model)
@@ -132,21 +126,19 @@ def main() -> None:
     for layout in layouts:
         shared_prefix.packed_answer_hidden_states = PACKED if layout == "packed" else block_answer_hidden_states
         optimizer = bench.reset()
-        first = one_pass(model, optimizer, steps)
-        one_pass(model, optimizer, steps)
-        steady = one_pass(model, optimizer, steps)
-        print(f"{layout}: {len(steps)} steps, {tokens} tokens; first pass {sum(first):.2f} s, steady pass "
-              f"{sum(steady):.2f} s ({sum(steady) / len(steps):.3f} s a step, {flop / sum(steady) / 1e9:.1f} "
-              f"model GFLOP/s, {flop / sum(steady) / 1e9 / peak:.2f} of the matmul peak)", flush=True)
+        first, _, steady = (timed_pass(model, optimizer, data, rows, args.train_batch, args.seed) for _ in range(3))
+        print(f"{layout}: {len(steps)} steps, {tokens} tokens; first pass {first:.2f} s, steady pass "
+              f"{steady:.2f} s ({steady / len(steps):.3f} s a step, {flop / steady / 1e9:.1f} "
+              f"model GFLOP/s, {flop / steady / 1e9 / peak:.2f} of the matmul peak)", flush=True)
     if own.profile:
         from torch.profiler import ProfilerActivity, profile
 
         shared_prefix.packed_answer_hidden_states = PACKED
         optimizer = bench.reset()
-        one_pass(model, optimizer, steps)
-        one_pass(model, optimizer, steps)
+        for _ in range(2):
+            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            one_pass(model, optimizer, steps)
+            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SIMLAB_DATA") or REPO / "simlab" / "data" / "survey")
 
 
-
 def auto_precision(env: dict | None = None) -> dict:
     """``env`` (default: this process's) without SIMLAB_PRECISION: trainer.precision=auto as users get it."""
     return {k: v for k, v in (os.environ if env is None else env).items() if k != "SIMLAB_PRECISION"}

@@ -148,4 +148,3 @@ def test_the_resume_checkpoint_carries_the_precision(tmp_path):
     torch.save({"state_dict": {}, "callbacks": {"ResumeCheckpoint": older}}, tmp_path / "older.ckpt")
     (tmp_path / "empty.ckpt").write_bytes(b"")
     assert recorded_precision(tmp_path / "older.ckpt") is None and recorded_precision(tmp_path / "empty.ckpt") is None
-

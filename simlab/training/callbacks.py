@@ -41,7 +41,8 @@ def recorded_precision(checkpoint: str | Path) -> str | None:
     """The precision a run trained in, as its :class:`ResumeCheckpoint` recorded it in ``checkpoint``; None when not
     recorded (an older checkpoint) or not a readable checkpoint (restoring it reports why, in one line)."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        # mmap: only the callbacks' few bytes are read, not the weights and optimizer state Lightning restores next
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - the resume's own restore reads the file again and names what is wrong
         return None
     callbacks = state.get("callbacks") if isinstance(state, dict) else None
