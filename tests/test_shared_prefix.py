@@ -449,3 +449,26 @@ def test_simulator_renders_like_training_and_shared_prefix_gives_the_per_row_sha
     assert list(a["country"]) == list(b["country"]) and len(a) == 5 * (2 + 3)
     assert float((a["share"] - b["share"]).abs().max()) < TOLERANCE
     assert b.attrs["prompt_order"] == "question_first"
+
+
+def test_cache_argument_follows_the_decoders_signature_and_refuses_a_decoder_without_one():
+    """transformers renamed the decoder's ``past_key_values`` to ``cache`` (5.25); an unknown keyword would vanish
+    into ``**kwargs`` and leave the suffixes without their prefix, so the name comes from the signature."""
+    from simlab.model.shared_prefix import cache_argument
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return input_ids
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            return input_ids
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids=None, **kwargs):
+            return input_ids
+
+    assert cache_argument(Old()) == "past_key_values"
+    assert cache_argument(New()) == "cache"
+    with pytest.raises(SharedPrefixUnsupported, match="neither cache nor past_key_values"):
+        cache_argument(Neither())

@@ -47,6 +47,8 @@ are refused too.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -123,6 +125,20 @@ def check_supported(decoder, config, two_pass: bool = True) -> None:
             )
 
 
+def cache_argument(decoder) -> str:
+    """The name under which the decoder's forward takes a cache: ``cache`` (transformers >= 5.25) or
+    ``past_key_values`` (earlier 5.x, and a deprecated alias later). An unknown keyword would be swallowed by the
+    forward's ``**kwargs``, leaving the suffixes without their prefix, so neither name is an error."""
+    parameters = inspect.signature(decoder.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise SharedPrefixUnsupported(
+        f"shared-prefix execution passes the prefix's keys/values as a cache, and {type(decoder).__name__}.forward "
+        f"takes neither cache nor past_key_values: set data.shared_prefix=false"
+    )
+
+
 def _implementation(config) -> str:
     return getattr(config, "_attn_implementation", None) or "eager"
 
@@ -161,7 +177,13 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     layers = (config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config")
               else config.num_hidden_layers)
     recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
-    prefix_hidden = decoder(input_ids=prefix_ids, cache=recorder, use_cache=True).last_hidden_state
+    cache = cache_argument(decoder)
+    prefix_hidden = decoder(input_ids=prefix_ids, use_cache=True, **{cache: recorder}).last_hidden_state
+    if not all(layer.is_initialized for layer in recorder.layers):
+        raise SharedPrefixUnsupported(
+            f"{type(decoder).__name__} did not write the prefix's keys/values into the cache passed as {cache}= "
+            f"(an unsupported transformers version?): set data.shared_prefix=false"
+        )
     row_group = None if groups == 1 else batch["row_group"]
     shared = Cache(layers=[_PrefixLayer(layer.keys, layer.values, row_group, size) for layer in recorder.layers])
     positions = batch["prefix_lengths"].index_select(0, batch["row_group"])[:, None] + torch.arange(
@@ -170,7 +192,7 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     implementation = _implementation(config)
     mask = _attention_mask(batch, decoder.get_input_embeddings().weight.dtype, implementation)
     hidden = decoder(
-        input_ids=ids, attention_mask=mask, position_ids=positions, cache=shared, use_cache=True
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache: shared}
     ).last_hidden_state
     answer = hidden[rows, batch["answer_index"]]
     if prefix_hidden.requires_grad:  # the prefix pass's output joins the graph, with weight 0 (see the docstring)
