@@ -55,9 +55,13 @@ from simlab.runs.provenance import cpu_model  # noqa: E402
 # --tiny: a few rows and steps (float32, so the bench's own tolerances hold), a batch search of two sizes
 TINY = dict(rows=6, eval_batch=3, train_batch=2, eval_repeats=2, train_repeats=2, train_steps=1, check_rows=2,
             batch_start=1, batch_cap=2, batch_seconds=20.0)
-# agreement tolerances (reference vs simlab, simlab vs shared-prefix): the bench's in float32; bf16 weights round
-# differently with each batch's padding and prefix split, so there the differences are reported against 2e-2
+# agreement tolerances (reference vs simlab, simlab vs shared-prefix): the bench's in float32 at tiny shapes; a
+# paper-scale float32 model on a GPU rounds more (Llama-3-8B on an H200: 1.6e-5 reference vs simlab, padding alone,
+# and 2.5e-5 shared-prefix vs simlab, experiments/PERFORMANCE.md), so 1e-4 for both there. bf16 weights round
+# differently with each batch's padding and prefix split; there the differences are reported against 2e-2 (a random
+# bf16 8B/32B model exceeds it for padding alone: the same PERFORMANCE.md section)
 TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
+PAPER_SCALE_FLOAT32 = (1e-4, 1e-4)
 
 
 def usage_error(message: str) -> None:
@@ -137,7 +141,7 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
         measure(bench, settings, peak, projection, report)
     else:
         report.errors.append(f"paths not measured: {left:.0f} s left of the budget, {args.measure_needs_s} needed")
-    for method in (SIMLAB, REFERENCE):
+    for method in () if args.no_batch_search else (SIMLAB, REFERENCE):
         left = args.budget_s - (time.perf_counter() - started)
         box = min(settings.batch_seconds, left - args.reserve_s)
         if box < 5:
@@ -196,6 +200,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the model's weights (default bfloat16; --tiny float32, where 1e-4 agreement holds)")
     parser.add_argument("--data-root", default=None, help="default: $SIMLAB_DATA, else the copy shipped in simlab")
     parser.add_argument("--rows", type=int, default=None, help="measured rows (default 240; --tiny 8)")
+    parser.add_argument("--train-batch", type=int, default=None, help="rows per training step (default 8, the paper's)")
+    parser.add_argument("--eval-batch", type=int, default=None, help="rows per evaluation batch (default 48)")
+    parser.add_argument("--train-steps", type=int, default=None, help="timed steps per training run (default 4)")
+    parser.add_argument("--train-repeats", type=int, default=None, help="timed training runs per path (default 3)")
+    parser.add_argument("--warm-train", action="store_true",
+                        help="first one untimed training pass over every row per path (steady-state rates)")
+    parser.add_argument("--no-reference", action="store_true", help="measure simlab's two paths only")
+    parser.add_argument("--no-batch-search", action="store_true", help="skip the largest-batch search")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first")
     parser.add_argument("--budget-s", type=float, default=500.0, help="wall seconds for all sections (default 500)")
     parser.add_argument("--measure-needs-s", type=float, default=90.0,
@@ -214,11 +226,14 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         usage_error("no CUDA device here: run on the lent GPU, or use --tiny on a CPU")
     dtype = getattr(torch, args.dtype or ("float32" if args.tiny else "bfloat16"))
-    tolerance, prefix_tolerance = TOLERANCES[dtype]
+    tolerance, prefix_tolerance = (PAPER_SCALE_FLOAT32 if dtype == torch.float32 and not args.tiny
+                                   else TOLERANCES[dtype])
     settings = Settings(**(TINY if args.tiny else {}), prompt_order=args.prompt_order, tolerance=tolerance,
                         prefix_tolerance=prefix_tolerance)
-    if args.rows:
-        settings = _with(settings, rows=args.rows)
+    given = {"rows": args.rows, "train_batch": args.train_batch, "eval_batch": args.eval_batch,
+             "train_steps": args.train_steps, "train_repeats": args.train_repeats}
+    settings = _with(settings, warm_train=args.warm_train, no_reference=args.no_reference,
+                     **{k: v for k, v in given.items() if v})
     configs = [model_config(name) for name in args.models.split(",")]  # a wrong name fails here, in one line
     size = args.matmul_size or (256 if args.tiny else 8192)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()

@@ -114,6 +114,30 @@ def test_the_tiny_check_reports_every_field_and_the_paths_agree(tmp_path, capsys
             8452 * tokens["split_mean"] / paths["simlab"]["eval_tokens_per_s"] / 3600)
 
 
+def test_the_paper_batch_sizes_take_the_two_pass_layout_and_agree(tmp_path, monkeypatch):
+    """At the GPU run's batch sizes (eval 48, train 8) evaluation batches pass the packing threshold, so the two-pass
+    layout (a cache carries the prefix) runs, with the steady-state options: the path that failed on the H200
+    under transformers 5.17 while the tiny default (packed batches) passed."""
+    from simlab.model import shared_prefix
+
+    calls = []
+    two_pass = shared_prefix.answer_hidden_states
+    monkeypatch.setattr(shared_prefix, "answer_hidden_states", lambda lm, batch: calls.append(1) or two_pass(lm, batch))
+    target = tmp_path / "device_check.json"
+    argv = ["--tiny", "--models", "llama3_instruct", "--rows", "96", "--eval-batch", "48", "--train-batch", "8",
+            "--train-steps", "2", "--warm-train", "--no-reference", "--no-batch-search", "--json", str(target)]
+    assert _script().main(argv) == 0
+    assert calls, "no two-pass batch ran"
+    model = json.loads(target.read_text())["models"]["llama3_instruct"]
+    assert model["errors"] == [] and model["largest_batch"] == {}
+    assert sorted(model["paths"]) == ["shared-prefix", "simlab"]
+    assert model["agreement"]["max_prob_diff_simlab_shared_prefix"] <= 1e-5
+    for values in model["paths"].values():  # computed-token utilisation next to the per-row-work MFU
+        assert 0 < values["train_hfu"] and 0 < values["eval_hfu"]
+    shared = model["paths"]["shared-prefix"]
+    assert shared["eval_hfu"] < shared["eval_mfu"]  # the prefix computed once: less work done than a row needs
+
+
 def test_the_largest_batch_search_stops_at_out_of_memory(tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch):
     from conftest import paper_row
     from transformers import AutoModelForCausalLM
