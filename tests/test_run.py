@@ -184,3 +184,26 @@ def test_simlab_cli_rebuilds_the_adapter_from_a_checkpoint(finetune_dir, tmp_pat
     assert set(rebuilt) == set(saved) and all((rebuilt[k] == saved[k]).all() for k in saved)
     unknown = subprocess.run([sys.executable, "-m", "simlab.cli", "nope"], cwd=REPO, capture_output=True, text=True)
     assert unknown.returncode == 2 and "adapter-from-ckpt" in unknown.stderr
+
+
+def test_the_valid_subset_reuses_the_best_validation_and_equals_testing_it_again(finetune_dir, tiny_llama_dir,
+                                                                                  shared_data, tmp_path):
+    """The fine-tune takes C1-Q2's test scores from the best checkpoint's validation (simlab.training.reuse): the
+    same numbers and predictions as testing it again (another process: equal to 1e-9, as two processes' tests)."""
+    reused = json.loads((finetune_dir / "metrics.json").read_text())
+    assert reused["reused_validation"]["subset"] == "C1-Q2" and reused["reused_validation"]["step"] > 0
+    assert reused["reused_validation"]["checkpoint"] == reused["best_valid"]["checkpoint"]
+    run_py(
+        "model=hf", f"model.path={tiny_llama_dir}", "loss=kl", "experiment=smoke", "logger=csv",
+        "data.limit_per_subset=8", "data.max_length=2048", f"data.root={shared_data}",
+        f"hydra.run.dir={tmp_path}", "task.reuse_validation=false",
+    )
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert "reused_validation" not in again
+    assert list(again["subsets"]) == list(reused["subsets"]) == SUBSETS
+    for subset in SUBSETS:
+        assert again["subsets"][subset] == pytest.approx(reused["subsets"][subset], rel=1e-9, abs=1e-9), subset
+    rows = [[json.loads(line) for line in (d / "predictions.jsonl").read_text().splitlines()]
+            for d in (finetune_dir, tmp_path)]
+    assert [(r["subset"], r["predicted"]) for r in rows[0]] == [
+        (r["subset"], pytest.approx(r["predicted"], rel=1e-9, abs=1e-9)) for r in rows[1]]

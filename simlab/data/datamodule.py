@@ -80,6 +80,9 @@ class SurveyDataModule(pl.LightningDataModule):
             (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
             (:mod:`simlab.model.shared_prefix`); same scores as per-row batches. pack_max_tokens: such a batch
             of at most this many tokens runs as one packed sequence instead of two passes (0: never).
+            merge_test_subsets: with shared_prefix, the test subsets in one loader, so a question asked in several
+            (C1-Q3, C2-Q3, C3-Q3) has its prefix computed with all their countries at once (:meth:`test_parts` says
+            which rows are whose); scores as per-subset loaders up to float rounding.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
         test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
@@ -118,6 +121,7 @@ class SurveyDataModule(pl.LightningDataModule):
         prompt_order: str = "paper",
         shared_prefix: bool = False,
         pack_max_tokens: int = PACK_MAX_TOKENS,
+        merge_test_subsets: bool = True,
         prior_subset: str | None = None,
         test_option_orders: str = "given",
         population_wording=None,
@@ -138,6 +142,7 @@ class SurveyDataModule(pl.LightningDataModule):
         )
         self.shared_prefix = bool(shared_prefix)
         self.pack_max_tokens = int(pack_max_tokens)
+        self.merge_test_subsets = bool(merge_test_subsets)
         self._prefix_groups: dict[str, int] = {}
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -162,6 +167,7 @@ class SurveyDataModule(pl.LightningDataModule):
             raise ValueError(f"data.test_option_orders must be 'given' or 'cyclic', got {test_option_orders!r}")
         self.test_option_orders = test_option_orders
         self.test_datasets: dict[str, EncodedDataset] = {}
+        self.reused_tests: set[str] = set()  # test subsets scored by a validation instead (simlab.training.reuse)
         self.test_variants: dict[str, list[tuple[int, tuple[int, ...]]]] = {}  # (row, order shown) per test item
         self.source_rows: dict[str, list[SurveyRow]] = {}  # each subset's rows before the [ctrl]/shuffle settings
 
@@ -350,8 +356,25 @@ class SurveyDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.valid_subset, train=False)
 
+    def test_parts(self) -> list[list[tuple[str, int, int]]]:
+        """Per test loader, the subsets its dataset holds as ``(subset, start, end)`` row ranges: one subset a
+        loader, or every tested subset in one loader (``merge_test_subsets`` with shared prefixes). Subsets whose
+        scores are reused (``reused_tests``, simlab.training.reuse) are not tested."""
+        tested = [subset for subset in self.test_subsets if subset not in self.reused_tests]
+        if not (self.shared_prefix and self.merge_test_subsets):
+            return [[(subset, 0, len(self.test_datasets[subset]))] for subset in tested]
+        parts, start = [], 0
+        for subset in tested:
+            parts.append((subset, start, start + len(self.test_datasets[subset])))
+            start = parts[-1][2]
+        return [parts] if parts else []
+
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(subset, train=False, dataset=self.test_datasets[subset]) for subset in self.test_subsets]
+        loaders = []
+        for parts in self.test_parts():
+            rows = [row for subset, _, _ in parts for row in self.test_datasets[subset].encoded]
+            loaders.append(self._loader(parts[0][0], train=False, dataset=EncodedDataset(rows)))
+        return loaders
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self) -> dict:

@@ -102,6 +102,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), "")
         info.update(best_valid(trainer))
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
+        reuse_validation(cfg, best, datamodule, module, trainer, info)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         adapter = str(run.adapter_dir)
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
@@ -139,6 +140,26 @@ def save_trained_simulator(cfg: DictConfig, datamodule, model, adapter: str, sim
     manifest = manifest_from_config(OmegaConf.to_container(cfg, resolve=True), prior_build=simulator.prior_build,
                                     data=fingerprint, code=code)
     save_simulator(model, adapter, manifest, prior=simulator.prior, prior_build=simulator.prior_build)
+
+
+def reuse_validation(cfg: DictConfig, best: str, datamodule, module, trainer, info: dict) -> None:
+    """Take the valid subset's test scores from the best checkpoint's validation when the test would recompute
+    them exactly (simlab.training.reuse; ``task.reuse_validation``)."""
+    from simlab.training.reuse import reusable_validation
+
+    subset = datamodule.valid_subset
+    if not cfg.task.get("reuse_validation", False) or not best:
+        return
+    snapshot = reusable_validation(best, subset=subset, test_subsets=datamodule.test_subsets,
+                                   option_orders=datamodule.test_option_orders,
+                                   rows=len(datamodule.rows.get(subset) or []), world_size=trainer.world_size)
+    if snapshot is None:
+        return
+    module.reused_tests = {subset: snapshot}
+    datamodule.reused_tests = {subset}
+    info["reused_validation"] = {"subset": subset, "step": snapshot["step"], "checkpoint": best}
+    log.info("%s: scores and predictions of the best checkpoint's validation (step %d: the same weights and "
+             "batches), not tested again (task.reuse_validation=false tests it)", subset, snapshot["step"])
 
 
 def best_valid(trainer) -> dict:

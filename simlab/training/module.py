@@ -14,6 +14,8 @@ from simlab.metrics.registry import survey_metrics
 from simlab.model.scoring import simulator_logits
 from simlab.training.distributed import clean_param_name
 
+VALID_SNAPSHOT_KEY = "simlab_valid_snapshot"
+
 
 class SurveyLitModule(pl.LightningModule):
     """Fine-tunes (or only evaluates) a causal LM as a survey-distribution simulator.
@@ -47,6 +49,11 @@ class SurveyLitModule(pl.LightningModule):
         self.test_metrics = nn.ModuleDict({name: survey_metrics() for name in self.test_subsets})
         self.test_results: dict[str, dict[str, float]] = {}
         self.test_predictions: dict[str, dict[int, list[float]]] = {name: {} for name in self.test_subsets}
+        # The last validation's scores and per-row probabilities (saved in each checkpoint), and the test subsets
+        # whose scores are taken from a checkpoint's instead of testing them again (simlab.training.reuse)
+        self.valid_snapshot: dict | None = None
+        self.reused_tests: dict[str, dict] = {}
+        self._val_predictions: dict[int, list[float]] = {}
         # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
         self.strict_loading = False
 
@@ -66,27 +73,57 @@ class SurveyLitModule(pl.LightningModule):
         probs = masked_softmax(logits, batch["option_mask"])
         self.val_metrics.update(probs, batch["target"], batch["option_mask"])
         self.log("val/loss", loss, batch_size=len(batch["target"]))
+        for row_index, row_probs, row_mask in zip(batch["row_index"], probs, batch["option_mask"]):
+            self._val_predictions[int(row_index)] = row_probs[row_mask].double().tolist()
+
+    def on_validation_epoch_start(self):
+        self._val_predictions = {}
 
     def on_validation_epoch_end(self):
-        for name, value in self.val_metrics.compute().items():
+        values = {name: float(value) for name, value in self.val_metrics.compute().items()}
+        for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name == "one_minus_jsd")
         self.val_metrics.reset()
+        sanity = self.trainer.sanity_checking if self._trainer is not None else False
+        single = self._trainer is None or self.trainer.world_size == 1  # a rank's predictions are its shard only
+        self.valid_snapshot = None if sanity or not single else {
+            "step": int(self.global_step), "metrics": values, "predictions": self._val_predictions}
+        self._val_predictions = {}
+
+    @property
+    def tested_subsets(self) -> list[str]:
+        """The test subsets the test loaders hold, in order (those in ``reused_tests`` are not tested again)."""
+        return [name for name in self.test_subsets if name not in self.reused_tests]
 
     def on_test_epoch_start(self):
         self.test_predictions = {name: {} for name in self.test_subsets}
+        datamodule = getattr(self.trainer, "datamodule", None)
+        # per loader, (subset, start, end) row ranges of its dataset: a merged loader holds several subsets
+        self._test_parts = (datamodule.test_parts() if hasattr(datamodule, "test_parts")
+                            else [[(subset, 0, None)] for subset in self.tested_subsets])
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        subset = self.test_subsets[dataloader_idx]
         probs = self(batch)
-        self.test_metrics[subset].update(probs, batch["target"], batch["option_mask"])
-        for row_index, row_probs, row_mask in zip(batch["row_index"], probs, batch["option_mask"]):
-            self.test_predictions[subset][int(row_index)] = row_probs[row_mask].double().tolist()
+        rows = batch["row_index"]
+        for subset, start, end in self._test_parts[dataloader_idx]:
+            mine = (rows >= start) & (rows < end) if end is not None else torch.ones_like(rows, dtype=torch.bool)
+            if not bool(mine.any()):
+                continue
+            index = mine.nonzero().squeeze(1)
+            self.test_metrics[subset].update(probs[index], batch["target"][index], batch["option_mask"][index])
+            for row_index, row_probs, row_mask in zip(rows[index], probs[index], batch["option_mask"][index]):
+                self.test_predictions[subset][int(row_index) - start] = row_probs[row_mask].double().tolist()
 
     def on_test_epoch_end(self):
         self._gather_test_predictions()
         for subset in self.test_subsets:
             metrics = self.test_metrics[subset]
-            values = {name: float(v) for name, v in metrics.compute().items()}
+            if subset in self.reused_tests:  # the same weights scored the same batches in a validation
+                reused = self.reused_tests[subset]
+                self.test_predictions[subset] = {int(row): list(p) for row, p in reused["predictions"].items()}
+                values = dict(reused["metrics"])
+            else:
+                values = {name: float(v) for name, v in metrics.compute().items()}
             values["n"] = len(self.test_predictions[subset])
             self.test_results[subset] = values
             for name, value in values.items():
@@ -137,3 +174,5 @@ class SurveyLitModule(pl.LightningModule):
         # names cleaned of FSDP / activation-checkpointing wrapper prefixes, as the state dict writes them
         trainable = {clean_param_name(name) for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        if self.valid_snapshot is not None:  # plain data: a weights_only load reads it
+            checkpoint[VALID_SNAPSHOT_KEY] = self.valid_snapshot
