@@ -1,53 +1,58 @@
-"""How many tokens the test pass of `make run` computes with one prompt prefix per question per subset (as now),
-against one prefix per question across the subsets that ask it (plain question-first prompts, the embedded model's
-tokenizer). Cited in experiments/PERFORMANCE.md ("`make run` on 2 CPU cores").
+"""How many token positions the test pass of `make run` computes, through its own datamodule (config, sampler and
+collator: the same batches the run makes): one loader per test subset against the subsets merged into one loader
+(``data.merge_test_subsets``: a question asked in several subsets has its prefix computed with all their countries),
+with and without C1-Q2, whose scores a fine-tune takes from its best validation (``task.reuse_validation``), at
+a few evaluation batch sizes. Cited in experiments/PERFORMANCE.md.
 
-    python experiments/prefix_tokens.py
+    python experiments/prefix_tokens.py [overrides of run.py, e.g. method=prior_anchored]
 """
 
 from __future__ import annotations
 
-import collections
+import sys
+from pathlib import Path
 
-from simlab.data.batching import split_prefix
-from simlab.data.prompts import PromptFormat
-from simlab.data.rows import read_rows
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from simlab.data.batching import computed_tokens
 from simlab.model import load_language_model
+from simlab.tasks.common import load_data
 
-DATA = "simlab/data/survey/wvs7"
-SUBSETS = {"valid": "C1-Q2", "test_1": "C1-Q3", "test_2": "C2-Q1", "test_3": "C2-Q2", "test_4": "C2-Q3",
-           "test_5": "C3-Q1", "test_6": "C3-Q2", "test_7": "C3-Q3"}
-
-
-def computed(sequences: list[list[int]]) -> int:
-    """Tokens computed for one group: its shared prefix once (as the collator splits it), then every row's own."""
-    shared = split_prefix(sequences)
-    return shared + sum(len(s) - shared for s in sequences)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
-    tokenizer = load_language_model(embedded="smollm2_135m_instruct").tokenizer
-    prompt = PromptFormat(style="plain", order="question_first")
-    rows = [row for name in ("sft_wvs_valid.json.xz", "sft_wvs_test.json.xz")
-            for row in read_rows(f"{DATA}/{name}", subset_names=SUBSETS).rows]
-    groups = collections.defaultdict(list)  # (subset, question) -> the rows' token ids
-    for row in rows:
-        groups[row.subset, row.question_id].append(tokenizer(prompt.render(row))["input_ids"])
-    per_subset = sum(computed(seqs) for seqs in groups.values())
-    questions = collections.defaultdict(list)
-    for (_, question), seqs in groups.items():
-        questions[question].extend(seqs)
-    across = sum(computed(seqs) for seqs in questions.values())
-    print(f"{len(rows)} rows; tokens computed with one prefix per question per subset: {per_subset}; across "
-          f"subsets: {across} ({1 - across / per_subset:.1%} fewer)")
-    for subset in SUBSETS.values():
-        mine = [seqs for (name, _), seqs in groups.items() if name == subset]
-        prefix = sum(split_prefix(seqs) for seqs in mine)
-        total = sum(computed(seqs) for seqs in mine)
-        own = (total - prefix) / sum(len(seqs) for seqs in mine)
-        print(f"{subset}: prefix {prefix / total:.1%} of the tokens computed, mean prefix {prefix / len(mine):.0f} "
-              f"tokens, {own:.1f} own tokens per row")
+def test_tokens(datamodule, merge: bool, reuse: bool, batch: int) -> tuple[int, int]:
+    """(token positions, batches) of the test loaders under these settings."""
+    datamodule.merge_test_subsets, datamodule.eval_batch_size = merge, batch
+    datamodule.reused_tests = {datamodule.valid_subset} if reuse else set()
+    tokens = batches = 0
+    for loader in datamodule.test_dataloader():
+        for item in loader:
+            tokens += computed_tokens(item)
+            batches += 1
+    return tokens, batches
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides or ["method=prior_anchored"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # the data config names the run folder (${hydra:...})
+    datamodule = load_data(cfg)
+    datamodule.set_tokenizer(load_language_model(embedded="smollm2_135m_instruct").tokenizer)
+    datamodule.setup()
+    configured = cfg.data.eval_batch_size
+    baseline, _ = test_tokens(datamodule, merge=False, reuse=False, batch=configured)
+    print(f"test subsets {datamodule.test_subsets}, shared_prefix {datamodule.shared_prefix}, "
+          f"data.eval_batch_size {configured}")
+    print("| loaders | C1-Q2 | eval batch | token positions | batches | vs one loader per subset with C1-Q2 |")
+    print("|---|---|---:|---:|---:|---:|")
+    for merge, reuse, batch in [(False, False, configured), (True, False, configured), (False, True, configured),
+                                (True, True, configured), (True, True, 72), (True, True, 96)]:
+        tokens, batches = test_tokens(datamodule, merge, reuse, batch)
+        print(f"| {'merged' if merge else 'per subset'} | {'reused' if reuse else 'tested'} | {batch} | {tokens:,} | "
+              f"{batches} | {tokens / baseline:.3f} |")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

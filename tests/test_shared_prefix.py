@@ -472,3 +472,41 @@ def test_cache_argument_follows_the_decoders_signature_and_refuses_a_decoder_wit
     assert cache_argument(New()) == "cache"
     with pytest.raises(SharedPrefixUnsupported, match="neither cache nor past_key_values"):
         cache_argument(Neither())
+
+
+def test_merged_test_subsets_compute_a_shared_question_once_and_score_as_separate_loaders(tmp_path, tiny_tokenizer,
+                                                                                          tiny_llama_dir):
+    """data.merge_test_subsets: two test subsets asking the same questions of other countries go through one
+    loader, each question's prefix in one batch with both subsets' countries; every subset's scores and
+    predictions equal those of one loader per subset (float rounding of other batches)."""
+    import pytorch_lightning as pl
+
+    from simlab.training.module import SurveyLitModule
+
+    rows = ([dict(r, data_type="test_a") for r in survey_rows(countries=COUNTRIES[:4])]
+            + [dict(r, data_type="test_b") for r in survey_rows(countries=COUNTRIES[4:])])
+    results = {}
+    for merge in (False, True):
+        write_rows(tmp_path / "rows.json", rows)
+        dm = SurveyDataModule(tiny_tokenizer, ["rows.json"], {"test_a": "A", "test_b": "B"}, None, None, ["A", "B"],
+                              root=str(tmp_path), prompt_style="chat", prompt_order="question_first",
+                              shared_prefix=True, eval_batch_size=8, pack_max_tokens=0, merge_test_subsets=merge)
+        dm.setup()
+        assert dm.test_parts() == ([[("A", 0, 16), ("B", 16, 28)]] if merge else [[("A", 0, 16)], [("B", 0, 12)]])
+        loaders = dm.test_dataloader()
+        assert len(loaders) == (1 if merge else 2)
+        if merge:  # a batch holds one question's rows of both subsets, its prefix once
+            both = [b for b in loaders[0] if ((b["row_index"] < 16).any() and (b["row_index"] >= 16).any()
+                                              and len(b["prefix_lengths"]) == 1)]
+            assert both
+        module = SurveyLitModule(lora_model(tiny_llama_dir), KLDivergenceLoss(), test_subsets=["A", "B"])
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.test(module, datamodule=dm, verbose=False)
+        results[merge] = (module.test_results, module.test_predictions)
+    (separate, separate_rows), (merged, merged_rows) = results[False], results[True]
+    assert list(merged) == ["A", "B"] and merged["A"]["n"] == 16 and merged["B"]["n"] == 12
+    for subset in ("A", "B"):
+        assert merged[subset] == pytest.approx(separate[subset], abs=TOLERANCE)
+        assert merged_rows[subset].keys() == separate_rows[subset].keys() == set(range(merged[subset]["n"]))
+        for row, probs in merged_rows[subset].items():
+            assert probs == pytest.approx(separate_rows[subset][row], abs=TOLERANCE)
