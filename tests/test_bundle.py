@@ -186,9 +186,11 @@ def test_an_adapter_is_evaluated_with_its_own_prompt_and_prior(anchored, tiny_ll
         "temperature"]
     assert again["settings"]["prompt_order"] == "question_first" and again["prompt_style"] == "plain"
     assert "adapter_mismatch" not in again
+    # float rounding: the fine-tune took C1-Q2 from its validation and tested the rest in one merged loader without
+    # it; this run tests all of them together, so batches hold other rows (data.merge_test_subsets)
     for subset in SUBSETS:
         assert again["subsets"][subset]["one_minus_jsd"] == pytest.approx(tuned["subsets"][subset]["one_minus_jsd"],
-                                                                          abs=1e-9)
+                                                                          abs=1e-6)
 
     failed = run_py("task=zeroshot", *common, "model.prompt_order=paper", f"hydra.run.dir={tmp_path / 'paper'}")
     assert failed.returncode != 0

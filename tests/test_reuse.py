@@ -45,3 +45,27 @@ def test_no_reuse_from_a_checkpoint_saved_after_training_went_on(tmp_path):
     assert reuse(checkpoint(tmp_path, global_step=20)) is None  # its weights are not the validated ones
     assert reuse(checkpoint(tmp_path, snapshot=None)) is None
     assert reuse("") is None
+
+
+def test_the_checkpoints_adapter_is_loaded_when_no_test_loop_runs(tmp_path, tiny_llama_dir):
+    """Every test subset reused (a recipe search): the run still saves the best checkpoint's adapter, not the final
+    weights, as trainer.test(ckpt_path=best) would have loaded it."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from simlab.model import attach_lora
+    from simlab.training.losses import KLDivergenceLoss
+    from simlab.training.module import SurveyLitModule
+    from simlab.training.reuse import load_checkpoint_weights
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    model = attach_lora(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    module = SurveyLitModule(model, KLDivergenceLoss(), test_subsets=["C1-Q2"])
+    trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    best = {n: torch.full_like(p, 0.5) for n, p in trainable.items()}
+    torch.save({"global_step": 3, "state_dict": best}, tmp_path / "best.ckpt")
+    load_checkpoint_weights(module, str(tmp_path / "best.ckpt"))
+    assert all(torch.equal(p, best[n]) for n, p in trainable.items())
+    torch.save({"state_dict": {"not.a.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not this model's adapter"):
+        load_checkpoint_weights(module, str(tmp_path / "other.ckpt"))

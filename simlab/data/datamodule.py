@@ -80,9 +80,8 @@ class SurveyDataModule(pl.LightningDataModule):
             (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
             (:mod:`simlab.model.shared_prefix`); same scores as per-row batches. pack_max_tokens: such a batch
             of at most this many tokens runs as one packed sequence instead of two passes (0: never).
-            merge_test_subsets: with shared_prefix, the test subsets in one loader, so a question asked in several
-            (C1-Q3, C2-Q3, C3-Q3) has its prefix computed with all their countries at once (:meth:`test_parts` says
-            which rows are whose); scores as per-subset loaders up to float rounding.
+            merge_test_subsets: with shared_prefix, the test subsets in one loader (:meth:`test_parts`): a question
+            asked in several has its prefix computed once for all their countries; scores equal to float rounding.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
             task and the limits (the training subset, C1-Q1).
         test_option_orders: ``given`` (each test row as it is) or ``cyclic``: each test row is asked K times, its
@@ -357,24 +356,18 @@ class SurveyDataModule(pl.LightningDataModule):
         return self._loader(self.valid_subset, train=False)
 
     def test_parts(self) -> list[list[tuple[str, int, int]]]:
-        """Per test loader, the subsets its dataset holds as ``(subset, start, end)`` row ranges: one subset a
-        loader, or every tested subset in one loader (``merge_test_subsets`` with shared prefixes). Subsets whose
-        scores are reused (``reused_tests``, simlab.training.reuse) are not tested."""
-        tested = [subset for subset in self.test_subsets if subset not in self.reused_tests]
+        """Per test loader, its subsets as ``(subset, start, end)`` row ranges: one a loader, or all in one
+        (``merge_test_subsets`` with shared prefixes); not those in ``reused_tests`` (simlab.training.reuse)."""
+        sizes = [(s, len(self.test_datasets[s])) for s in self.test_subsets if s not in self.reused_tests]
         if not (self.shared_prefix and self.merge_test_subsets):
-            return [[(subset, 0, len(self.test_datasets[subset]))] for subset in tested]
-        parts, start = [], 0
-        for subset in tested:
-            parts.append((subset, start, start + len(self.test_datasets[subset])))
-            start = parts[-1][2]
-        return [parts] if parts else []
+            return [[(subset, 0, size)] for subset, size in sizes]
+        ends = np.cumsum([0] + [size for _, size in sizes]).tolist()
+        return [[(subset, ends[i], ends[i + 1]) for i, (subset, _) in enumerate(sizes)]] if sizes else []
 
     def test_dataloader(self) -> list[DataLoader]:
-        loaders = []
-        for parts in self.test_parts():
-            rows = [row for subset, _, _ in parts for row in self.test_datasets[subset].encoded]
-            loaders.append(self._loader(parts[0][0], train=False, dataset=EncodedDataset(rows)))
-        return loaders
+        merged = [[row for subset, _, _ in parts for row in self.test_datasets[subset].encoded]
+                  for parts in self.test_parts()]
+        return [self._loader("", train=False, dataset=EncodedDataset(rows)) for rows in merged]
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self) -> dict:

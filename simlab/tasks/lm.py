@@ -67,6 +67,7 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
     from simlab.simulator.checkpoints import adapter_from_checkpoint, unsafe_reason
     from simlab.training.callbacks import ResumeCheckpoint
     from simlab.training.distributed import check_launch
+    from simlab.training.reuse import load_checkpoint_weights
 
     datamodule = load_data(cfg)
     simulator = load_simulator(cfg, datamodule)
@@ -103,7 +104,11 @@ def fit_and_test(cfg: DictConfig, run: RunDir, loggers: list, code: dict | None 
         info.update(best_valid(trainer))
         log.info("testing with %s", best or "the final weights (no best checkpoint)")
         reuse_validation(cfg, best, datamodule, module, trainer, info)
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        if module.tested_subsets:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        else:  # every test subset reused (a recipe search tests C1-Q2 alone): no test loop, the best weights
+            load_checkpoint_weights(module, best)  # as trainer.test(ckpt_path=best) loads them: the adapter saved
+            module.take_reused_tests()
         adapter = str(run.adapter_dir)
         if trainer.world_size > 1:  # DDP/FSDP: live weights may be shards; the checkpoint holds them whole
             checkpoint = best or (str(resume_checkpoint.path) if resume_checkpoint is not None else "")

@@ -119,9 +119,7 @@ class SurveyLitModule(pl.LightningModule):
         for subset in self.test_subsets:
             metrics = self.test_metrics[subset]
             if subset in self.reused_tests:  # the same weights scored the same batches in a validation
-                reused = self.reused_tests[subset]
-                self.test_predictions[subset] = {int(row): list(p) for row, p in reused["predictions"].items()}
-                values = dict(reused["metrics"])
+                values = self._take_reused(subset)
             else:
                 values = {name: float(v) for name, v in metrics.compute().items()}
             values["n"] = len(self.test_predictions[subset])
@@ -130,6 +128,20 @@ class SurveyLitModule(pl.LightningModule):
                 if name != "n":
                     self.log(f"test/{subset}/{name}", value, add_dataloader_idx=False)
             metrics.reset()
+
+    def _take_reused(self, subset: str) -> dict[str, float]:
+        reused = self.reused_tests[subset]
+        self.test_predictions[subset] = {int(row): list(p) for row, p in reused["predictions"].items()}
+        return dict(reused["metrics"])
+
+    def take_reused_tests(self) -> None:
+        """Scores and predictions of every test subset from ``reused_tests``, without a test loop: when all of them
+        are reused (a recipe search tests C1-Q2 alone), Lightning would run no test hooks over zero loaders."""
+        if self.tested_subsets:
+            raise ValueError(f"test subsets {self.tested_subsets} are not reused: run the test loop")
+        self.test_predictions = {name: {} for name in self.test_subsets}
+        for subset in self.test_subsets:
+            self.test_results[subset] = {**self._take_reused(subset), "n": len(self.test_predictions[subset])}
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

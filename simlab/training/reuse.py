@@ -28,3 +28,12 @@ def reusable_validation(checkpoint: str, *, subset: str | None, test_subsets: li
     if len(snapshot["predictions"]) != rows:  # e.g. trainer.limit_val_batches: the validation saw part of it
         return None
     return snapshot
+
+
+def load_checkpoint_weights(module, checkpoint: str) -> None:
+    """The checkpoint's trainable weights into ``module``, as ``trainer.test(ckpt_path=...)`` loads them (a
+    checkpoint holds the adapter alone): the run saves the adapter it tested even when no test loop runs."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    unexpected = module.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected or not state:
+        raise ValueError(f"{checkpoint}: weights that are not this model's adapter ({unexpected[:3]}) or none")
