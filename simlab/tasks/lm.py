@@ -164,7 +164,7 @@ def reuse_validation(cfg: DictConfig, best: str, datamodule, module, trainer, in
     datamodule.reused_tests = {subset}
     info["reused_validation"] = {"subset": subset, "step": snapshot["step"], "checkpoint": best}
     log.info("%s: scores and predictions of the best checkpoint's validation (step %d: the same weights and "
-             "batches), not tested again (task.reuse_validation=false tests it)", subset, snapshot["step"])
+             "rows), not tested again (task.reuse_validation=false tests it)", subset, snapshot["step"])
 
 
 def best_valid(trainer) -> dict:

@@ -118,7 +118,7 @@ class SurveyLitModule(pl.LightningModule):
         self._gather_test_predictions()
         for subset in self.test_subsets:
             metrics = self.test_metrics[subset]
-            if subset in self.reused_tests:  # the same weights scored the same batches in a validation
+            if subset in self.reused_tests:  # the same weights scored these rows in a validation
                 values = self._take_reused(subset)
             else:
                 values = {name: float(v) for name, v in metrics.compute().items()}

@@ -1,8 +1,9 @@
 """Taking a test subset's scores from the best checkpoint's validation instead of testing it again.
 
 A fine-tune validates on C1-Q2 and then tests every subset, C1-Q2 included, with the best checkpoint: the same
-weights on the same batches (option orders as given, the same sampler and collator, the same precision), so the
-test would recompute, float for float, what that validation computed (~47 s of `make run` on 2 CPU cores). Each
+weights on the same rows (option orders as given, the same precision), so the test would recompute what that
+validation computed (~47 s of `make run` on 2 CPU cores): float for float with one loader per subset (the same
+batches), up to float rounding when the test subsets share a loader (data.merge_test_subsets: other batches). Each
 checkpoint carries its last validation's scores and per-row probabilities (``SurveyLitModule.valid_snapshot``); the
 test reuses them only when they are that checkpoint's own (taken at its global step), cover every row of the subset
 and came from a single process. ``task.reuse_validation=false`` tests it again; tests/test_run.py checks that both
