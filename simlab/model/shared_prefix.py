@@ -47,6 +47,7 @@ are refused too.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -129,14 +130,20 @@ def cache_argument(decoder) -> str:
     """The name under which the decoder's forward takes a cache: ``cache`` (transformers >= 5.25) or
     ``past_key_values`` (earlier 5.x, and a deprecated alias later). An unknown keyword would be swallowed by the
     forward's ``**kwargs``, leaving the suffixes without their prefix, so neither name is an error."""
-    parameters = inspect.signature(decoder.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in parameters:
-            return name
+    name = _cache_keyword(type(decoder))
+    if name is not None:
+        return name
     raise SharedPrefixUnsupported(
         f"shared-prefix execution passes the prefix's keys/values as a cache, and {type(decoder).__name__}.forward "
         f"takes neither cache nor past_key_values: set data.shared_prefix=false"
     )
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str | None:
+    """Once per decoder class: the signature does not change between the batches of a run."""
+    parameters = inspect.signature(decoder_class.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
 def _implementation(config) -> str:

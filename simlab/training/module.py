@@ -3,6 +3,7 @@ and per-subset survey metrics."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
@@ -73,8 +74,7 @@ class SurveyLitModule(pl.LightningModule):
         probs = masked_softmax(logits, batch["option_mask"])
         self.val_metrics.update(probs, batch["target"], batch["option_mask"])
         self.log("val/loss", loss, batch_size=len(batch["target"]))
-        for row_index, row_probs, row_mask in zip(batch["row_index"], probs, batch["option_mask"]):
-            self._val_predictions[int(row_index)] = row_probs[row_mask].double().tolist()
+        _record(self._val_predictions, batch["row_index"], probs, batch["option_mask"])
 
     def on_validation_epoch_start(self):
         self._val_predictions = {}
@@ -100,19 +100,16 @@ class SurveyLitModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         # per loader, (subset, start, end) row ranges of its dataset: a merged loader holds several subsets
         self._test_parts = (datamodule.test_parts() if hasattr(datamodule, "test_parts")
-                            else [[(subset, 0, None)] for subset in self.tested_subsets])
+                            else [[(subset, 0, sys.maxsize)] for subset in self.tested_subsets])
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         probs = self(batch)
         rows = batch["row_index"]
         for subset, start, end in self._test_parts[dataloader_idx]:
-            mine = (rows >= start) & (rows < end) if end is not None else torch.ones_like(rows, dtype=torch.bool)
-            if not bool(mine.any()):
-                continue
-            index = mine.nonzero().squeeze(1)
-            self.test_metrics[subset].update(probs[index], batch["target"][index], batch["option_mask"][index])
-            for row_index, row_probs, row_mask in zip(rows[index], probs[index], batch["option_mask"][index]):
-                self.test_predictions[subset][int(row_index) - start] = row_probs[row_mask].double().tolist()
+            index = ((rows >= start) & (rows < end)).nonzero().squeeze(1)
+            if len(index):
+                self.test_metrics[subset].update(probs[index], batch["target"][index], batch["option_mask"][index])
+                _record(self.test_predictions[subset], rows[index] - start, probs[index], batch["option_mask"][index])
 
     def on_test_epoch_end(self):
         self._gather_test_predictions()
@@ -188,3 +185,9 @@ class SurveyLitModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         if self.valid_snapshot is not None:  # plain data: a weights_only load reads it
             checkpoint[VALID_SNAPSHOT_KEY] = self.valid_snapshot
+
+
+def _record(predictions: dict[int, list[float]], rows: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor) -> None:
+    """Each row's option probabilities (its padded option slots dropped), by row index."""
+    for row_index, row_probs, row_mask in zip(rows, probs, mask):
+        predictions[int(row_index)] = row_probs[row_mask].double().tolist()
