@@ -3,9 +3,12 @@ two untimed passes over the same batches (the bench's 3-step repeats also pay fo
 first time). With ``--split-attention`` the packed batches' attention is also computed block by block (each prefix
 causal, each group's suffixes against their prefix and their own earlier tokens, padded to the longest) instead of
 one sdpa call over the packed length with a block mask, paired in the same process. With ``--profile`` a torch
-profile of one steady-state pass. Cited in experiments/PERFORMANCE.md ("Shared-prefix training in steady state").
+profile of one steady-state pass. With ``--precision bf16 --attention`` under bf16 autocast, the model prepared as a
+bf16 CPU run prepares it (:func:`simlab.training.precision.prepare_for_bf16_cpu`), sdpa's attention against
+simlab_sdpa's matrix products (:mod:`simlab.model.cpu_attention`), paired in the same process. Cited in
+experiments/PERFORMANCE.md ("Shared-prefix training in steady state", "bf16 on CPUs").
 
-    python experiments/train_steps.py [--split-attention] [--profile]
+    python experiments/train_steps.py [--split-attention] [--profile] [--precision bf16 --attention]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import simlab.model.shared_prefix as shared_prefix
+from simlab.model import cpu_attention
 from simlab.data.batching import computed_tokens
 from simlab.devtools.bench.command import parse_args
 from simlab.devtools.bench.meters import linear_flops_per_token, matmul_peak
@@ -92,10 +96,10 @@ def block_answer_hidden_states(lm, batch):
     return hidden[0].index_select(0, batch["answer_index"])
 
 
-def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int) -> float:
+def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int, autocast: bool = False) -> float:
     """Seconds for one pass of the bench's training steps (its own loop) over ``rows``."""
     start = time.perf_counter()
-    train_steps(model, optimizer, data, SHARED, rows, batch_size, seed=seed)
+    train_steps(model, optimizer, data, SHARED, rows, batch_size, seed=seed, autocast=autocast)
     return time.perf_counter() - start
 
 
@@ -104,9 +108,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64, help="rows of the bench's question-grouped order")
     parser.add_argument("--split-attention", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32",
+                        help="bf16: autocast, the model prepared as a bf16 CPU run prepares it")
+    parser.add_argument("--attention", action="store_true",
+                        help="with --precision bf16: sdpa against simlab_sdpa (matrix products while training), "
+                             "paired in this process")
     own = parser.parse_args()
-    args = parse_args(["--no-reference"])
+    args = parse_args(["--no-reference", "--precision", own.precision])
     model, data, bench = set_up(args)
+    autocast = own.precision == "bf16"
     rows = grouped_order(data, args.seed)[: own.rows]
     steps = list(batches(data, SHARED, rows, args.train_batch, train=True, seed=args.seed))
     tokens = sum(computed_tokens(batch) for batch in steps)
@@ -123,10 +133,18 @@ def main() -> None:
     flop = 2 * linear_flops_per_token(model) * tokens  # the bench's count: decoder linears, forward + input grads
     peak = matmul_peak(model)
     print(f"matmul peak (the bench's: F.linear on one layer's shapes x 2048 tokens): {peak:.1f} GFLOP/s")
+    lm = model.get_base_model()
+    prepared = lm.config._attn_implementation
+    if own.attention:
+        layouts = ["packed", f"packed/{cpu_attention.NAME}", "packed", f"packed/{cpu_attention.NAME}"]
     for layout in layouts:
-        shared_prefix.packed_answer_hidden_states = PACKED if layout == "packed" else block_answer_hidden_states
+        shared_prefix.packed_answer_hidden_states = PACKED if layout.startswith("packed") else block_answer_hidden_states
+        if own.attention:
+            lm.set_attn_implementation(prepared if layout.endswith(cpu_attention.NAME) else "sdpa")
+            layout = f"{layout} ({lm.config._attn_implementation})"
         optimizer = bench.reset()
-        first, _, steady = (timed_pass(model, optimizer, data, rows, args.train_batch, args.seed) for _ in range(3))
+        first, _, steady = (timed_pass(model, optimizer, data, rows, args.train_batch, args.seed, autocast)
+                            for _ in range(3))
         print(f"{layout}: {len(steps)} steps, {tokens} tokens; first pass {first:.2f} s, steady pass "
               f"{steady:.2f} s ({steady / len(steps):.3f} s a step, {flop / steady / 1e9:.1f} "
               f"model GFLOP/s, {flop / steady / 1e9 / peak:.2f} of the matmul peak)", flush=True)
@@ -136,9 +154,9 @@ def main() -> None:
         shared_prefix.packed_answer_hidden_states = PACKED
         optimizer = bench.reset()
         for _ in range(2):
-            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed)
+            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed, autocast)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed)
+            timed_pass(model, optimizer, data, rows, args.train_batch, args.seed, autocast)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

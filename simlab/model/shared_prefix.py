@@ -53,7 +53,11 @@ import inspect
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-SUPPORTED_ATTENTION = ("sdpa", "eager")
+from simlab.model import cpu_attention
+
+# sdpa, and simlab's sdpa-or-matrix-products for bf16 training on CPUs, which takes sdpa's masks
+SDPA_MASKS = ("sdpa", cpu_attention.NAME)
+SUPPORTED_ATTENTION = (*SDPA_MASKS, "eager")
 
 
 class SharedPrefixUnsupported(ValueError):
@@ -152,7 +156,7 @@ def _implementation(config) -> str:
 
 def _as_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
     """The boolean mask as the attention implementation takes it: sdpa as is, eager as an additive float mask."""
-    if implementation == "sdpa":
+    if implementation in SDPA_MASKS:
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 

@@ -3,6 +3,7 @@ and per-subset survey metrics."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,8 @@ from simlab.model.scoring import simulator_logits
 from simlab.training.distributed import clean_param_name
 
 VALID_SNAPSHOT_KEY = "simlab_valid_snapshot"
+
+log = logging.getLogger(__name__)
 
 
 class SurveyLitModule(pl.LightningModule):
@@ -57,6 +60,7 @@ class SurveyLitModule(pl.LightningModule):
         self._val_predictions: dict[int, list[float]] = {}
         # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
         self.strict_loading = False
+        self._bf16_cpu = False  # prepared for bf16 autocast on a CPU (setup): frozen weights stored in bf16
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Option probabilities [B, K] (exact zeros in padded slots)."""
@@ -139,6 +143,24 @@ class SurveyLitModule(pl.LightningModule):
         self.test_predictions = {name: {} for name in self.test_subsets}
         for subset in self.test_subsets:
             self.test_results[subset] = {**self._take_reused(subset), "n": len(self.test_predictions[subset])}
+
+    def setup(self, stage: str) -> None:
+        """Under bf16 autocast on one CPU, the frozen base weights are stored in bf16 once instead of being cast in
+        every forward pass, and training steps run attention as matrix products
+        (:func:`simlab.training.precision.prepare_for_bf16_cpu`)."""
+        from pytorch_lightning.accelerators import CPUAccelerator
+
+        from simlab.training.precision import prepare_for_bf16_cpu
+
+        trainer = self.trainer
+        bf16 = str(trainer.precision) == "bf16-mixed"
+        if bf16 and isinstance(trainer.accelerator, CPUAccelerator) and trainer.world_size == 1:
+            if not self._bf16_cpu:
+                log.info("bf16 on a CPU: %s", prepare_for_bf16_cpu(self.model))
+                self._bf16_cpu = True
+        elif self._bf16_cpu:
+            raise ValueError(f"this model's frozen weights were stored in bf16 for a bf16-mixed run on one CPU; "
+                             f"it cannot run in precision {trainer.precision} (load the model again)")
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

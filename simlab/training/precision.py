@@ -83,3 +83,43 @@ def resolve_precision(precision: str | int, accelerator: str) -> tuple[str | int
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed", f"{torch.cuda.get_device_name()} supports bf16"
     return "32-true", "no bf16-capable accelerator found"
+
+
+def prepare_for_bf16_cpu(model) -> dict[str, object]:
+    """What a bf16 autocast run on one CPU changes in its model (same products, or bf16 rounding only): frozen linear
+    weights stored in bf16 once (:func:`cast_frozen_linear_weights`) and attention run as matrix products while
+    training (:mod:`simlab.model.cpu_attention`). Returns what it did, for the log."""
+    from simlab.model import cpu_attention
+    from simlab.model.adapters import base_model
+
+    cast = cast_frozen_linear_weights(model)
+    return {"frozen_weights_in_bf16": cast, "attention": cpu_attention.NAME if cpu_attention.use_for_training(
+        base_model(model)) else base_model(model).config._attn_implementation}
+
+
+def cast_frozen_linear_weights(model, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Store the frozen weights of the decoder's linear layers in ``dtype``, once; the number of tensors cast.
+
+    Under autocast each linear layer casts its weight to bf16 on every call, and autocast's cache keeps only leaf
+    tensors that require grad: the frozen base weights (all but LoRA's) were cast again in every forward pass,
+    about 10% of a bf16 evaluation on a 2-core AVX512-BF16 CPU (a copy of ~100M weights per batch). Autocast's cast
+    rounds exactly as this one does, so the products, and every prediction, are bit for bit the same. Only for
+    passes that run under autocast: outside it a float32 input meets a bf16 weight. The embeddings (the output one
+    is read by :func:`simlab.model.scoring.option_logits`, outside any linear layer) and trainable weights stay."""
+    from simlab.model.adapters import base_model
+
+    lm = base_model(model)
+    embeddings = {id(module.weight) for module in (lm.get_input_embeddings(), lm.get_output_embeddings())
+                  if module is not None and getattr(module, "weight", None) is not None}
+    cast = 0
+    for module in lm.get_decoder().modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        for name in ("weight", "bias"):
+            tensor = getattr(module, name)
+            if (tensor is None or tensor.requires_grad or id(tensor) in embeddings or tensor.dtype == dtype
+                    or not tensor.is_floating_point()):
+                continue
+            tensor.data = tensor.data.to(dtype)
+            cast += 1
+    return cast

@@ -86,6 +86,10 @@ def set_up(args: argparse.Namespace) -> tuple[Any, BenchData, Bench]:
     if lm.tokenizer.pad_token_id is None:
         lm.tokenizer.pad_token = lm.tokenizer.eos_token
     model = attach_lora(lm.model, paper_lora_config())
+    if args.precision == "bf16":  # as a bf16 run prepares it (simlab.training.module.SurveyLitModule.setup)
+        from simlab.training.precision import prepare_for_bf16_cpu
+
+        log(f"bf16 on a CPU: {prepare_for_bf16_cpu(model)}")
     data = load_bench_data(lm.tokenizer, root=args.data_root, rows=args.rows, seed=args.seed,
                            prompt_style=args.prompt_style, prompt_order=args.prompt_order, sample=args.sample)
     bench = Bench(model, data, lr=1e-4, eval_batch=args.eval_batch, train_batch=args.train_batch,
