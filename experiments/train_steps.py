@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 import simlab.model.shared_prefix as shared_prefix
-from simlab.model import cpu_attention
 from simlab.data.batching import computed_tokens
 from simlab.devtools.bench.command import parse_args
 from simlab.devtools.bench.meters import linear_flops_per_token, matmul_peak
@@ -28,6 +27,7 @@ from simlab.devtools.bench.methods import SHARED
 from simlab.devtools.bench.paths import batch_scores, batches, train_steps
 from simlab.devtools.bench.timing import set_up
 from simlab.devtools.bench.workload import grouped_order
+from simlab.model import cpu_attention
 
 PACKED = shared_prefix.packed_answer_hidden_states
 
@@ -138,7 +138,8 @@ def main() -> None:
     if own.attention:
         layouts = ["packed", f"packed/{cpu_attention.NAME}", "packed", f"packed/{cpu_attention.NAME}"]
     for layout in layouts:
-        shared_prefix.packed_answer_hidden_states = PACKED if layout.startswith("packed") else block_answer_hidden_states
+        packed = layout.startswith("packed")
+        shared_prefix.packed_answer_hidden_states = PACKED if packed else block_answer_hidden_states
         if own.attention:
             lm.set_attn_implementation(prepared if layout.endswith(cpu_attention.NAME) else "sdpa")
             layout = f"{layout} ({lm.config._attn_implementation})"
