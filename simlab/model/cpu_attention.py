@@ -4,10 +4,12 @@ Under bf16 autocast on a CPU, sdpa runs its flash-attention kernel, whose backwa
 shared-prefix training step after the linear layers (``python -m simlab.devtools.bench --precision bf16 --profile``,
 AMD EPYC, 2 threads: attention 23% of the step, linear layers 48%). The same attention as matrix products
 (transformers' eager attention, here without copying keys and values per query head, with a float32 softmax) made
-whole training steps 14-20% faster there; forward-only passes (evaluation) ran ~15% faster on sdpa, and so did
-float32 training. So :data:`NAME` decides per call: matrix products when autograd records a bf16 pass on a CPU, sdpa
-otherwise. Its masks are sdpa's (boolean: True where a query may attend), so shared-prefix batches pass theirs as
-they do to sdpa. Measured in experiments/PERFORMANCE.md ("bf16 on CPUs").
+one attention call forward and backward 1.8x and whole training steps ~1.09x faster there
+(``python experiments/bf16_cpu.py``, ``python experiments/train_steps.py --precision bf16 --attention``); in float32
+sdpa was faster, and evaluation gained nothing (so its predictions stay sdpa's). So :data:`NAME` decides per call:
+matrix products when autograd records a bf16 pass on a CPU, sdpa otherwise. Its masks are sdpa's (boolean: True
+where a query may attend), so shared-prefix batches pass theirs as they do to sdpa. Measured in
+experiments/PERFORMANCE.md ("bf16 on CPUs").
 """
 
 from __future__ import annotations
