@@ -269,3 +269,14 @@ def test_a_baseline_gets_intervals_the_same_way(shared_data, tmp_path):
                              "logger=none", "data.limit_per_subset=4", f"data.root={shared_data}", "calibrate=true",
                              f"hydra.run.dir={tmp_path / 'pew_refused'}"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "calibrate_on='C1-Q2', which was not tested" in result.stderr
+
+
+def test_too_few_questions_warn_once_for_the_fit_and_once_for_all_its_split_halves(caplog):
+    preds, targets, keys = synthetic(6)  # 6 questions: neither the fit nor a half (3) can certify 90%
+    with caplog.at_level("WARNING", logger="simlab.simulator.intervals"):
+        fitted = fit_intervals(preds, targets, keys, check_splits=20)
+    messages = [r.getMessage() for r in caplog.records]
+    assert fitted.quantile is None and fitted.split_half["unbounded_fits"] == 40
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("6 questions cannot certify 0.9 coverage")
+    assert messages[1].startswith("split-half check: 40 of 40 half fits had too few questions to certify 0.9")

@@ -188,17 +188,18 @@ def conformal_quantile(row_scores: Sequence[np.ndarray], questions: Sequence[Has
 def fit_intervals(predictions: Sequence[Sequence[float]], targets: Sequence[Sequence[float]],
                   questions: Sequence[Hashable], *, level: float = DEFAULT_LEVEL, score: str = DEFAULT_SCORE,
                   delta: float = DEFAULT_DELTA, fitted_on: str | None = None, check_splits: int = 0,
-                  seed: int = 0) -> ConformalIntervals:
+                  seed: int = 0, warn: bool = True) -> ConformalIntervals:
     """Conformal intervals from calibration rows: their predicted and true shares (ragged) and each row's question
     (any hashable key: rows sharing it form one exchangeable unit). ``check_splits`` > 0 also records the
     split-half check (:func:`split_half_check`) of these settings on the same rows (when there are 2 questions or
-    more)."""
+    more). ``warn``: log when too few questions leave the intervals unbounded (the split-half check says so once
+    for all its halves)."""
     level, delta = check_level(level), _check_settings(score, delta)
     if not (len(predictions) == len(targets) == len(questions)):
         raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and {len(questions)} question keys")
     quantile = conformal_quantile(_row_scores(predictions, targets, score, delta), questions, level)
     m = len(set(questions))
-    if quantile is None:
+    if quantile is None and warn:
         log.warning("%d questions cannot certify %g coverage (it needs at least %d): every interval is [0, 1]",
                     m, level, math.ceil(level / (1 - level)))
     fitted = ConformalIntervals(level, score, delta, quantile, fitted_on, m, len(predictions))
@@ -236,12 +237,17 @@ def split_half_check(predictions, targets, questions: Sequence[Hashable], *, lev
                                                                        if q not in first])
         for fit_rows, held_rows in (halves, halves[::-1]):
             fitted = fit_intervals([predictions[i] for i in fit_rows], [targets[i] for i in fit_rows],
-                                   [questions[i] for i in fit_rows], level=level, score=score, delta=delta)
+                                   [questions[i] for i in fit_rows], level=level, score=score, delta=delta,
+                                   warn=False)
             unbounded += fitted.quantile is None
             coverage, width = coverage_and_width(fitted, [predictions[i] for i in held_rows],
                                                  [targets[i] for i in held_rows])
             coverages.append(coverage)
             widths.append(width)
+    if unbounded:
+        log.warning("split-half check: %d of %d half fits had too few questions to certify %g coverage (it needs at "
+                    "least %d): their intervals are [0, 1]", unbounded, 2 * int(splits), level,
+                    math.ceil(level / (1 - level)))
     return {"coverage": float(np.mean(coverages)), "coverage_min": float(np.min(coverages)),
             "coverage_max": float(np.max(coverages)), "width": float(np.mean(widths)), "splits": int(splits),
             "seed": int(seed), "questions": len(keys), "unbounded_fits": int(unbounded)}
