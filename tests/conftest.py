@@ -81,6 +81,19 @@ def save_tiny_llama(folder: Path, tokenizer) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_state_left():
+    """Hydra's process-wide state (its global instance, the job config a test set as a run would) is cleared after
+    each test: with test files sharing a worker process (pytest -n), one test's leftover would fail another's check
+    that simlab itself leaves nothing behind (tests/test_api.py), depending on which files share a worker."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()
