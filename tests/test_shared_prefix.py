@@ -322,6 +322,30 @@ def test_shared_prefix_is_exact_with_ctrl_and_shuffled_options(tmp_path, tiny_to
         assert_same(expected, scores(model, SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack)(items)))
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_bf16_cpu_training_attention_is_exact_on_shared_prefix_batches(tmp_path, tiny_tokenizer, tiny_llama_dir,
+                                                                           monkeypatch, layout):
+    """simlab_sdpa's matrix products (simlab.model.cpu_attention) with the masks shared-prefix batches pass: forced
+    on in float32 (where it would defer to sdpa), they must give per-row sdpa's probabilities, loss and LoRA
+    gradients to float32's tolerance, in the packed layout and in two passes through a cache."""
+    from simlab.model import cpu_attention
+
+    dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
+    model = lora_model(tiny_llama_dir)
+    model.eval()
+    items = list(enumerate(dm.datasets["V"].encoded))
+    expected = scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
+    calls = []
+    monkeypatch.setattr(cpu_attention, "uses_matmul", lambda *args: calls.append(1) or torch.is_grad_enabled())
+    assert cpu_attention.use_for_training(model.get_base_model())
+    try:
+        shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=LAYOUTS[layout])(items)
+        assert_same(expected, scores(model, shared))
+    finally:
+        model.get_base_model().set_attn_implementation("sdpa")
+    assert len(calls) == (2 if layout == "packed" else 4)  # two layers; two passes each in the two-pass layout
+
+
 def test_eager_attention_and_inference_mode(tmp_path, tiny_tokenizer, tiny_llama_dir):
     dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, attn_implementation="eager")
