@@ -15,6 +15,7 @@ experiments/PERFORMANCE.md ("bf16 on CPUs").
 from __future__ import annotations
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "simlab_sdpa"
 
@@ -42,7 +43,7 @@ def matmul_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         if mask.dtype == torch.bool:
             mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
                 ~mask, torch.finfo(torch.float32).min)
-        mask = mask.float()
+        mask = mask.float()  # an additive mask in another dtype
         while mask.dim() < 4:
             mask = mask.unsqueeze(0)
         mask_heads = mask.shape[1]
@@ -66,8 +67,6 @@ def uses_matmul(query: torch.Tensor, dropout: float, kwargs: dict) -> bool:
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
     """transformers' attention-function interface: (output [B, T, H, D], None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if not uses_matmul(query, dropout, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
