@@ -36,6 +36,9 @@ every module's forward in the prefix pass reaches the loss. Without that, FSDP w
 gradient of the last layer's q_proj LoRA weights (that unit ran twice and only its second output was used):
 tests/test_shared_prefix_families.py runs it on two CPU ranks.
 
+With compiled decoder layers (:mod:`simlab.model.compilation`) the two passes run eagerly: a cache indexed by the
+layer's number would make every layer its own compiled graph. Packed batches run compiled.
+
 Both caches are idempotent (``update`` never grows them), so a decoder layer re-run by non-reentrant activation
 checkpointing (torch's ``checkpoint_wrapper``, as the FSDP config applies it) sees what its first run saw. Two
 combinations are refused with an error: Hugging Face's own gradient checkpointing during training (its layers
@@ -53,7 +56,7 @@ import inspect
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from simlab.model import cpu_attention
+from simlab.model import compilation, cpu_attention
 
 # sdpa, and simlab's sdpa-or-matrix-products for bf16 training on CPUs, which takes sdpa's masks
 SDPA_MASKS = ("sdpa", cpu_attention.NAME)
@@ -189,7 +192,17 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
               else config.num_hidden_layers)
     recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
     cache = cache_argument(decoder)
-    prefix_hidden = decoder(input_ids=prefix_ids, use_cache=True, **{cache: recorder}).last_hidden_state
+    with compilation.eager():  # the caches are indexed by layer: compiled, each layer would be its own graph
+        return _two_passes(decoder, config, batch, recorder, cache)
+
+
+def _two_passes(decoder, config, batch: dict[str, torch.Tensor], recorder: Cache, cache: str) -> torch.Tensor:
+    """The prefix pass recording each layer's keys and values into ``recorder``, then the suffix pass over them."""
+    ids = batch["input_ids"]
+    size, width = ids.shape
+    groups = batch["prefix_ids"].shape[0]
+    rows = torch.arange(size, device=ids.device)
+    prefix_hidden = decoder(input_ids=batch["prefix_ids"], use_cache=True, **{cache: recorder}).last_hidden_state
     if not all(layer.is_initialized for layer in recorder.layers):
         raise SharedPrefixUnsupported(
             f"{type(decoder).__name__} did not write the prefix's keys/values into the cache passed as {cache}= "

@@ -32,6 +32,8 @@ class SurveyLitModule(pl.LightningModule):
         scheduler: ``scheduler(optimizer, total_steps, steps_per_epoch) -> (lr scheduler, "step"|"epoch")``, a
             schedule of :mod:`simlab.training.schedules`; None keeps the learning rate constant.
         test_subsets: names of the test dataloaders, in order.
+        compile: compile each decoder layer with ``torch.compile`` at setup (:mod:`simlab.model.compilation`; one
+            process only): fused small operations, the first batches slower while it compiles.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class SurveyLitModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         test_subsets: Sequence[str] = (),
         scheduler: Callable | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -61,6 +64,8 @@ class SurveyLitModule(pl.LightningModule):
         # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
         self.strict_loading = False
         self._bf16_cpu = False  # prepared for bf16 autocast on a CPU (setup): frozen weights stored in bf16
+        self.compile = compile
+        self._compiled = False  # decoder layers compiled (setup)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Option probabilities [B, K] (exact zeros in padded slots)."""
@@ -147,7 +152,8 @@ class SurveyLitModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """Under bf16 autocast on one CPU, the frozen base weights are stored in bf16 once instead of being cast in
         every forward pass, and training steps run attention as matrix products
-        (:func:`simlab.training.precision.prepare_for_bf16_cpu`)."""
+        (:func:`simlab.training.precision.prepare_for_bf16_cpu`). With ``compile``, the decoder layers are compiled
+        (once, in one process)."""
         from pytorch_lightning.accelerators import CPUAccelerator
 
         from simlab.training.precision import prepare_for_bf16_cpu
@@ -161,6 +167,16 @@ class SurveyLitModule(pl.LightningModule):
         elif self._bf16_cpu:
             raise ValueError(f"this model's frozen weights were stored in bf16 for a bf16-mixed run on one CPU; "
                              f"it cannot run in precision {trainer.precision} (load the model again)")
+        if self.compile and not self._compiled:
+            from simlab.model.compilation import compile_decoder_layers
+
+            if trainer.world_size != 1:
+                raise ValueError(f"module.compile=true runs in one process; this trainer has {trainer.world_size} "
+                                 f"(compiled layers under DDP/FSDP are not checked here): set module.compile=false")
+            layers = compile_decoder_layers(self.model)
+            log.info("compiling %d decoder layers with torch.compile (dynamic shapes): the first training step and "
+                     "the first evaluation batch take longer while it compiles", layers)
+            self._compiled = True
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
