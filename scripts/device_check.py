@@ -126,6 +126,10 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
         f"built in {built.seconds:.1f} s" + (f"; {built.vocab_note}" if built.vocab_note else ""))
     model = attach_lora(built.model, paper_lora_config())
     del built
+    if settings.compile:  # only the "compiled" path runs the compiled layers (simlab.devtools.bench.paths.execution)
+        from simlab.model.compilation import compile_decoder_layers
+
+        log(f"   compiled decoder layers: {compile_decoder_layers(model)} (torch.compile, dynamic shapes)")
     data = bench_rows(tokenizer, cfg.model.prompt_style, settings, args.data_root)
     lengths = data.lengths
     split = data.population_lengths
@@ -207,6 +211,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warm-train", action="store_true",
                         help="first one untimed training pass over every row per path (steady-state rates)")
     parser.add_argument("--no-reference", action="store_true", help="measure simlab's two paths only")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the shared-prefix path with compiled decoder layers (torch.compile; compiling is "
+                             "an untimed warm-up)")
     parser.add_argument("--no-batch-search", action="store_true", help="skip the largest-batch search")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first")
     parser.add_argument("--budget-s", type=float, default=500.0, help="wall seconds for all sections (default 500)")
@@ -232,7 +239,7 @@ def main(argv=None) -> int:
                         prefix_tolerance=prefix_tolerance)
     given = {"rows": args.rows, "train_batch": args.train_batch, "eval_batch": args.eval_batch,
              "train_steps": args.train_steps, "train_repeats": args.train_repeats}
-    settings = _with(settings, warm_train=args.warm_train, no_reference=args.no_reference,
+    settings = _with(settings, warm_train=args.warm_train, no_reference=args.no_reference, compile=args.compile,
                      **{k: v for k, v in given.items() if v})
     configs = [model_config(name) for name in args.models.split(",")]  # a wrong name fails here, in one line
     size = args.matmul_size or (256 if args.tiny else 8192)

@@ -114,6 +114,28 @@ def test_the_tiny_check_reports_every_field_and_the_paths_agree(tmp_path, capsys
             8452 * tokens["split_mean"] / paths["simlab"]["eval_tokens_per_s"] / 3600)
 
 
+def test_the_compiled_path_is_measured_beside_the_eager_ones_and_agrees(tmp_path, capsys):
+    """--compile: a fourth path, shared prefixes through compiled decoder layers (the same model; the other paths
+    run it eagerly), with its rates, its speed-up line and its agreement with the eager shared-prefix path."""
+    import torch
+
+    target = tmp_path / "device_check.json"
+    torch._dynamo.reset()
+    try:
+        assert _script().main(["--tiny", "--compile", "--models", "llama3_instruct", "--no-reference",
+                               "--no-batch-search", "--json", str(target)]) == 0
+    finally:
+        torch._dynamo.reset()
+    printed = capsys.readouterr().out
+    assert "compiled decoder layers: 2" in printed and "| llama3_instruct | compiled |" in printed
+    assert "compiled its evaluation and training graphs in" in printed
+    model = json.loads(target.read_text())["models"]["llama3_instruct"]
+    assert sorted(model["paths"]) == ["compiled", "shared-prefix", "simlab"] and model["errors"] == []
+    assert all(value > 0 for value in model["paths"]["compiled"].values())
+    assert model["agreement"]["failures"] == []
+    assert model["agreement"]["max_prob_diff_shared_prefix_compiled"] <= 1e-5
+
+
 def test_the_paper_batch_sizes_take_the_two_pass_layout_and_agree(tmp_path, monkeypatch):
     """At the GPU run's batch sizes (eval 48, train 8) evaluation batches pass the packing threshold, so the two-pass
     layout (a cache carries the prefix) runs, with the steady-state options: the path that failed on the H200

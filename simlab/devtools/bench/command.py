@@ -18,7 +18,7 @@ import torch
 from simlab.common import commandline
 from simlab.data.batching import PACK_MAX_TOKENS
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, matmul_peak
-from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB, TWO_PASS
+from simlab.devtools.bench.methods import COMPILED, REFERENCE, SHARED, SIMLAB, TWO_PASS
 from simlab.devtools.bench.report import agreement_failures, log, report_speedups, report_throughput
 from simlab.devtools.bench.timing import ablation, profile, set_up, time_evaluation, time_training, warm_up_and_check
 from simlab.devtools.bench.workload import grouped_order
@@ -33,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
     model, data, bench = set_up(args)
     shared = replace(SHARED, pack_max_tokens=args.pack_max_tokens)
     paths = ([REFERENCE] if not args.no_reference else []) + [SIMLAB, shared] + ([TWO_PASS] if args.two_pass else [])
+    if args.compile:
+        from simlab.model.compilation import compile_decoder_layers
+
+        log(f"compiled decoder layers: {compile_decoder_layers(model)} (the compiled path only; torch.compile, "
+            f"dynamic shapes)")
+        paths.append(replace(COMPILED, pack_max_tokens=args.pack_max_tokens))
     order = grouped_order(data, args.seed)
     checks = warm_up_and_check(bench, paths, order, args)
     timed, results, eval_tokens = time_evaluation(bench, paths, order, args)
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         profile(bench, paths, order[: args.eval_batch], order[: args.train_steps * args.train_batch], args.seed)
     pairs = ([("reference", "simlab")] if not args.no_reference else []) + [("simlab", "shared-prefix")]
     pairs += [("two-pass", "shared-prefix")] if args.two_pass else []
+    pairs += [("shared-prefix", "compiled")] if args.compile else []
     report_throughput(measured, pairs, args)
     failures = agreement_failures(measured.results, checks, args)
     log(f"wall time {time.perf_counter() - started:.0f} s")
@@ -72,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--two-pass", action="store_true",
                         help="also time shared prefixes never packed (two decoder passes), paired with the default "
                              "layout (packed up to data.pack_max_tokens' default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the shared-prefix path with its decoder layers compiled (torch.compile; the "
+                             "same model, the other paths run it eagerly), paired with the shared-prefix path")
     parser.add_argument("--no-reference", action="store_true",
                         help="time simlab and the shared-prefix path only (the reference is ~5x slower than simlab)")
     parser.add_argument("--eval-repeats", type=int, default=4,

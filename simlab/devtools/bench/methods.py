@@ -2,8 +2,9 @@
 
 The reference method (:mod:`simlab.devtools.bench.reference`) and simlab's path are the two ends; the shared-prefix
 path is simlab's with prefix-grouped batches (packed where small, :data:`~simlab.data.batching.PACK_MAX_TOKENS`;
-``--two-pass`` also times them all in two passes). ``--ablation`` walks from the reference to simlab a step at a time
-(:data:`EVAL_LADDER`, :data:`TRAIN_LADDER`) to measure what each step contributes.
+``--two-pass`` also times them all in two passes; ``--compile`` also times them with compiled decoder layers).
+``--ablation`` walks from the reference to simlab a step at a time (:data:`EVAL_LADDER`, :data:`TRAIN_LADDER`) to
+measure what each step contributes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Method:
     threads: torch intra-op threads (None: the run's setting).
     shared_prefix: batches of one prompt prefix, the prefix run once per batch (needs ``cached``).
     pack_max_tokens: a shared-prefix batch of at most this many tokens runs as one packed sequence (0: never).
+    compiled: run the decoder layers compiled (``--compile``: :mod:`simlab.model.compilation`); every other path
+        runs them eagerly (the same model, under ``torch.compiler.set_stance("force_eager")``).
     """
 
     name: str
@@ -39,6 +42,7 @@ class Method:
     threads: int | None = None
     shared_prefix: bool = False
     pack_max_tokens: int = PACK_MAX_TOKENS
+    compiled: bool = False
 
 
 REFERENCE = Method("reference")
@@ -48,6 +52,7 @@ SIMLAB = Method(
 )
 SHARED = replace(SIMLAB, name="shared-prefix", shared_prefix=True)
 TWO_PASS = replace(SHARED, name="two-pass", pack_max_tokens=0)  # shared prefixes, never packed
+COMPILED = replace(SHARED, name="compiled", compiled=True)  # shared prefixes, decoder layers compiled
 
 # Each rung adds one step to the one before; the last two are simlab's path and simlab's path at 1 thread.
 EVAL_LADDER = [

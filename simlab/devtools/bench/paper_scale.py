@@ -1,7 +1,8 @@
 """The paper-scale check: the bench's three paths (:mod:`.methods`: the reference method, simlab per-row, simlab
-with shared prefixes) on a random model of a paper model's exact shape (:mod:`.paper_models`) on a GPU, in bf16,
-with the paper's LoRA, on real WVS rows; plus the largest training batch that fits. ``scripts/device_check.py``
-is its command line (it reads the model configs); ``--tiny`` runs the same code on a CPU in the test suite.
+with shared prefixes; with ``--compile`` a fourth, shared prefixes through compiled decoder layers) on a random model
+of a paper model's exact shape (:mod:`.paper_models`) on a GPU, in bf16, with the paper's LoRA, on real WVS rows;
+plus the largest training batch that fits. ``scripts/device_check.py`` is its command line (it reads the model
+configs); ``--tiny`` runs the same code on a CPU in the test suite.
 
 The paths are literally the bench's (:func:`.timing.warm_up_and_check`, :func:`.timing.time_evaluation`,
 :func:`.timing.time_training`, :func:`.report.report_throughput`); this module adds what the GPU question needs:
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from simlab.devtools.bench.meters import Measurements, linear_flops_per_token, peak_memory
-from simlab.devtools.bench.methods import REFERENCE, SHARED, SIMLAB, Method
+from simlab.devtools.bench.methods import COMPILED, REFERENCE, SHARED, SIMLAB, Method
 from simlab.devtools.bench.paths import train_steps
 from simlab.devtools.bench.report import agreement_failures, log, report_throughput
 from simlab.devtools.bench.timing import Bench, time_evaluation, time_training, warm_up_and_check
@@ -66,6 +67,7 @@ class Settings:
     ablation: bool = False
     profile: bool = False
     warm_train: bool = False  # one untimed training pass over every row per path first (kernels for its shapes)
+    compile: bool = False  # also the shared-prefix path with compiled decoder layers (the model compiled by the caller)
 
 
 @dataclass
@@ -115,7 +117,7 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     """The three paths' evaluation and training on the bench's rows (the bench's phases and table), then each
     path's real-token rates, model FLOP utilisation, peak memory and projections into ``report``."""
     data = bench.data
-    paths = PATHS[1:] if settings.no_reference else PATHS
+    paths = (PATHS[1:] if settings.no_reference else PATHS) + ([COMPILED] if settings.compile else [])
     order = grouped_order(data, settings.seed)
     checks = warm_up_and_check(bench, paths, order, settings)
     if settings.warm_train:  # each batch shape's first step picks its kernels and grows the allocator: untimed
@@ -129,6 +131,7 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
                             peak_gflops=peak_gflops, flops_per_token=flops, peak_label=peak_label,
                             memory=bench.memory)
     pairs = ([] if settings.no_reference else [("reference", "simlab")]) + [("simlab", "shared-prefix")]
+    pairs += [("shared-prefix", "compiled")] if settings.compile else []
     report_throughput(measured, pairs, settings)
     failures = agreement_failures(results, checks, settings)
     lengths = data.lengths
@@ -161,6 +164,8 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     report.agreement = {
         "max_prob_diff_reference_simlab": _max_diff(reference, results["simlab"]) if reference else None,
         "max_prob_diff_simlab_shared_prefix": _max_diff(results["simlab"], results["shared-prefix"]),
+        "max_prob_diff_shared_prefix_compiled": (_max_diff(results["shared-prefix"], results["compiled"])
+                                                 if "compiled" in results else None),
         "train_loss_reference_simlab": [checks.ref_loss, checks.sim_loss],
         "tolerance": settings.tolerance, "prefix_tolerance": settings.prefix_tolerance, "failures": failures,
     }
@@ -255,6 +260,8 @@ def print_summary(reports: list[ModelReport], peak_gflops: float, peak_label: st
             log(f"{report.name}: max |p difference| reference-simlab "
                 f"{'not measured' if versus is None else format(versus, '.2e')}, "
                 f"simlab-shared-prefix {a['max_prob_diff_simlab_shared_prefix']:.2e}"
+                + (f", shared-prefix-compiled {a['max_prob_diff_shared_prefix_compiled']:.2e}"
+                   if a.get("max_prob_diff_shared_prefix_compiled") is not None else "")
                 + (f"; DISAGREE: {'; '.join(a['failures'])}" if a["failures"] else ""))
         for error in report.errors:
             log(f"{report.name}: ERROR {error}")

@@ -109,6 +109,13 @@ class EvalResult:
         return self.loss_sum / max(len(self.probs), 1)
 
 
+def execution(method: Method) -> contextlib.AbstractContextManager:
+    """Compiled decoder layers run only for a ``compiled`` method; every other path runs them eagerly."""
+    from simlab.model import compilation
+
+    return contextlib.nullcontext() if method.compiled else compilation.eager()
+
+
 def evaluate(
     model, data: BenchData, method: Method, indices: Sequence[int], batch_size: int, autocast: bool = False
 ) -> EvalResult:
@@ -116,7 +123,8 @@ def evaluate(
     model.eval()
     result = EvalResult()
     grad_mode = torch.inference_mode() if method.inference_mode else torch.no_grad()
-    with _threads(method.threads), grad_mode, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with (_threads(method.threads), execution(method), grad_mode,
+          torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
         for batch in batches(data, method, indices, batch_size, train=False):
             loss, probs = batch_scores(model, batch, method)
             result.loss_sum += float(loss) * len(probs)
@@ -132,7 +140,7 @@ def train_steps(
     """One pass of LoRA training steps (forward, backward, optimizer step) over ``indices``; the step losses."""
     model.train()
     losses = []
-    with _threads(method.threads):
+    with _threads(method.threads), execution(method):
         for batch in batches(data, method, indices, batch_size, train=True, seed=seed):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = batch_scores(model, batch, method)

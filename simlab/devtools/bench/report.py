@@ -55,7 +55,8 @@ def report_throughput(measured: Measurements, pairs: list[tuple[str, str]], args
         ratio=True)
     row("mean eval KL(human ‖ model)", {n: measured.results[n].loss for n in names}, ".6f")
     log("")
-    label = measured.peak_label or (f"float32 F.linear on one decoder layer's weight shapes x {args.matmul_tokens} "
+    kind = "bf16-autocast" if getattr(args, "precision", "32") == "bf16" else "float32"
+    label = measured.peak_label or (f"{kind} F.linear on one decoder layer's weight shapes x {args.matmul_tokens} "
                                     f"tokens ({torch.get_num_threads()} threads)")
     log(f"matmul: {label}: {measured.peak_gflops:.1f} GFLOP/s; model FLOPs count the decoder's "
          f"linear layers, {measured.flops_per_token / 1e6:.3g} MFLOP per token position (x2 for a training step)")
@@ -91,6 +92,11 @@ def agreement_failures(results: dict[str, EvalResult], checks: Checks, args: arg
         log(f"two_pass_agreement: max |p_simlab - p_two_pass| = {two_pass_diff:.2e}")
         if not two_pass_diff <= args.prefix_tolerance:
             failures.append(f"two-pass and per-row option probabilities differ by {two_pass_diff:.3e}")
+    if "compiled" in results:
+        compiled_diff = max_prob_difference(results["shared-prefix"], results["compiled"])
+        log(f"compile_agreement: max |p_shared_prefix - p_compiled| = {compiled_diff:.2e}")
+        if not compiled_diff <= args.prefix_tolerance:
+            failures.append(f"compiled and eager option probabilities differ by {compiled_diff:.3e}")
     for label, value in (("option probabilities", prefix_diff), ("eval losses", prefix_loss_diff),
                          ("training-step losses", step_diff),
                          ("LoRA gradients", checks.prefix_grad_diff)):
@@ -100,14 +106,18 @@ def agreement_failures(results: dict[str, EvalResult], checks: Checks, args: arg
 
 
 def report_speedups(measured: Measurements, args: argparse.Namespace) -> None:
-    """The closing lines (parsed by scripts): paired median speedups of simlab over the reference and of the
-    shared-prefix path over simlab."""
+    """The closing lines (parsed by scripts): paired median speedups of simlab over the reference, of the
+    shared-prefix path over simlab, and (``--two-pass``, ``--compile``) of the shared-prefix path over two passes and
+    of compiled layers over the shared-prefix path."""
     timed, train_timed = measured.timed, measured.train_timed
     if not args.no_reference:
         log(f"eval_speedup: {paired_speedup(timed['reference'], timed['simlab']):.2f}")
         log(f"train_speedup: {paired_speedup(train_timed['reference'], train_timed['simlab']):.2f}")
     log(f"prefix_eval_speedup: {paired_speedup(timed['simlab'], timed['shared-prefix']):.2f}")
     log(f"prefix_train_speedup: {paired_speedup(train_timed['simlab'], train_timed['shared-prefix']):.2f}")
+    if "compiled" in timed:
+        log(f"compile_eval_speedup: {paired_speedup(timed['shared-prefix'], timed['compiled']):.2f}")
+        log(f"compile_train_speedup: {paired_speedup(train_timed['shared-prefix'], train_timed['compiled']):.2f}")
     if "two-pass" in timed:
         log(f"packed_eval_speedup: {paired_speedup(timed['two-pass'], timed['shared-prefix']):.2f}")
         log(f"packed_train_speedup: {paired_speedup(train_timed['two-pass'], train_timed['shared-prefix']):.2f}")

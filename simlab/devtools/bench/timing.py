@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 
 from simlab.devtools.bench.meters import Checks, CpuShare, Timed, path_tokens, peak_memory
 from simlab.devtools.bench.methods import EVAL_LADDER, REFERENCE, SHARED, SIMLAB, TRAIN_LADDER, Method
-from simlab.devtools.bench.paths import EvalResult, batch_scores, batches, evaluate, train_steps
+from simlab.devtools.bench.paths import EvalResult, batch_scores, batches, evaluate, execution, train_steps
 from simlab.devtools.bench.report import log
 from simlab.devtools.bench.workload import BenchData, load_bench_data, question_chunks
 from simlab.runs.provenance import cpu_model
@@ -68,7 +69,7 @@ class Bench:
             self.reset()
             self.model.eval()  # LoRA dropout off, so both see the same function; gradients still flow
             batch = next(batches(self.data, method, indices, len(indices), train=True))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            with execution(method), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
                 loss, _ = batch_scores(self.model, batch, method)
             loss.backward()
             losses.append(loss.item())
@@ -108,10 +109,16 @@ def set_up(args: argparse.Namespace) -> tuple[Any, BenchData, Bench]:
 
 
 def warm_up_and_check(bench: Bench, paths: list[Method], order: list[int], args: argparse.Namespace) -> Checks:
-    """Warm-up (allocator, oneDNN kernels) on a few rows of every path, then the training-step checks."""
+    """Warm-up (allocator, oneDNN kernels) on a few rows of every path, then the training-step checks. A compiled
+    path also trains on them once, untimed: compiling its evaluation and training graphs is not what it measures."""
     warm = order[: min(len(order), args.check_rows)]
     for method in paths:
+        start = time.perf_counter()
         evaluate(bench.model, bench.data, method, warm, args.eval_batch, bench.autocast)
+        if method.compiled:
+            bench.time_train(method, warm, seed=args.seed)
+            log(f"  {method.name}: compiled its evaluation and training graphs in {time.perf_counter() - start:.1f} s "
+                f"(a warm-up on {len(warm)} rows, not counted)")
     ref_loss = sim_loss = grad_diff = float("nan")
     if not args.no_reference:
         ref_loss, sim_loss, grad_diff = bench.train_check(warm)
