@@ -136,6 +136,20 @@ def test_matmul_speed_is_measured():
     assert torch.equal(torch.get_rng_state(), state)  # the global generator untouched: no run depends on measuring
 
 
+def test_bf16_and_float32_are_timed_in_turns(monkeypatch):
+    """A burst of other work during the probe slows both dtypes alike: their matmuls alternate."""
+    import torch
+
+    from simlab.training import precision
+
+    order, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda x, y: order.append(x.dtype) or mm(x, y))
+    state = torch.get_rng_state()
+    bf16, fp32 = precision.bf16_cpu_speeds(repeats=3)
+    assert bf16 > 0 and fp32 > 0 and torch.equal(torch.get_rng_state(), state)
+    assert order == [torch.bfloat16, torch.float32] * 4  # an untimed round, then three timed ones
+
+
 def test_precision_choice_is_logged(tmp_path, tiny_llama_dir, shared_data):
     result = subprocess.run(
         [sys.executable, "run.py", "model=hf", f"model.path={tiny_llama_dir}", "task=zeroshot", "logger=none",
