@@ -74,8 +74,8 @@ def compile_decoder_layers(model, mode: str | None = None) -> int:
 
 
 def is_compiled(model) -> bool:
-    """Whether :func:`compile_decoder_layers` compiled this model's layers."""
-    return any(layer._compiled_call_impl is not None for layer in decoder_layers(model))
+    """Whether every decoder layer runs compiled (``nn.Module.compile`` keeps the compiled call on the module)."""
+    return all(getattr(layer, "_compiled_call_impl", None) is not None for layer in decoder_layers(model))
 
 
 def eager() -> contextlib.AbstractContextManager:
