@@ -4,8 +4,8 @@ bf16 autocast pays off only where bf16 matrix products run faster than float32 o
 on an AVX2-only CPU bf16 is emulated and ran ~5x *slower* (a 720x576x1536 linear: 97 ms float32 vs 524 ms bf16);
 on an AVX512-BF16 CPU without AMX (`Intel(R) Xeon(R) Processor`, 2 threads, torch 2.13) a 2048^3 matmul ran at
 155 GFLOP/s in bf16 against 263 in float32, and `make run` took 44.7 minutes under bf16 autocast. So on a CPU with
-native bf16, ``precision: auto`` times one bf16 and one float32 matmul (about 0.2 s) and takes bf16 only when it
-is clearly faster (:data:`BF16_MIN_SPEEDUP`); it logs both speeds. A resumed run continues in its first choice,
+native bf16, ``precision: auto`` times a bf16 and a float32 matmul in turns (about 0.2 s) and takes bf16 only when
+it is clearly faster (:data:`BF16_MIN_SPEEDUP`); it logs both speeds. A resumed run continues in its first choice,
 read from its checkpoint rather than measured again (a busy machine can time the two otherwise:
 :func:`simlab.training.callbacks.recorded_precision`); an explicitly different one is refused
 (:class:`simlab.training.callbacks.ResumeCheckpoint`).
@@ -46,9 +46,8 @@ def matmul_gflops(dtype: torch.dtype, size: int = 1024, tokens: int = 512, repea
 
 def bf16_cpu_speeds(repeats: int = 16) -> tuple[float, float]:
     """(bf16, float32) matmul GFLOP/s on this CPU, measured now, the two timed in turns (best of each): a burst of
-    other work (a logger starting its process) then slows both alike instead of only the one timed first. Timed one
-    after the other, a run once measured bf16 at 214 GFLOP/s against 190 and trained in float32, on a CPU that had
-    measured 405 against 160 in the run before."""
+    other work then slows both alike instead of only the one timed first. Timed one after the other, a run once
+    measured bf16 at 214 GFLOP/s against 190 and trained in float32, on a CPU that had measured 405 against 160."""
     bf16, fp32 = _best_gflops([torch.bfloat16, torch.float32], 1024, 512, repeats, torch.device("cpu"))
     return bf16, fp32
 
