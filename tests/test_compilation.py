@@ -107,3 +107,4 @@ def test_the_module_compiles_once_and_only_in_one_process(tiny_llama_dir):
     module.setup("fit")
     module.setup("test")
     assert module._compiled and compilation.is_compiled(module.model)
+    assert callable(module.compile)  # the option does not shadow nn.Module.compile

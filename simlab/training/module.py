@@ -64,7 +64,7 @@ class SurveyLitModule(pl.LightningModule):
         # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
         self.strict_loading = False
         self._bf16_cpu = False  # prepared for bf16 autocast on a CPU (setup): frozen weights stored in bf16
-        self.compile = compile
+        self._compile = compile  # not self.compile: that is nn.Module's compile()
         self._compiled = False  # decoder layers compiled (setup)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -167,7 +167,7 @@ class SurveyLitModule(pl.LightningModule):
         elif self._bf16_cpu:
             raise ValueError(f"this model's frozen weights were stored in bf16 for a bf16-mixed run on one CPU; "
                              f"it cannot run in precision {trainer.precision} (load the model again)")
-        if self.compile and not self._compiled:
+        if self._compile and not self._compiled:
             from simlab.model.compilation import compile_decoder_layers
 
             if trainer.world_size != 1:
