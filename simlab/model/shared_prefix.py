@@ -181,13 +181,10 @@ def answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     decoder = lm.get_decoder()
     config = lm.config
     check_supported(decoder, config)
-    ids, prefix_ids = batch["input_ids"], batch["prefix_ids"]
-    size, width = ids.shape
-    groups, prefix_width = prefix_ids.shape
-    rows = torch.arange(size, device=ids.device)
-    if prefix_width == 0:  # nothing shared: the suffixes are the whole prompts
+    ids = batch["input_ids"]
+    if batch["prefix_ids"].shape[1] == 0:  # nothing shared: the suffixes are the whole prompts
         hidden = decoder(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-        return hidden[rows, batch["answer_index"]]
+        return hidden[torch.arange(ids.shape[0], device=ids.device), batch["answer_index"]]
     layers = (config.get_text_config().num_hidden_layers if hasattr(config, "get_text_config")
               else config.num_hidden_layers)
     recorder = Cache(layers=[_RecordingLayer() for _ in range(layers)])
