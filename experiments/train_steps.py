@@ -5,19 +5,16 @@ causal, each group's suffixes against their prefix and their own earlier tokens,
 one sdpa call over the packed length with a block mask, paired in the same process. With ``--profile`` a torch
 profile of one steady-state pass. With ``--precision bf16 --attention`` under bf16 autocast, the model prepared as a
 bf16 CPU run prepares it (:func:`simlab.training.precision.prepare_for_bf16_cpu`), sdpa's attention against
-simlab_sdpa's matrix products (:mod:`simlab.model.cpu_attention`), paired in the same process. With ``--dropout``
-LoRA dropout with torch's masks (peft's ``nn.Dropout``) against simlab's (:mod:`simlab.model.lora_dropout`), paired
-in the same process. Cited in experiments/PERFORMANCE.md ("Shared-prefix training in steady state", "bf16 on CPUs",
-"LoRA dropout").
+simlab_sdpa's matrix products (:mod:`simlab.model.cpu_attention`), paired in the same process. Cited in
+experiments/PERFORMANCE.md ("Shared-prefix training in steady state", "bf16 on CPUs").
 
-    python experiments/train_steps.py [--split-attention] [--profile] [--precision bf16 --attention] [--dropout]
+    python experiments/train_steps.py [--split-attention] [--profile] [--precision bf16 --attention]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -99,11 +96,10 @@ def block_answer_hidden_states(lm, batch):
     return hidden[0].index_select(0, batch["answer_index"])
 
 
-def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int, autocast: bool = False,
-               method=SHARED) -> float:
+def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int, autocast: bool = False) -> float:
     """Seconds for one pass of the bench's training steps (its own loop) over ``rows``."""
     start = time.perf_counter()
-    train_steps(model, optimizer, data, method, rows, batch_size, seed=seed, autocast=autocast)
+    train_steps(model, optimizer, data, SHARED, rows, batch_size, seed=seed, autocast=autocast)
     return time.perf_counter() - start
 
 
@@ -117,8 +113,6 @@ def main() -> None:
     parser.add_argument("--attention", action="store_true",
                         help="with --precision bf16: sdpa against simlab_sdpa (matrix products while training), "
                              "paired in this process")
-    parser.add_argument("--dropout", action="store_true",
-                        help="LoRA dropout with torch's masks against simlab's, paired in this process")
     own = parser.parse_args()
     args = parse_args(["--no-reference", "--precision", own.precision])
     model, data, bench = set_up(args)
@@ -143,17 +137,14 @@ def main() -> None:
     prepared = lm.config._attn_implementation
     if own.attention:
         layouts = ["packed", f"packed/{cpu_attention.NAME}", "packed", f"packed/{cpu_attention.NAME}"]
-    if own.dropout:
-        layouts = ["packed/torch dropout", "packed", "packed/torch dropout", "packed"]
     for layout in layouts:
-        method = replace(SHARED, torch_dropout=layout.endswith("torch dropout"))
         packed = layout.startswith("packed")
         shared_prefix.packed_answer_hidden_states = PACKED if packed else block_answer_hidden_states
         if own.attention:
             lm.set_attn_implementation(prepared if layout.endswith(cpu_attention.NAME) else "sdpa")
             layout = f"{layout} ({lm.config._attn_implementation})"
         optimizer = bench.reset()
-        first, _, steady = (timed_pass(model, optimizer, data, rows, args.train_batch, args.seed, autocast, method)
+        first, _, steady = (timed_pass(model, optimizer, data, rows, args.train_batch, args.seed, autocast)
                             for _ in range(3))
         print(f"{layout}: {len(steps)} steps, {tokens} tokens; first pass {first:.2f} s, steady pass "
               f"{steady:.2f} s ({steady / len(steps):.3f} s a step, {flop / steady / 1e9:.1f} "

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from simlab.model.lora_dropout import use_lora_dropout
-
 # The paper's LoRA, as conf/model/lora/paper.yaml writes it for run.py (tests/test_models.py checks they agree);
 # simlab.devtools.bench takes it from here.
 PAPER_LORA = {"task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 32, "lora_dropout": 0.05,
@@ -22,11 +20,8 @@ def paper_lora_config() -> LoraConfig:
 
 
 def attach_lora(model, config: LoraConfig) -> PeftModel:
-    """Freeze the base model and add trainable LoRA weights (the paper: r 8, alpha 32, dropout 0.05), their dropout
-    drawn as :class:`simlab.model.lora_dropout.LoraDropout` draws it on CPUs."""
-    model = get_peft_model(model, config)
-    use_lora_dropout(model)
-    return model
+    """Freeze the base model and add trainable LoRA weights (the paper: r 8, alpha 32, dropout 0.05)."""
+    return get_peft_model(model, config)
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -67,7 +62,7 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False) -> Pef
     adapter_dir = Path(adapter_dir).expanduser()
     weights = check_adapter_files(adapter_dir)
     try:
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except pickle.UnpicklingError:  # torch's advice (load with weights_only=False) would run code from the file
         raise ValueError(f"{weights}: not a readable weights file, or one holding more than tensors (simlab loads "
                          f"weights only); the adapter folder (model.adapter) is damaged") from None
@@ -76,8 +71,6 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False) -> Pef
             raise
         raise ValueError(f"model.adapter={adapter_dir}: cannot load {weights.name} onto this model "
                          f"({type(err).__name__}: {' '.join(str(err).split())[:300]})") from err
-    use_lora_dropout(model)  # trains as attach_lora's adapters do
-    return model
 
 
 def base_model(model):

@@ -30,8 +30,6 @@ class Method:
     pack_max_tokens: a shared-prefix batch of at most this many tokens runs as one packed sequence (0: never).
     compiled: run the decoder layers compiled (``--compile``: :mod:`simlab.model.compilation`); every other path
         runs them eagerly (the same model, under ``torch.compiler.set_stance("force_eager")``).
-    torch_dropout: LoRA dropout as peft's ``nn.Dropout`` draws it (torch's ``bernoulli_``) instead of simlab's
-        :class:`~simlab.model.lora_dropout.LoraDropout` (the same model, under ``lora_dropout.torch_masks``).
     """
 
     name: str
@@ -45,10 +43,9 @@ class Method:
     shared_prefix: bool = False
     pack_max_tokens: int = PACK_MAX_TOKENS
     compiled: bool = False
-    torch_dropout: bool = False
 
 
-REFERENCE = Method("reference", torch_dropout=True)
+REFERENCE = Method("reference")
 SIMLAB = Method(
     "simlab", pad_to_max=False, length_grouped=True, cached=True, full_vocab=False, loop_loss=False,
     inference_mode=True,
@@ -68,9 +65,6 @@ EVAL_LADDER = [
     replace(SIMLAB, name="+ torch.inference_mode = simlab"),
     replace(SIMLAB, name="simlab at 1 thread", threads=1),
 ]
-# Training has no inference_mode rung; it keeps torch's LoRA dropout until its own rung.
-TRAIN_LADDER = [replace(rung, torch_dropout=True) for rung in EVAL_LADDER[:-2]] + [
-    replace(SIMLAB, name="+ LoRA dropout from 32-bit draws = simlab"),
-    EVAL_LADDER[-1],
-]
+TRAIN_LADDER = [rung for rung in EVAL_LADDER if "inference_mode" not in rung.name]
+TRAIN_LADDER[-2] = replace(TRAIN_LADDER[-2], name="+ masked batch loss = simlab")
 

@@ -109,15 +109,11 @@ class EvalResult:
         return self.loss_sum / max(len(self.probs), 1)
 
 
-@contextlib.contextmanager
-def execution(method: Method, model) -> Iterator[None]:
-    """Compiled decoder layers run only for a ``compiled`` method, every other path runs them eagerly; LoRA dropout
-    draws torch's masks for a ``torch_dropout`` method, simlab's otherwise."""
-    from simlab.model import compilation, lora_dropout
+def execution(method: Method) -> contextlib.AbstractContextManager:
+    """Compiled decoder layers run only for a ``compiled`` method; every other path runs them eagerly."""
+    from simlab.model import compilation
 
-    with (contextlib.nullcontext() if method.compiled else compilation.eager(),
-          lora_dropout.torch_masks(model, method.torch_dropout)):
-        yield
+    return contextlib.nullcontext() if method.compiled else compilation.eager()
 
 
 def evaluate(
@@ -127,7 +123,7 @@ def evaluate(
     model.eval()
     result = EvalResult()
     grad_mode = torch.inference_mode() if method.inference_mode else torch.no_grad()
-    with (_threads(method.threads), execution(method, model), grad_mode,
+    with (_threads(method.threads), execution(method), grad_mode,
           torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
         for batch in batches(data, method, indices, batch_size, train=False):
             loss, probs = batch_scores(model, batch, method)
@@ -144,7 +140,7 @@ def train_steps(
     """One pass of LoRA training steps (forward, backward, optimizer step) over ``indices``; the step losses."""
     model.train()
     losses = []
-    with _threads(method.threads), execution(method, model):
+    with _threads(method.threads), execution(method):
         for batch in batches(data, method, indices, batch_size, train=True, seed=seed):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = batch_scores(model, batch, method)

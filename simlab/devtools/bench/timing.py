@@ -69,7 +69,7 @@ class Bench:
             self.reset()
             self.model.eval()  # LoRA dropout off, so both see the same function; gradients still flow
             batch = next(batches(self.data, method, indices, len(indices), train=True))
-            with execution(method, self.model), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            with execution(method), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
                 loss, _ = batch_scores(self.model, batch, method)
             loss.backward()
             losses.append(loss.item())
