@@ -35,7 +35,10 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 1024, tokens: int = 512, repeats: int = 8,
+PROBE_SIZE, PROBE_TOKENS = 1024, 512  # the probe's matmul: [tokens, size] x [size, size]
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = PROBE_SIZE, tokens: int = PROBE_TOKENS, repeats: int = 8,
                   device: torch.device | str = "cpu") -> float:
     """The best of ``repeats`` timings (after a warm-up) of a [tokens, size] x [size, size] matmul in ``dtype`` on
     ``device``, in GFLOP/s; on a CPU at torch's current thread count, the one training will use. Its own generator:
@@ -48,7 +51,7 @@ def bf16_cpu_speeds(repeats: int = 16) -> tuple[float, float]:
     """(bf16, float32) matmul GFLOP/s on this CPU, measured now, the two timed in turns (best of each): a burst of
     other work then slows both alike instead of only the one timed first. Timed one after the other, a run once
     measured bf16 at 214 GFLOP/s against 190 and trained in float32, on a CPU that had measured 405 against 160."""
-    bf16, fp32 = _best_gflops([torch.bfloat16, torch.float32], 1024, 512, repeats, torch.device("cpu"))
+    bf16, fp32 = _best_gflops([torch.bfloat16, torch.float32], PROBE_SIZE, PROBE_TOKENS, repeats, torch.device("cpu"))
     return bf16, fp32
 
 
