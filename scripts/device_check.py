@@ -129,7 +129,10 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
     if settings.compile:  # only the "compiled" path runs the compiled layers (simlab.devtools.bench.paths.execution)
         from simlab.model.compilation import compile_decoder_layers
 
-        log(f"   compiled decoder layers: {compile_decoder_layers(model)} (torch.compile, dynamic shapes)")
+        layers = compile_decoder_layers(model, mode=settings.compile_mode)
+        log(f"   compiled decoder layers: {layers} (torch.compile, dynamic shapes, mode "
+            f"{settings.compile_mode or 'default'}; packed batches padded to a multiple of "
+            f"{settings.pack_length_multiple} tokens)")
     data = bench_rows(tokenizer, cfg.model.prompt_style, settings, args.data_root)
     lengths = data.lengths
     split = data.population_lengths
@@ -214,6 +217,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="also the shared-prefix path with compiled decoder layers (torch.compile; compiling is "
                              "an untimed warm-up)")
+    parser.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead",
+                                                                "max-autotune-no-cudagraphs"],
+                        help="torch.compile's mode for --compile (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--pack-length-multiple", type=int, default=1,
+                        help="the compiled path's packed batches padded to a multiple of this many tokens (default 1: "
+                             "none; e.g. 32 with --compile-mode reduce-overhead: a few shapes to record)")
     parser.add_argument("--no-batch-search", action="store_true", help="skip the largest-batch search")
     parser.add_argument("--prompt-order", choices=["question_first", "paper"], default="question_first")
     parser.add_argument("--budget-s", type=float, default=500.0, help="wall seconds for all sections (default 500)")
@@ -239,7 +248,12 @@ def main(argv=None) -> int:
                         prefix_tolerance=prefix_tolerance)
     given = {"rows": args.rows, "train_batch": args.train_batch, "eval_batch": args.eval_batch,
              "train_steps": args.train_steps, "train_repeats": args.train_repeats}
+    if (args.compile_mode or args.pack_length_multiple != 1) and not args.compile:
+        usage_error("--compile-mode and --pack-length-multiple apply to the compiled path: add --compile")
+    if args.pack_length_multiple < 1:
+        usage_error(f"--pack-length-multiple must be >= 1, got {args.pack_length_multiple}")
     settings = _with(settings, warm_train=args.warm_train, no_reference=args.no_reference, compile=args.compile,
+                     compile_mode=args.compile_mode, pack_length_multiple=args.pack_length_multiple,
                      **{k: v for k, v in given.items() if v})
     configs = [model_config(name) for name in args.models.split(",")]  # a wrong name fails here, in one line
     size = args.matmul_size or (256 if args.tiny else 8192)

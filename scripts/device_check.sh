@@ -11,6 +11,7 @@
 # then on the device machine (run tool: command "bash scripts/device_check.sh", carry [".whl", ".device"],
 # timeout_s 600):
 #   bash scripts/device_check.sh [--models llama3_instruct,dsqwen32b] [--budget-s 500]   # scripts/device_check.py -h
+#   (--compile [--compile-mode reduce-overhead --pack-length-multiple 32]: a compiled path too, with CUDA graphs)
 #   bash scripts/device_check.sh --trainers   # instead: trainer=gpu and trainer=fsdp on a small random Llama
 #                                             # (scripts/device_check_trainers.py; knobs STEPS, HIDDEN, LAYERS, BATCH)
 # On a CPU, the same code at tiny shapes: python scripts/device_check.py --tiny (tests/test_device_check.py).

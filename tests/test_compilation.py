@@ -58,6 +58,30 @@ def test_compiled_layers_give_eager_results_on_every_layout_and_two_passes_stay_
                               option_logits(model, layouts["per_row"]), atol=1e-5)
 
 
+def test_cuda_graph_mode_marks_a_step_per_decoder_call_and_gives_eager_results_on_padded_batches(
+        tmp_path, tiny_tokenizer, tiny_llama_dir, monkeypatch):
+    """mode="reduce-overhead" (CUDA graphs on a GPU; on a CPU the default compilation): each decoder call begins a
+    graph step, and packed batches padded to a length multiple score as eager unpadded ones."""
+    dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
+    items = list(enumerate(dm.datasets["V"].encoded))
+    pad = tiny_tokenizer.pad_token_id
+    plain = SharedPrefixCollator(pad, 0.0, pack_max_tokens=10**6)(items)
+    padded = SharedPrefixCollator(pad, 0.0, pack_max_tokens=10**6, pack_length_multiple=64)(items)
+    model = lora_model(tiny_llama_dir)
+    model.eval()
+    eager = scores(model, plain)
+    steps = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    scores(model, plain)
+    assert steps == []  # eager, and compiled without CUDA graphs, mark nothing
+    assert compilation.compile_decoder_layers(model, mode="reduce-overhead") == 2
+    before = compiled_frames()
+    assert_same(eager, scores(model, padded))
+    assert compiled_frames() > before and steps == [1]
+    with pytest.raises(ValueError, match="compile mode 'fast' is none of torch.compile's"):
+        compilation.compile_decoder_layers(model, mode="fast")
+
+
 def test_compiled_training_draws_the_same_dropout_masks(tmp_path, tiny_tokenizer, tiny_llama_dir):
     """LoRA dropout on (training mode): with the same seed, compiled steps give the eager steps' losses."""
     layouts = batches(tmp_path, tiny_tokenizer)
@@ -108,3 +132,5 @@ def test_the_module_compiles_once_and_only_in_one_process(tiny_llama_dir):
     module.setup("test")
     assert module._compiled and compilation.is_compiled(module.model)
     assert callable(module.compile)  # the option does not shadow nn.Module.compile
+    with pytest.raises(ValueError, match="module.compile_mode=reduce-overhead compiles nothing without"):
+        SurveyLitModule(lora_model(tiny_llama_dir), KLDivergenceLoss(), compile_mode="reduce-overhead")

@@ -122,18 +122,28 @@ def test_the_compiled_path_is_measured_beside_the_eager_ones_and_agrees(tmp_path
     target = tmp_path / "device_check.json"
     torch._dynamo.reset()
     try:
-        assert _script().main(["--tiny", "--compile", "--models", "llama3_instruct", "--no-reference",
-                               "--no-batch-search", "--json", str(target)]) == 0
+        assert _script().main(["--tiny", "--compile", "--compile-mode", "reduce-overhead", "--pack-length-multiple",
+                               "16", "--models", "llama3_instruct", "--no-reference", "--no-batch-search", "--json",
+                               str(target)]) == 0
     finally:
         torch._dynamo.reset()
     printed = capsys.readouterr().out
-    assert "compiled decoder layers: 2" in printed and "| llama3_instruct | compiled |" in printed
+    assert "compiled decoder layers: 2 (torch.compile, dynamic shapes, mode reduce-overhead; packed batches padded " \
+           "to a multiple of 16 tokens)" in printed and "| llama3_instruct | compiled |" in printed
     assert "compiled its evaluation and training graphs in" in printed
     model = json.loads(target.read_text())["models"]["llama3_instruct"]
     assert sorted(model["paths"]) == ["compiled", "shared-prefix", "simlab"] and model["errors"] == []
     assert all(value > 0 for value in model["paths"]["compiled"].values())
     assert model["agreement"]["failures"] == []
     assert model["agreement"]["max_prob_diff_shared_prefix_compiled"] <= 1e-5
+
+
+@pytest.mark.parametrize("options", [["--compile-mode", "reduce-overhead"], ["--pack-length-multiple", "64"],
+                                     ["--compile", "--pack-length-multiple", "0"]])
+def test_compile_options_without_their_path_are_a_usage_error(options, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main(["--tiny", "--models", "llama3_instruct", *options])
+    assert exit_info.value.code == 2 and "--pack-length-multiple" in capsys.readouterr().err
 
 
 def test_the_paper_batch_sizes_take_the_two_pass_layout_and_agree(tmp_path, monkeypatch):

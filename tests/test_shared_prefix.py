@@ -181,6 +181,31 @@ def test_packed_layout_holds_each_prompt_once_at_its_own_positions():
         SharedPrefixCollator(0, pack_max_tokens=-1)
 
 
+def test_a_packed_batch_is_padded_to_a_length_multiple_with_pads_no_real_token_sees():
+    """pack_length_multiple: the packed sequence ends in pads (their own group, -1) up to the next multiple; the real
+    tokens' layout is the unpadded one, and no real token attends to a pad."""
+    from simlab.model.shared_prefix import packed_attention_mask
+
+    rows = _encoded([(0, [1, 2, 3, 4, 10]), (1, [1, 2, 7, 8, 9, 11]), (0, [1, 2, 3, 4, 12, 13]), (2, [5, 6])])
+    items = list(enumerate(rows))
+    plain = SharedPrefixCollator(pad_token_id=0, min_saved_fraction=0.0, pack_max_tokens=15)(items)
+    padded = SharedPrefixCollator(pad_token_id=99, min_saved_fraction=0.0, pack_max_tokens=15,
+                                  pack_length_multiple=8)(items)
+    assert padded["packed_ids"].shape == (1, 16) and plain["packed_ids"].shape == (1, 15)  # 15 real tokens -> 16
+    assert padded["packed_ids"][0, 15] == 99 and padded["packed_positions"][0, 15] == 0
+    assert padded["packed_group"][15] == -1 and padded["packed_row"][15] == -1
+    for key in ("packed_ids", "packed_positions"):
+        assert torch.equal(padded[key][:, :15], plain[key])
+    for key in ("packed_group", "packed_row", "answer_index", "target", "row_index"):
+        assert torch.equal(padded[key][: len(plain[key])], plain[key])
+    allowed = packed_attention_mask(padded["packed_group"], padded["packed_row"], torch.float32, "sdpa")[0, 0]
+    assert not allowed[:15, 15].any() and allowed[15, 15]  # a pad sees itself (no empty softmax), nobody sees it
+    exact = SharedPrefixCollator(0, 0.0, pack_max_tokens=15, pack_length_multiple=5)(items)
+    assert exact["packed_ids"].shape == (1, 15)  # already a multiple: no pad
+    with pytest.raises(ValueError, match="pack_length_multiple must be >= 1"):
+        SharedPrefixCollator(0, pack_length_multiple=0)
+
+
 def test_packed_attention_mask_is_causal_within_each_prompt_only():
     from simlab.model.shared_prefix import packed_attention_mask
 
@@ -304,6 +329,22 @@ def test_shared_prefix_equals_per_row_probabilities_loss_and_lora_gradients(tmp_
         assert ("packed_ids" in shared) == (layout == "packed")
         assert groups_of(shared) == (1 if order == "paper" else len({e.prefix_group for _, e in chosen}))
         assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(chosen)), scores(model, shared))
+
+
+def test_padded_packed_batches_equal_per_row_probabilities_loss_and_lora_gradients(tmp_path, tiny_tokenizer,
+                                                                                    tiny_llama_dir):
+    """A packed batch padded to a length multiple (CUDA graphs' few shapes) scores as per-row batches do."""
+    dm = datamodule(tmp_path, tiny_tokenizer, prompt_order="question_first")
+    model = lora_model(tiny_llama_dir)
+    model.eval()
+    items = list(enumerate(dm.datasets["V"].encoded))
+    for chosen in (items[:7], items):
+        padded = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=10**6,
+                                      pack_length_multiple=64)(chosen)
+        unpadded = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=10**6)(chosen)
+        length = padded["packed_ids"].shape[1]
+        assert length % 64 == 0 and length > unpadded["packed_ids"].shape[1]
+        assert_same(scores(model, PadCollator(tiny_tokenizer.pad_token_id)(chosen)), scores(model, padded))
 
 
 def test_shared_prefix_is_exact_with_ctrl_and_shuffled_options(tmp_path, tiny_tokenizer, tiny_llama_dir):

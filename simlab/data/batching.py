@@ -286,8 +286,8 @@ class SharedPrefixCollator:
     * ``row_group`` [B]: the row's prefix; ``answer_index`` [B]: the answer slot within the suffix;
     * ``letter_ids``, ``option_mask``, ``target``, ``row_index`` as :class:`PadCollator`'s.
 
-    *Packed* (one decoder pass over one sequence, no padding), when the prefixes and suffixes together hold at
-    most ``pack_max_tokens`` tokens (0: never). Keys:
+    *Packed* (one decoder pass over one sequence, no padding between prompts), when the prefixes and suffixes
+    together hold at most ``pack_max_tokens`` tokens (0: never). Keys:
 
     * ``packed_ids`` / ``packed_positions`` [1, T]: every group's prefix, then every row's suffix; each token's
       position in its own row's prompt;
@@ -295,17 +295,25 @@ class SharedPrefixCollator:
       (the attention mask is built from these two, :func:`simlab.model.shared_prefix.packed_attention_mask`);
     * ``answer_index`` [B]: each row's answer slot in the packed sequence; the option keys and ``row_index``.
 
+    ``pack_length_multiple`` > 1 pads a packed sequence's end to a multiple of that many tokens (pads in a group of
+    their own, -1, no real token sees): a few lengths, so CUDA graphs (``module.compile_mode=reduce-overhead``)
+    replay rather than record one per length. Real tokens compute what they do unpadded, up to float rounding.
+
     A batch whose shared prefixes would save less than ``min_saved_fraction`` of its tokens (e.g. the plain paper
     prompt, whose rows share only "How would someone from") is returned as :class:`PadCollator` makes it: the
     second decoder pass costs more than it saves there (measured: training 9% slower at 4% of the tokens saved).
     """
 
-    def __init__(self, pad_token_id: int, min_saved_fraction: float = 0.1, pack_max_tokens: int = PACK_MAX_TOKENS):
+    def __init__(self, pad_token_id: int, min_saved_fraction: float = 0.1, pack_max_tokens: int = PACK_MAX_TOKENS,
+                 pack_length_multiple: int = 1):
         if pack_max_tokens < 0:
             raise ValueError(f"pack_max_tokens must be >= 0, got {pack_max_tokens}")
+        if pack_length_multiple < 1:
+            raise ValueError(f"pack_length_multiple must be >= 1, got {pack_length_multiple}")
         self.pad_token_id = pad_token_id
         self.min_saved_fraction = min_saved_fraction
         self.pack_max_tokens = pack_max_tokens
+        self.pack_length_multiple = pack_length_multiple
 
     def __call__(self, items: list[tuple[int, EncodedRow]]) -> dict[str, torch.Tensor]:
         group_of: dict[int, int] = {}
@@ -346,8 +354,7 @@ class SharedPrefixCollator:
         }
 
 
-    @staticmethod
-    def _packed(items, members: list[list[int]], prefix_lengths: list[int], row_group: list[int],
+    def _packed(self, items, members: list[list[int]], prefix_lengths: list[int], row_group: list[int],
                 suffixes: list[list[int]]) -> dict[str, torch.Tensor]:
         ids: list[int] = []
         positions: list[int] = []
@@ -366,6 +373,11 @@ class SharedPrefixCollator:
             token_group.extend([g] * len(suffix))
             token_row.extend([b] * len(suffix))
             answer_index.append(len(ids) - 1)
+        padding = -len(ids) % self.pack_length_multiple  # its own group (-1): each pad sees earlier pads only
+        ids.extend([self.pad_token_id] * padding)
+        positions.extend([0] * padding)
+        token_group.extend([-1] * padding)
+        token_row.extend([-1] * padding)
         return {
             "row_index": torch.tensor([i for i, _ in items], dtype=torch.long),
             "packed_ids": torch.tensor([ids], dtype=torch.long),

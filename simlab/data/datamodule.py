@@ -76,10 +76,10 @@ class SurveyDataModule(pl.LightningDataModule):
             kept in ``data_warnings`` (a run records them in metrics.json); see :mod:`simlab.data.checks`.
         prompt_order: ``paper`` (country first, the paper's prompt) or ``question_first`` (question and options,
             then the country sentence; see :class:`~simlab.data.prompts.PromptFormat`).
-        shared_prefix: batches of rows sharing a prompt prefix
-            (:class:`~simlab.data.batching.PrefixGroupedBatchSampler`), each prefix computed once per batch
-            (:mod:`simlab.model.shared_prefix`); same scores as per-row batches. pack_max_tokens: such a batch
-            of at most this many tokens runs as one packed sequence instead of two passes (0: never).
+        shared_prefix: batches of rows sharing a prompt prefix (:class:`.batching.PrefixGroupedBatchSampler`),
+            each prefix computed once per batch (:mod:`simlab.model.shared_prefix`); same scores as per-row batches.
+            pack_max_tokens: such a batch of at most this many tokens runs as one packed sequence instead of two
+            passes (0: never), padded to a multiple of ``pack_length_multiple`` tokens (1: not; CUDA graphs' shapes).
             merge_test_subsets: with shared_prefix, the test subsets in one loader (:meth:`test_parts`): a question
             asked in several has its prefix computed once for all their countries; scores equal to float rounding.
         prior_subset: the subset whose rows a prior is built from (:meth:`set_prior`): read whole, whatever the
@@ -120,6 +120,7 @@ class SurveyDataModule(pl.LightningDataModule):
         prompt_order: str = "paper",
         shared_prefix: bool = False,
         pack_max_tokens: int = PACK_MAX_TOKENS,
+        pack_length_multiple: int = 1,
         merge_test_subsets: bool = True,
         prior_subset: str | None = None,
         test_option_orders: str = "given",
@@ -140,14 +141,13 @@ class SurveyDataModule(pl.LightningDataModule):
             style=prompt_style, answer_prefix=answer_prefix, chat_template=chat_template, order=prompt_order
         )
         self.shared_prefix = bool(shared_prefix)
-        self.pack_max_tokens = int(pack_max_tokens)
+        self.pack_max_tokens, self.pack_length_multiple = int(pack_max_tokens), int(pack_length_multiple)
         self.merge_test_subsets = bool(merge_test_subsets)
         self._prefix_groups: dict[str, int] = {}
         self.country_pattern = country_pattern
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.max_length, self.num_workers = max_length, num_workers
+        self.max_length, self.num_workers, self.sample_unit = max_length, num_workers, sample_unit
         self.limit_per_subset, self.limit_eval_per_subset, self.seed = limit_per_subset, limit_eval_per_subset, seed
-        self.sample_unit = sample_unit
         check_sizes(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length)
         check_sizes(optional=True, limit_per_subset=limit_per_subset, limit_eval_per_subset=limit_eval_per_subset)
         self.countries, self.unknown_countries = countries, unknown_countries
@@ -334,10 +334,10 @@ class SurveyDataModule(pl.LightningDataModule):
         dataset = dataset if dataset is not None else self.datasets[subset]
         batch_size = self.batch_size if train else self.eval_batch_size
         if self.shared_prefix:
-            sampler = PrefixGroupedBatchSampler(
-                dataset.lengths, dataset.prefix_groups, batch_size, shuffle=train, seed=self.seed
-            )
-            collate = SharedPrefixCollator(self.tokenizer.pad_token_id, pack_max_tokens=self.pack_max_tokens)
+            sampler = PrefixGroupedBatchSampler(dataset.lengths, dataset.prefix_groups, batch_size, shuffle=train,
+                                                seed=self.seed)
+            collate = SharedPrefixCollator(self.tokenizer.pad_token_id, pack_max_tokens=self.pack_max_tokens,
+                                           pack_length_multiple=self.pack_length_multiple)
         else:
             sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=train, seed=self.seed)
             collate = PadCollator(self.tokenizer.pad_token_id)

@@ -14,6 +14,13 @@ layer's number, which would compile one graph per layer; those calls run eagerly
 (:func:`eager`, used by :func:`simlab.model.shared_prefix.answer_hidden_states`). Packed batches (every training
 batch of the default recipe) and per-row batches run compiled.
 
+``mode="reduce-overhead"`` (``module.compile_mode``) also records each layer's kernels as CUDA graphs on a GPU, so
+a step replays them instead of launching each from Python: what a host-bound step needs. A graph is recorded per
+input shape, so packed batches are padded to a few lengths (``data.pack_length_multiple``), and every decoder call
+starts a new graph step (:func:`mark_step`, from :func:`simlab.model.scoring.option_logits`): the graphs' outputs
+of the call before may then be overwritten. On a CPU torch records no CUDA graphs and the mode compiles as the
+default one. Not measured on a GPU yet (experiments/PERFORMANCE.md, "Compiled decoder layers").
+
 The first batch of each kind (training, evaluation) pays for the compilation (about 40 s for the embedded model on 2
 CPU cores). On a CPU the generated kernels are C++, so a C++ compiler must be on the PATH; without one
 :func:`compile_decoder_layers` says so before anything runs. Results equal eager ones up to float rounding
@@ -30,6 +37,10 @@ import torch
 
 # what torch's inductor looks for on a CPU, after $CXX
 CPU_COMPILERS = ("g++", "clang++")
+# torch.compile's modes (None: "default"); "reduce-overhead" adds CUDA graphs on a GPU
+MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# set on the language model whose layers record CUDA graphs: its decoder calls mark graph steps (mark_step)
+CUDA_GRAPHS_ATTRIBUTE = "_simlab_cuda_graph_steps"
 
 
 class CompileUnavailable(RuntimeError):
@@ -59,9 +70,13 @@ def decoder_layers(model) -> list[torch.nn.Module]:
 
 def compile_decoder_layers(model, mode: str | None = None) -> int:
     """Compile each decoder layer in place (dynamic shapes); the number of layers. ``mode`` is torch.compile's
-    (None: its default; "max-autotune-no-cudagraphs" searches kernels longer)."""
+    (None: its default; "reduce-overhead": CUDA graphs too; "max-autotune-no-cudagraphs" searches kernels longer)."""
     import torch._inductor.config as inductor_config
 
+    from simlab.model.adapters import base_model
+
+    if mode not in MODES:
+        raise ValueError(f"compile mode {mode!r} is none of torch.compile's: {', '.join(str(m) for m in MODES)}")
     device = next(model.parameters()).device
     check_compiler(device.type)
     # random operations (LoRA dropout) through torch's own generator, as in eager mode: a compiled run draws the
@@ -70,7 +85,16 @@ def compile_decoder_layers(model, mode: str | None = None) -> int:
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True, mode=mode)
+    if mode == "reduce-overhead":
+        setattr(base_model(model), CUDA_GRAPHS_ATTRIBUTE, True)
     return len(layers)
+
+
+def mark_step(lm) -> None:
+    """A new decoder call begins (``torch.compiler.cudagraph_mark_step_begin``) when ``lm``'s layers record CUDA
+    graphs: the call before has consumed its graphs' outputs (its backward, if any, ran), so they may be reused."""
+    if getattr(lm, CUDA_GRAPHS_ATTRIBUTE, False):
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def is_compiled(model) -> bool:

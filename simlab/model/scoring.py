@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from simlab.model import compilation
 from simlab.model.adapters import base_model
 
 
 def option_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, K] next-token logits of each row's option letters (padded slots hold garbage; mask them)."""
     lm = base_model(model)
+    compilation.mark_step(lm)
     if "packed_ids" in batch:
         from simlab.model.shared_prefix import packed_answer_hidden_states
 

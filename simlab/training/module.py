@@ -34,6 +34,8 @@ class SurveyLitModule(pl.LightningModule):
         test_subsets: names of the test dataloaders, in order.
         compile: compile each decoder layer with ``torch.compile`` at setup (:mod:`simlab.model.compilation`; one
             process only): fused small operations, the first batches slower while it compiles.
+        compile_mode: torch.compile's mode for that (None: its default; "reduce-overhead": CUDA graphs on a GPU,
+            best with ``data.pack_length_multiple`` so that batches come in a few lengths).
     """
 
     def __init__(
@@ -44,8 +46,11 @@ class SurveyLitModule(pl.LightningModule):
         test_subsets: Sequence[str] = (),
         scheduler: Callable | None = None,
         compile: bool = False,
+        compile_mode: str | None = None,
     ):
         super().__init__()
+        if compile_mode is not None and not compile:
+            raise ValueError(f"module.compile_mode={compile_mode} compiles nothing without module.compile=true")
         self.model = model
         # transformers loads in eval mode; Lightning keeps submodule modes, so LoRA dropout needs this
         self.model.train()
@@ -64,7 +69,7 @@ class SurveyLitModule(pl.LightningModule):
         # Checkpoints hold only the trainable (LoRA) weights; the frozen base comes from the model path.
         self.strict_loading = False
         self._bf16_cpu = False  # prepared for bf16 autocast on a CPU (setup): frozen weights stored in bf16
-        self._compile = compile  # not self.compile: that is nn.Module's compile()
+        self._compile, self._compile_mode = compile, compile_mode  # not self.compile: that is nn.Module's compile()
         self._compiled = False  # decoder layers compiled (setup)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -173,9 +178,10 @@ class SurveyLitModule(pl.LightningModule):
             if trainer.world_size != 1:
                 raise ValueError(f"module.compile=true runs in one process; this trainer has {trainer.world_size} "
                                  f"(compiled layers under DDP/FSDP are not checked here): set module.compile=false")
-            layers = compile_decoder_layers(self.model)
-            log.info("compiling %d decoder layers with torch.compile (dynamic shapes): the first training step and "
-                     "the first evaluation batch take longer while it compiles", layers)
+            layers = compile_decoder_layers(self.model, mode=self._compile_mode)
+            log.info("compiling %d decoder layers with torch.compile (dynamic shapes, mode %s): the first training "
+                     "step and the first evaluation batch take longer while it compiles", layers,
+                     self._compile_mode or "default")
             self._compiled = True
 
     def configure_optimizers(self):

@@ -28,6 +28,7 @@ class Method:
     threads: torch intra-op threads (None: the run's setting).
     shared_prefix: batches of one prompt prefix, the prefix run once per batch (needs ``cached``).
     pack_max_tokens: a shared-prefix batch of at most this many tokens runs as one packed sequence (0: never).
+    pack_length_multiple: a packed batch padded to a multiple of this many tokens (a few shapes for CUDA graphs).
     compiled: run the decoder layers compiled (``--compile``: :mod:`simlab.model.compilation`); every other path
         runs them eagerly (the same model, under ``torch.compiler.set_stance("force_eager")``).
     """
@@ -42,6 +43,7 @@ class Method:
     threads: int | None = None
     shared_prefix: bool = False
     pack_max_tokens: int = PACK_MAX_TOKENS
+    pack_length_multiple: int = 1
     compiled: bool = False
 
 

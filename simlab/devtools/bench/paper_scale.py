@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -68,6 +68,8 @@ class Settings:
     profile: bool = False
     warm_train: bool = False  # one untimed training pass over every row per path first (kernels for its shapes)
     compile: bool = False  # also the shared-prefix path with compiled decoder layers (the model compiled by the caller)
+    compile_mode: str | None = None  # torch.compile's mode for them ("reduce-overhead": CUDA graphs)
+    pack_length_multiple: int = 1  # the compiled path's packed batches padded to a multiple of this (a few shapes)
 
 
 @dataclass
@@ -117,7 +119,8 @@ def measure_paths(bench: Bench, settings: Settings, peak_gflops: float, peak_lab
     """The three paths' evaluation and training on the bench's rows (the bench's phases and table), then each
     path's real-token rates, model FLOP utilisation, peak memory and projections into ``report``."""
     data = bench.data
-    paths = (PATHS[1:] if settings.no_reference else PATHS) + ([COMPILED] if settings.compile else [])
+    compiled = replace(COMPILED, pack_length_multiple=settings.pack_length_multiple)
+    paths = (PATHS[1:] if settings.no_reference else PATHS) + ([compiled] if settings.compile else [])
     order = grouped_order(data, settings.seed)
     checks = warm_up_and_check(bench, paths, order, settings)
     if settings.warm_train:  # each batch shape's first step picks its kernels and grows the allocator: untimed

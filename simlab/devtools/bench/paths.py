@@ -44,7 +44,8 @@ def batches(
             [lengths[i] for i in indices], [prefix_groups[i] for i in indices], batch_size, shuffle=train, seed=seed,
             num_replicas=1, rank=0,
         )
-        collate = SharedPrefixCollator(data.pad_token_id, pack_max_tokens=method.pack_max_tokens)
+        collate = SharedPrefixCollator(data.pad_token_id, pack_max_tokens=method.pack_max_tokens,
+                                       pack_length_multiple=method.pack_length_multiple)
         for batch in sampler:
             group = [indices[j] for j in batch]
             yield collate([(i, data.encoded[i]) for i in group])
