@@ -145,7 +145,11 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
                   autocast=False)
     left = args.budget_s - (time.perf_counter() - started)
     if left > args.measure_needs_s:
+        skipped = cuda_graph_skips()
         measure(bench, settings, peak, projection, report)
+        if settings.compile_mode == "reduce-overhead":  # did the compiled path replay graphs? (the reasons: warnings)
+            report.notes.append(f"CUDA graphs: {cuda_graph_skips() - skipped} compiled graphs ran without them")
+            log(f"   {report.notes[-1]}")
     else:
         report.errors.append(f"paths not measured: {left:.0f} s left of the budget, {args.measure_needs_s} needed")
     for method in () if args.no_batch_search else (SIMLAB, REFERENCE):
@@ -161,6 +165,13 @@ def check_model(name: str, args, settings: Settings, device, dtype, peak, projec
     del bench, model, data
     free_memory(device)
     return report
+
+
+def cuda_graph_skips() -> int:
+    """Compiled graphs inductor ran without CUDA graphs so far (all of them on a CPU; on a GPU it logs why)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def measure(bench: Bench, settings: Settings, peak, projection: Projection, report: ModelReport) -> None:

@@ -132,6 +132,8 @@ def test_the_compiled_path_is_measured_beside_the_eager_ones_and_agrees(tmp_path
            "to a multiple of 16 tokens)" in printed and "| llama3_instruct | compiled |" in printed
     assert "compiled its evaluation and training graphs in" in printed
     model = json.loads(target.read_text())["models"]["llama3_instruct"]
+    skips = [note for note in model["notes"] if note.startswith("CUDA graphs: ")]
+    assert len(skips) == 1 and int(skips[0].split()[2]) > 0, model["notes"]  # a CPU records none
     assert sorted(model["paths"]) == ["compiled", "shared-prefix", "simlab"] and model["errors"] == []
     assert all(value > 0 for value in model["paths"]["compiled"].values())
     assert model["agreement"]["failures"] == []
