@@ -134,3 +134,27 @@ def test_the_module_compiles_once_and_only_in_one_process(tiny_llama_dir):
     assert callable(module.compile)  # the option does not shadow nn.Module.compile
     with pytest.raises(ValueError, match="module.compile_mode=reduce-overhead compiles nothing without"):
         SurveyLitModule(lora_model(tiny_llama_dir), KLDivergenceLoss(), compile_mode="reduce-overhead")
+
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_under_cuda_graphs_gradients_live_in_stable_buffers_zeroed_in_place(tiny_llama_dir, mode):
+    """A .grad first allocated by a recorded backward would live in the CUDA graphs' memory (overwritten by the next
+    replay): in that mode every trainable weight has a zeroed .grad before training and zero_grad keeps it."""
+    from simlab.training.module import SurveyLitModule
+
+    module = SurveyLitModule(lora_model(tiny_llama_dir), KLDivergenceLoss(), compile=True, compile_mode=mode)
+    module.on_train_start()
+    trainable = [p for p in module.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable)
+    if mode is None:
+        assert all(p.grad is None for p in trainable)
+    else:
+        assert trainable and all(p.grad is not None and not p.grad.any() for p in trainable)
+        buffers = [p.grad for p in trainable]
+        for p in trainable:
+            p.grad.add_(1.0)
+    module.optimizer_zero_grad(0, 0, optimizer)
+    if mode is None:
+        assert all(p.grad is None for p in trainable)
+    else:
+        assert all(p.grad is b and not b.any() for p, b in zip(trainable, buffers))

@@ -184,6 +184,18 @@ class SurveyLitModule(pl.LightningModule):
                      self._compile_mode or "default")
             self._compiled = True
 
+    def on_train_start(self) -> None:
+        if self._compile_mode == "reduce-overhead":  # stable .grad buffers before a graph records (optimizer_zero_grad)
+            for param in self.model.parameters():
+                if param.requires_grad and param.grad is None:
+                    param.grad = torch.zeros_like(param)
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
+        """Under CUDA graphs (``compile_mode="reduce-overhead"``) gradients are zeroed in place, never freed: a
+        ``.grad`` first allocated by a recorded backward lives in the graphs' memory, which the next replay overwrites
+        (gradient accumulation would then read overwritten values; torch raises)."""
+        optimizer.zero_grad(set_to_none=self._compile_mode != "reduce-overhead")
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured: this module was built for evaluation only")
