@@ -11,7 +11,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 import simlab.model
-from simlab.devtools.bench import command, meters, methods, paths, timing, workload
+from simlab.devtools.bench import command, methods, paths, timing, workload
 from simlab.devtools.bench.reference import REFERENCE_MAX_LENGTH
 from simlab.model import LanguageModel, attach_lora
 
