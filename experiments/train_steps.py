@@ -1,16 +1,14 @@
 """Steady-state shared-prefix training steps on the embedded model: the bench's rows and batches, each step timed after
 two untimed passes over the same batches (the bench's 3-step repeats also pay for memory a process touches for the
-first time). With ``--one-call`` the packed batches' attention in pieces (the default, simlab.model.packed_attention)
-is paired with one sdpa call over the packed length with the block mask (the layout before it). With
-``--split-attention`` it is paired with the attention block by block (each prefix causal, each group's suffixes
-padded to the longest and attending to their prefix and their own earlier tokens). With ``--profile`` a torch
+first time). With ``--split-attention`` the packed batches' attention is also computed block by block (each prefix
+causal, each group's suffixes against their prefix and their own earlier tokens, padded to the longest) instead of
+one sdpa call over the packed length with a block mask, paired in the same process. With ``--profile`` a torch
 profile of one steady-state pass. With ``--precision bf16 --attention`` under bf16 autocast, the model prepared as a
 bf16 CPU run prepares it (:func:`simlab.training.precision.prepare_for_bf16_cpu`), sdpa's attention against
-simlab_sdpa's matrix products (:mod:`simlab.model.cpu_attention`), in one call over the packed length, paired in the
-same process. Cited in experiments/PERFORMANCE.md ("Shared-prefix training in steady state", "bf16 on CPUs",
-"Packed attention in pieces").
+simlab_sdpa's matrix products (:mod:`simlab.model.cpu_attention`), paired in the same process. Cited in
+experiments/PERFORMANCE.md ("Shared-prefix training in steady state", "bf16 on CPUs").
 
-    python experiments/train_steps.py [--one-call | --split-attention] [--profile] [--precision bf16 --attention]
+    python experiments/train_steps.py [--split-attention] [--profile] [--precision bf16 --attention]
 """
 
 from __future__ import annotations
@@ -98,15 +96,6 @@ def block_answer_hidden_states(lm, batch):
     return hidden[0].index_select(0, batch["answer_index"])
 
 
-def one_call_answer_hidden_states(lm, batch):
-    """packed_answer_hidden_states with one sdpa call over the packed length (the block mask), not in pieces
-    (simlab.model.packed_attention): the batch without its prefix lengths."""
-    return PACKED(lm, {key: value for key, value in batch.items() if key != "packed_prefix_lengths"})
-
-
-VARIANTS = {"packed": PACKED, "blocks": block_answer_hidden_states, "one-call": one_call_answer_hidden_states}
-
-
 def timed_pass(model, optimizer, data, rows: list[int], batch_size: int, seed: int, autocast: bool = False) -> float:
     """Seconds for one pass of the bench's training steps (its own loop) over ``rows``."""
     start = time.perf_counter()
@@ -118,8 +107,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=64, help="rows of the bench's question-grouped order")
     parser.add_argument("--split-attention", action="store_true")
-    parser.add_argument("--one-call", action="store_true",
-                        help="pair the packed attention in pieces (the default) with one call over the packed length")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32",
                         help="bf16: autocast, the model prepared as a bf16 CPU run prepares it")
@@ -134,26 +121,25 @@ def main() -> None:
     steps = list(batches(data, SHARED, rows, args.train_batch, train=True, seed=args.seed))
     tokens = sum(computed_tokens(batch) for batch in steps)
     model.eval()  # exactness of the block attention, dropout off
-    other = "blocks" if own.split_attention else "one-call" if own.one_call else None
-    if other:
+    if own.split_attention:
         with torch.no_grad():
             for batch in steps:
                 shared_prefix.packed_answer_hidden_states = PACKED
                 one, _ = batch_scores(model, batch, SHARED)
-                shared_prefix.packed_answer_hidden_states = VARIANTS[other]
-                two, _ = batch_scores(model, batch, SHARED)
-                print(f"{other} attention: loss difference {abs(float(one) - float(two)):.2e}")
-    layouts = ["packed", other, "packed", other] if other else ["packed"]
+                shared_prefix.packed_answer_hidden_states = block_answer_hidden_states
+                other, _ = batch_scores(model, batch, SHARED)
+                print(f"block attention: loss difference {abs(float(one) - float(other)):.2e}")
+    layouts = ["packed", "blocks", "packed", "blocks"] if own.split_attention else ["packed"]
     flop = 2 * linear_flops_per_token(model) * tokens  # the bench's count: decoder linears, forward + input grads
     peak = matmul_peak(model)
     print(f"matmul peak (the bench's: F.linear on one layer's shapes x 2048 tokens): {peak:.1f} GFLOP/s")
     lm = model.get_base_model()
     prepared = lm.config._attn_implementation
     if own.attention:
-        # one call: in pieces, the first packed batch would switch the sdpa arm to simlab_sdpa too
-        layouts = ["one-call", f"one-call/{cpu_attention.NAME}", "one-call", f"one-call/{cpu_attention.NAME}"]
+        layouts = ["packed", f"packed/{cpu_attention.NAME}", "packed", f"packed/{cpu_attention.NAME}"]
     for layout in layouts:
-        shared_prefix.packed_answer_hidden_states = VARIANTS[layout.split("/")[0]]
+        packed = layout.startswith("packed")
+        shared_prefix.packed_answer_hidden_states = PACKED if packed else block_answer_hidden_states
         if own.attention:
             lm.set_attn_implementation(prepared if layout.endswith(cpu_attention.NAME) else "sdpa")
             layout = f"{layout} ({lm.config._attn_implementation})"

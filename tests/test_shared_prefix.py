@@ -378,14 +378,13 @@ def test_the_bf16_cpu_training_attention_is_exact_on_shared_prefix_batches(tmp_p
     expected = scores(model, PadCollator(tiny_tokenizer.pad_token_id)(items))
     calls = []
     monkeypatch.setattr(cpu_attention, "uses_matmul", lambda *args: calls.append(1) or torch.is_grad_enabled())
-    assert cpu_attention.use_simlab_sdpa(model.get_base_model())
+    assert cpu_attention.use_for_training(model.get_base_model())
     try:
         shared = SharedPrefixCollator(tiny_tokenizer.pad_token_id, 0.0, pack_max_tokens=LAYOUTS[layout])(items)
         assert_same(expected, scores(model, shared))
     finally:
         model.get_base_model().set_attn_implementation("sdpa")
-    # two layers; two passes each in the two-pass layout, packed each prefix and then the suffixes (packed_attention)
-    assert len(calls) == (2 * (len(shared["packed_prefix_lengths"]) + 1) if layout == "packed" else 4)
+    assert len(calls) == (2 if layout == "packed" else 4)  # two layers; two passes each in the two-pass layout
 
 
 def test_eager_attention_and_inference_mode(tmp_path, tiny_tokenizer, tiny_llama_dir):

@@ -129,7 +129,8 @@ class PadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[tuple[int, EncodedRow]]) -> dict[str, torch.Tensor]:
-        width, size = max(len(e.input_ids) for _, e in items), len(items)
+        width = max(len(e.input_ids) for _, e in items)
+        size = len(items)
         input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((size, width), dtype=torch.long)
         for b, (_, e) in enumerate(items):
@@ -292,7 +293,6 @@ class SharedPrefixCollator:
       position in its own row's prompt;
     * ``packed_group`` [T]: each token's group; ``packed_row`` [T]: a suffix token's row, -1 for prefix tokens
       (the attention mask is built from these two, :func:`simlab.model.shared_prefix.packed_attention_mask`);
-      ``packed_prefix_lengths``: each group's prefix length, a tuple of ints (:mod:`simlab.model.packed_attention`);
     * ``answer_index`` [B]: each row's answer slot in the packed sequence; the option keys and ``row_index``.
 
     ``pack_length_multiple`` > 1 pads a packed sequence's end to a multiple of that many tokens (pads in a group of
@@ -353,6 +353,7 @@ class SharedPrefixCollator:
             **option_tensors(items),
         }
 
+
     def _packed(self, items, members: list[list[int]], prefix_lengths: list[int], row_group: list[int],
                 suffixes: list[list[int]]) -> dict[str, torch.Tensor]:
         ids: list[int] = []
@@ -383,7 +384,6 @@ class SharedPrefixCollator:
             "packed_positions": torch.tensor([positions], dtype=torch.long),
             "packed_group": torch.tensor(token_group, dtype=torch.long),
             "packed_row": torch.tensor(token_row, dtype=torch.long),
-            "packed_prefix_lengths": tuple(prefix_lengths),  # ints: cutting the sequence needs no device sync
             "answer_index": torch.tensor(answer_index, dtype=torch.long),
             **option_tensors(items),
         }

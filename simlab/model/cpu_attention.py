@@ -1,5 +1,4 @@
-"""simlab's sdpa: transformers' sdpa attention, with plain matrix products where sdpa's CPU kernel is slow (bf16
-training on CPUs) and packed shared-prefix batches attended in pieces (:mod:`simlab.model.packed_attention`).
+"""An attention implementation for bf16 training on CPUs: plain matrix products where sdpa's CPU kernel is slow.
 
 Under bf16 autocast on a CPU, sdpa runs its flash-attention kernel, whose backward was the largest cost of a
 shared-prefix training step after the linear layers (``python -m simlab.devtools.bench --precision bf16 --profile``,
@@ -10,16 +9,13 @@ one attention call forward and backward 1.8x and whole training steps ~1.09x fas
 sdpa was faster, and evaluation gained nothing (so its predictions stay sdpa's). So :data:`NAME` decides per call:
 matrix products when autograd records a bf16 pass on a CPU, sdpa otherwise. Its masks are sdpa's (boolean: True
 where a query may attend), so shared-prefix batches pass theirs as they do to sdpa. Measured in
-experiments/PERFORMANCE.md ("bf16 on CPUs"). A model switches to it (:func:`use_simlab_sdpa`) when a bf16 CPU run
-prepares it and at its first packed shared-prefix batch.
+experiments/PERFORMANCE.md ("bf16 on CPUs").
 """
 
 from __future__ import annotations
 
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-from simlab.model import packed_attention
 
 NAME = "simlab_sdpa"
 
@@ -70,12 +66,7 @@ def uses_matmul(query: torch.Tensor, dropout: float, kwargs: dict) -> bool:
 
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
-    """transformers' attention-function interface: (output [B, T, H, D], None). A packed shared-prefix batch
-    (its prefix lengths under :data:`simlab.model.packed_attention.KEYWORD`) is attended in pieces."""
-    prefix_lengths = kwargs.pop(packed_attention.KEYWORD, None)
-    if prefix_lengths is not None and attention_mask is not None:
-        return packed_attention.attend_in_pieces(attention_forward, module, query, key, value, attention_mask,
-                                                 prefix_lengths, dropout=dropout, scaling=scaling, **kwargs)
+    """transformers' attention-function interface: (output [B, T, H, D], None)."""
     if not uses_matmul(query, dropout, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
@@ -93,9 +84,8 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
-def use_simlab_sdpa(lm) -> bool:
-    """Switch a transformers model that runs sdpa to :data:`NAME` (sdpa's predictions, faster where it knows how:
-    bf16 training on CPUs, packed shared-prefix batches); True if it now runs it."""
+def use_for_training(lm) -> bool:
+    """Switch a transformers model that runs sdpa to :data:`NAME`; True if it now runs it."""
     implementation = getattr(lm.config, "_attn_implementation", None)
     if implementation == NAME:
         return True

@@ -19,8 +19,6 @@ group's earlier prefix tokens, a suffix token its group's prefix and its own row
 involved, so gradients reach the prefix the ordinary way and any activation checkpointing works. One call of
 larger matrices is faster than two for small batches (fewer, larger kernels), but the attention covers the whole
 packed length squared, so large evaluation batches keep two passes (measured: simlab.data.batching.PACK_MAX_TOKENS).
-Under sdpa the attention runs in pieces, each prefix causal on its own and the suffixes against the whole sequence
-(:mod:`simlab.model.packed_attention`): the model switches to simlab's sdpa at its first packed batch.
 
 The concatenation prefix + suffix is exactly the row's prompt, so the hidden state at the answer slot is the
 per-row computation's up to float rounding (tests/test_shared_prefix.py: probabilities, loss and LoRA gradients
@@ -58,7 +56,7 @@ import inspect
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from simlab.model import compilation, cpu_attention, packed_attention
+from simlab.model import compilation, cpu_attention
 
 # sdpa, and simlab's sdpa-or-matrix-products for bf16 training on CPUs, which takes sdpa's masks
 SDPA_MASKS = ("sdpa", cpu_attention.NAME)
@@ -236,24 +234,15 @@ def packed_attention_mask(token_group: torch.Tensor, token_row: torch.Tensor, dt
     return _as_mask(allowed, dtype, implementation)
 
 
-def _compiled(decoder) -> bool:
-    """Compiled layers keep one attention call: one graph for every packed length, not one per prefix length."""
-    return any(getattr(layer, "_compiled_call_impl", None) is not None for layer in getattr(decoder, "layers", ()))
-
-
 def packed_answer_hidden_states(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, H] final hidden state at each row's answer slot, from one decoder call over a packed batch."""
     decoder = lm.get_decoder()
     config = lm.config
     check_supported(decoder, config, two_pass=False)
     implementation = _implementation(config)
-    pieces = {}
-    if implementation in SDPA_MASKS and "packed_prefix_lengths" in batch and not _compiled(decoder):
-        cpu_attention.use_simlab_sdpa(lm)  # sdpa that attends in pieces (simlab.model.packed_attention)
-        implementation = cpu_attention.NAME
-        pieces[packed_attention.KEYWORD] = tuple(batch["packed_prefix_lengths"])
     mask = packed_attention_mask(batch["packed_group"], batch["packed_row"],
                                  decoder.get_input_embeddings().weight.dtype, implementation)
-    hidden = decoder(input_ids=batch["packed_ids"], attention_mask=mask, position_ids=batch["packed_positions"],
-                     use_cache=False, **pieces).last_hidden_state
+    hidden = decoder(
+        input_ids=batch["packed_ids"], attention_mask=mask, position_ids=batch["packed_positions"], use_cache=False
+    ).last_hidden_state
     return hidden[0].index_select(0, batch["answer_index"])

@@ -342,7 +342,7 @@ class Simulator:
         with torch.inference_mode():
             for batch_indices in tqdm(batches, desc="simulate: scoring", unit="batch", disable=len(batches) < 2):
                 batch = collate([(i, encoded[i]) for i in batch_indices])
-                batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = simulator_logits(self.model, batch) / (self.temperature or 1.0)
                 probs = masked_softmax(logits, batch["option_mask"])
                 for row, row_probs, row_mask in zip(batch["row_index"].tolist(), probs, batch["option_mask"]):

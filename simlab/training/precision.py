@@ -108,7 +108,7 @@ def prepare_for_bf16_cpu(model) -> dict[str, object]:
 
     cast = cast_frozen_linear_weights(model)
     lm = base_model(model)
-    cpu_attention.use_simlab_sdpa(lm)  # only a model that runs sdpa switches
+    cpu_attention.use_for_training(lm)  # only a model that runs sdpa switches
     return {"frozen_weights_in_bf16": cast, "attention": lm.config._attn_implementation}
 
 
